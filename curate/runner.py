@@ -1,0 +1,238 @@
+"""Run a recipe: load the sources, run each step, checkpoint everything, summarise.
+
+Every step's output lives in `steps/NN-<id>-<fingerprint>/` of the run directory. The
+fingerprint covers the step's input (the previous fingerprint), its operator, config and
+code, so a rerun skips every step whose folder is complete (`step.json` is written last),
+and a changed config reruns that step and the ones after it. Batch operators checkpoint
+each chunk as it finishes, so an interrupted step resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import curate
+from curate.core.io import write_json, write_parquet
+from curate.core.operator import StepContext, split_rejections
+from curate.recipe import Recipe, Step
+from curate.schema import PROBLEM_COLUMNS
+from curate.sources.problems import load_problems, source_fingerprint
+
+PACKAGES = ("curate", "polars", "datasets", "transformers", "torch", "sentence-transformers",
+            "faiss-cpu", "math-verify", "vllm", "trl", "peft")
+
+
+@dataclass
+class StepRecord:
+    id: str
+    op: str
+    config: dict
+    fingerprint: str
+    rows_in: int
+    rows_out: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    output: str = ""
+    rejections: str = ""
+    status: str = "done"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    output: Path
+    steps: list[StepRecord]
+    seconds: float
+
+
+def default_cache_dir(recipe: Recipe) -> Path:
+    if recipe.cache_dir:
+        return recipe.cache_dir
+    return Path(os.environ.get("CURATE_CACHE_DIR", Path.home() / ".cache" / "curate"))
+
+
+def run_recipe(recipe: Recipe, output_dir: Path | None = None, console: Console | None = None) -> RunResult:
+    console = console or Console(stderr=True)
+    run = _Run(recipe, Path(output_dir or recipe.output_dir), default_cache_dir(recipe), console)
+    return run.execute()
+
+
+class _Run:
+    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path, console: Console):
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.cache_dir = cache_dir
+        self.console = console
+        self.records: list[StepRecord] = []
+        self.started_at = _now()
+
+    def execute(self) -> RunResult:
+        started = time.perf_counter()
+        with _progress(self.console) as progress:
+            frame, fingerprint = self._load(progress)
+            for index, step in enumerate(self.recipe.steps, start=1):
+                frame, fingerprint = self._step(index, step, frame, fingerprint, progress)
+        output = self.run_dir / "output.parquet"
+        write_parquet(frame, output)
+        self._write_rejections()
+        self._write_manifest(finished=True)
+        return RunResult(self.run_dir, output, self.records, time.perf_counter() - started)
+
+    def _load(self, progress: Progress) -> tuple[pl.DataFrame, str]:
+        recipe_dir = self.recipe.path.parent
+        sources = [source_fingerprint(s, recipe_dir) for s in self.recipe.sources]
+        fingerprint = _hash({"sources": sources, "code": _code_version(load_problems)})
+        step_dir = self.run_dir / "steps" / f"00-load-{fingerprint[:12]}"
+        self.sources = sources
+        task = progress.add_task("load", total=len(self.recipe.sources))
+        done = self._finished(step_dir)
+        if done:
+            progress.update(task, completed=len(self.recipe.sources), description="load (cached)")
+            return pl.read_parquet(step_dir / "output.parquet"), fingerprint
+        started = time.perf_counter()
+        frames = []
+        for source in self.recipe.sources:
+            frames.append(load_problems(source, recipe_dir))
+            progress.advance(task)
+        for record, frame in zip(sources, frames, strict=True):
+            record["rows"] = frame.height
+        frame = pl.concat(frames) if frames else pl.DataFrame(schema={c.name: c.dtype for c in PROBLEM_COLUMNS})
+        record = StepRecord("load", "load", {"sources": [s["config"] for s in sources]}, fingerprint,
+                            rows_in=frame.height, rows_out=frame.height)
+        self._finish(step_dir, record, frame, frame.clear(), started)
+        return frame, fingerprint
+
+    def _step(self, index: int, step: Step, frame: pl.DataFrame, previous: str, progress: Progress):
+        fingerprint = _hash({"input": previous, "op": step.op, "config": step.config,
+                             "code": _code_version(type(step.operator))})
+        step_dir = self.run_dir / "steps" / f"{index:02d}-{step.id}-{fingerprint[:12]}"
+        task = progress.add_task(step.id, total=max(frame.height, 1))
+        done = self._finished(step_dir)
+        if done:
+            progress.update(task, completed=max(frame.height, 1), description=f"{step.id} (cached)")
+            return pl.read_parquet(step_dir / "output.parquet"), fingerprint
+        started = time.perf_counter()
+        ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir)
+        ctx.on_progress = lambda advance: progress.advance(task, advance)
+        step.operator.setup(ctx)
+        if step.operator.scope == "batch":
+            result = self._run_chunks(step, frame, ctx, progress, task)
+        else:
+            result = step.operator.apply(frame, ctx)
+        progress.update(task, completed=max(frame.height, 1))
+        kept, rejected = split_rejections(result)
+        record = StepRecord(step.id, step.op, step.config, fingerprint, rows_in=frame.height,
+                            metrics=dict(ctx.metrics))
+        self._finish(step_dir, record, kept, rejected, started)
+        return kept, fingerprint
+
+    def _run_chunks(self, step: Step, frame: pl.DataFrame, ctx: StepContext, progress, task) -> pl.DataFrame:
+        """Apply a batch operator chunk by chunk; a finished chunk is a parquet part on disk."""
+        parts_dir = ctx.step_dir / "parts"
+        parts = []
+        for start in range(0, max(frame.height, 1), step.chunk_size):
+            chunk = frame.slice(start, step.chunk_size)
+            part = parts_dir / f"rows-{start:012d}-{start + chunk.height:012d}.parquet"
+            if not part.exists():
+                write_parquet(step.operator.apply(chunk, ctx), part)
+            progress.update(task, completed=start + chunk.height)
+            parts.append(part)
+        return pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+
+    def _finished(self, step_dir: Path) -> dict | None:
+        marker = step_dir / "step.json"
+        if not marker.exists():
+            return None
+        data = json.loads(marker.read_text())
+        data["status"] = "cached"
+        self.records.append(StepRecord(**data))
+        return data
+
+    def _finish(self, step_dir: Path, record: StepRecord, kept: pl.DataFrame, rejected: pl.DataFrame,
+                started: float) -> None:
+        write_parquet(kept, step_dir / "output.parquet")
+        write_parquet(rejected.with_columns(step=pl.lit(record.id)), step_dir / "rejections.parquet")
+        record.rows_out = kept.height
+        if rejected.height:
+            counts = rejected.group_by("reject_reason").len().sort("len", descending=True)
+            record.rejected = dict(zip(counts["reject_reason"], counts["len"], strict=True))
+        record.seconds = round(time.perf_counter() - started, 3)
+        record.output = str((step_dir / "output.parquet").relative_to(self.run_dir))
+        record.rejections = str((step_dir / "rejections.parquet").relative_to(self.run_dir))
+        # step.json last: its presence is what marks the step finished.
+        write_json(record.__dict__, step_dir / "step.json")
+        for part in sorted((step_dir / "parts").glob("*.parquet")):
+            part.unlink()
+        self.records.append(record)
+        self._write_manifest(finished=False)
+
+    def _write_rejections(self) -> None:
+        frames = [pl.read_parquet(self.run_dir / r.rejections) for r in self.records if r.rejections]
+        frames = [f for f in frames if f.height]
+        rejections = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
+            schema={"step": pl.String, "reject_reason": pl.String, "reject_detail": pl.String})
+        if "reject_detail" not in rejections.columns:
+            rejections = rejections.with_columns(reject_detail=pl.lit(None, pl.String))
+        write_parquet(rejections, self.run_dir / "rejections.parquet")
+
+    def _write_manifest(self, finished: bool) -> None:
+        recipe = self.recipe
+        write_json(
+            {
+                "curate_version": curate.__version__,
+                "started_at": self.started_at,
+                "finished_at": _now() if finished else None,
+                "recipe": {"name": recipe.name, "version": recipe.version, "path": str(recipe.path),
+                           "sha256": recipe.sha256, "text": recipe.text, "overrides": recipe.overrides},
+                "sources": [{k: s.get(k) for k in ("name", "path", "hub", "sha256", "rows", "license")}
+                            | {"format": s["config"].get("format")} for s in self.sources],
+                "steps": [r.__dict__ for r in self.records],
+                "output": "output.parquet" if finished else None,
+                "rejections": "rejections.parquet" if finished else None,
+                "packages": _package_versions(),
+            },
+            self.run_dir / "run.json",
+        )
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _code_version(obj) -> str:
+    """curate's version plus a hash of the module that defines `obj`: editing an operator
+    invalidates its checkpoints, editing another one does not."""
+    source = inspect.getsource(inspect.getmodule(obj))
+    return f"{curate.__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,124 @@
+"""Turn source records into the problem table (see curate.schema.PROBLEM_COLUMNS)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import polars as pl
+
+from curate.recipe import Source
+from curate.schema import PROBLEM_COLUMNS, conform, problem_id_expr
+from curate.sources.readers import SourceError, read_source
+from curate.verify.extract import gsm8k_final, last_boxed
+
+
+def resolve_path(source: Source, recipe_dir: Path) -> Path | None:
+    if source.path is None:
+        return None
+    path = Path(source.path).expanduser()
+    return path if path.is_absolute() else (recipe_dir / path)
+
+
+def load_problems(source: Source, recipe_dir: Path) -> pl.DataFrame:
+    path = resolve_path(source, recipe_dir)
+    raw = read_source(source, path)
+    if source.limit:
+        raw = raw.head(source.limit)
+    where = str(path) if path else f"hub dataset {source.hub!r}"
+    return map_fields(raw, source, where)
+
+
+def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
+    fields = source.fields
+    _require_text(raw, fields.problem, "problem", where, allow_null=False)
+    if fields.answer:
+        _require_text(raw, fields.answer, "answer", where, allow_null=True)
+    if source.domain == "code" and not fields.tests:
+        raise SourceError(f"{where}: code source {source.name!r} needs `fields.tests`")
+    mapped = {fields.problem, fields.answer, fields.tests, fields.entry_point} - {None}
+    for name in mapped - {fields.problem, fields.answer}:
+        if name not in raw.columns:
+            raise SourceError(f"{where}: mapped field {name!r} is missing (fields: {', '.join(raw.columns)})")
+    unmapped = [c for c in raw.columns if c not in mapped]
+    frame = raw.select(
+        problem=pl.col(fields.problem),
+        reference_answer=_reference(raw, source, where),
+        source=pl.lit(source.name),
+        domain=pl.lit(source.domain),
+        tests=_tests(raw, source),
+        metadata=pl.struct(unmapped).struct.json_encode() if unmapped else pl.lit("{}"),
+    ).with_columns(problem_id=problem_id_expr(pl.col("problem")))
+    return conform(frame, "problem").select([c.name for c in PROBLEM_COLUMNS])
+
+
+def _require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null: bool) -> None:
+    if name not in raw.columns:
+        raise SourceError(
+            f"{where}: field {name!r} (mapped to {role}) is missing; fields are: {', '.join(raw.columns)}"
+        )
+    column = raw[name]
+    if column.dtype != pl.String:
+        bad = column.drop_nulls()
+        example = repr(bad[0])[:60] if len(bad) else "null"
+        raise SourceError(
+            f"{where}: field {name!r} (mapped to {role}) must be text, got {column.dtype} "
+            f"(record 0: {example})"
+        )
+    if not allow_null and column.null_count():
+        record = column.is_null().arg_max()
+        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
+
+
+def _reference(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
+    if not source.fields.answer:
+        return pl.lit(None, pl.String)
+    column = raw[source.fields.answer]
+    if source.answer_format == "plain":
+        return pl.col(source.fields.answer).str.strip_chars()
+    parse = gsm8k_final if source.answer_format == "gsm8k" else last_boxed
+    # One Python call per record: brace matching has no polars expression.
+    parsed = pl.Series([parse(text) for text in column.to_list()], dtype=pl.String)
+    unparsed = parsed.is_null() & column.is_not_null()
+    if unparsed.any():
+        record = unparsed.arg_max()
+        marker = "'####'" if source.answer_format == "gsm8k" else "\\boxed{}"
+        raise SourceError(
+            f"{where}: record {record}: field {source.fields.answer!r} has no {marker} answer "
+            f"(answer_format: {source.answer_format})"
+        )
+    return pl.lit(parsed)
+
+
+def _tests(raw: pl.DataFrame, source: Source) -> pl.Expr:
+    if not source.fields.tests:
+        return pl.lit(None, pl.String)
+    test = pl.col(source.fields.tests)
+    if isinstance(raw.schema[source.fields.tests], pl.List):  # MBPP: a list of asserts
+        test = test.list.join("\n")
+    entry = pl.col(source.fields.entry_point) if source.fields.entry_point else pl.lit(None, pl.String)
+    return pl.struct(test=test, entry_point=entry).struct.json_encode()
+
+
+def source_fingerprint(source: Source, recipe_dir: Path) -> dict:
+    """What identifies a source's content: its config and the file's sha256."""
+    path = resolve_path(source, recipe_dir)
+    record = {"name": source.name, "path": str(path) if path else None, "hub": source.hub,
+              "config": source.model_dump(mode="json"), "sha256": None, "license": source.license}
+    if path is not None and path.is_file():
+        record["sha256"] = _file_sha256(path)
+    elif path is not None and path.is_dir():
+        digest = hashlib.sha256()
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(child.relative_to(path)).encode())
+            digest.update(_file_sha256(child).encode())
+        record["sha256"] = digest.hexdigest()
+    return record
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
