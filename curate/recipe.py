@@ -7,7 +7,6 @@ types, the columns each step needs) before any step runs.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +73,6 @@ class StepBase(StrictModel):
     chunk_size: int | None = Field(None, ge=1, description="Rows per chunk for batch operators.")
 
 
-@functools.cache
 def step_models() -> dict[str, type[BaseModel]]:
     """One model per operator: `op` + `id` + `chunk_size` + the operator's config fields."""
     models = {}
@@ -89,7 +87,6 @@ def step_models() -> dict[str, type[BaseModel]]:
     return models
 
 
-@functools.cache
 def recipe_model() -> type[BaseModel]:
     steps = list(step_models().values())
     step_union = Annotated[Union[tuple(steps)], Field(discriminator="op")]  # noqa: UP007

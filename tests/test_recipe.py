@@ -1,0 +1,113 @@
+"""Recipe loading: every mistake is reported with the file and the YAML line."""
+
+import textwrap
+
+import pytest
+
+from curate.recipe import RecipeError, load_recipe
+
+DATA = "../../curate/data"
+
+
+def write_recipe(tmp_path, body: str):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "p.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": "4"}\n')
+    path = tmp_path / "recipe.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+HEADER = """\
+name: t
+sources:
+  - name: toy
+    path: data/p.jsonl
+steps:
+"""
+
+
+def error_of(path, overrides=()):
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path, list(overrides))
+    return caught.value.problems
+
+
+def test_valid_recipe_builds_typed_steps(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: 1\n    seed: 3\n")
+    recipe = load_recipe(path)
+    assert [s.id for s in recipe.steps] == ["sample"]
+    assert recipe.steps[0].operator.config.seed == 3
+    assert recipe.output_dir.name == "t"
+
+
+def test_unknown_operator_names_file_and_line(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: 1\n  - op: no_such_op\n")
+    [problem] = error_of(path)
+    assert problem.file == str(path)
+    assert problem.line == 8
+    assert "unknown operator 'no_such_op'" in problem.message
+    assert "sample" in problem.message  # lists the known ones
+
+
+def test_bad_field_type_names_the_field_line(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: many\n")
+    [problem] = error_of(path)
+    assert problem.line == 7
+    assert problem.message.startswith("steps[0].n:")
+    assert "integer" in problem.message
+
+
+def test_unknown_config_field_is_an_error(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: 2\n    sed: 1\n")
+    [problem] = error_of(path)
+    assert problem.line == 8 and "steps[0].sed" in problem.message
+
+
+def test_missing_column_names_the_step_line(tmp_path):
+    import slow_ops  # noqa: F401 - registers drop_long, which reads `length`
+
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: 1\n  - op: drop_long\n    max_length: 3\n")
+    [problem] = error_of(path)
+    assert problem.line == 8
+    assert "needs column(s) length" in problem.message
+
+
+def test_missing_source_location_and_top_level_typo(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\nsources:\n  - name: x\nstepz: []\n")
+    problems = error_of(path)
+    messages = {p.message.split(":")[0]: p.line for p in problems}
+    assert messages["sources[0]"] == 3
+    assert messages["stepz"] == 4
+
+
+def test_invalid_yaml_points_at_the_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\nsources: [\n  - oops\n")
+    [problem] = error_of(path)
+    assert problem.line >= 2 and "invalid YAML" in problem.message
+
+
+def test_set_overrides_a_step_field_and_is_validated(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: 1\n")
+    assert load_recipe(path, ["sample.n=2"]).steps[0].operator.config.n == 2
+    [problem] = error_of(path, ["sample.n=lots"])
+    assert "steps[0].n" in problem.message
+
+
+def test_repeated_operator_gets_distinct_ids(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: 2\n  - op: sample\n    n: 1\n")
+    assert [s.id for s in load_recipe(path).steps] == ["sample", "sample_2"]
+
+
+def test_recipes_are_data_not_code(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - !!python/object/apply:os.system ['echo pwned']\n")
+    [problem] = error_of(path)
+    assert "invalid YAML" in problem.message
+
+
+def test_shipped_recipes_validate():
+    from pathlib import Path
+
+    for recipe in sorted(Path(__file__).parent.parent.glob("recipes/*.yaml")):
+        load_recipe(recipe)

@@ -1,0 +1,128 @@
+"""Sources: every supported format reads into the problem table; bad input fails clearly."""
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from curate.recipe import Source
+from curate.schema import PROBLEM_COLUMNS, polars_schema
+from curate.sources.problems import load_problems
+from curate.sources.readers import SourceError
+
+RECORDS = [
+    {"question": "What is 2+3?", "answer": "2+3=5\n#### 5", "level": 1},
+    {"question": "What is 10*100?", "answer": "so\n#### 1,000", "level": 2},
+]
+
+
+def gsm8k_source(path, **extra):
+    return Source(name="toy", path=str(path), fields={"problem": "question", "answer": "answer"},
+                  answer_format="gsm8k", **extra)
+
+
+def write_all_formats(tmp_path):
+    frame = pl.DataFrame(RECORDS)
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n")
+    (tmp_path / "a.json").write_text(json.dumps(RECORDS))
+    frame.write_parquet(tmp_path / "a.parquet")
+    frame.write_csv(tmp_path / "a.csv")
+    import datasets
+
+    datasets.Dataset.from_list(RECORDS).save_to_disk(str(tmp_path / "a_disk"))
+    return ["a.jsonl", "a.json", "a.parquet", "a.csv", "a_disk"]
+
+
+def test_every_format_gives_the_same_problem_table(tmp_path):
+    tables = [load_problems(gsm8k_source(tmp_path / name), tmp_path) for name in write_all_formats(tmp_path)]
+    first = tables[0]
+    assert first.schema == polars_schema("problem")
+    assert first["reference_answer"].to_list() == ["5", "1000"]
+    assert json.loads(first["metadata"][0]) == {"level": 1}
+    for other in tables[1:]:
+        assert other.drop("metadata").equals(first.drop("metadata"))
+
+
+def test_hub_source_goes_through_load_dataset(tmp_path):
+    # The Hub is unreachable here; load_dataset on a local folder takes the same code path.
+    folder = tmp_path / "hub_like"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n")
+    source = Source(name="hub", hub=str(folder), fields={"problem": "question", "answer": "answer"},
+                    answer_format="gsm8k")
+    table = load_problems(source, tmp_path)
+    assert table["reference_answer"].to_list() == ["5", "1000"]
+
+
+def test_problem_ids_are_content_hashes(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"problem": "Find  x.", "answer": "1"}) + "\n"
+                    + json.dumps({"problem": "Find x. ", "answer": "1"}) + "\n"
+                    + json.dumps({"problem": "Find y.", "answer": "1"}) + "\n")
+    ids = load_problems(Source(name="s", path=str(path)), tmp_path)["problem_id"].to_list()
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_bundled_references_parse_for_every_record():
+    from pathlib import Path
+
+    data = Path(__file__).parent.parent / "curate" / "data"
+    gsm8k = load_problems(gsm8k_source(data / "gsm8k" / "train_sample.jsonl"), data)
+    math = load_problems(Source(name="m", path=str(data / "math500" / "test.jsonl"),
+                                fields={"problem": "problem", "answer": "solution"}, answer_format="boxed"), data)
+    assert gsm8k["reference_answer"].null_count() == 0 and gsm8k.height == 300
+    assert math["reference_answer"].null_count() == 0 and math.height == 500
+
+
+def test_code_source_keeps_tests(tmp_path):
+    path = tmp_path / "mbpp.json"
+    path.write_text(json.dumps([{"prompt": "Add.", "code": "def add(a,b): return a+b",
+                                 "test_list": ["assert add(1,2)==3", "assert add(0,0)==0"]}]))
+    source = Source(name="mbpp", path=str(path), domain="code",
+                    fields={"problem": "prompt", "answer": None, "tests": "test_list"})
+    table = load_problems(source, tmp_path)
+    assert json.loads(table["tests"][0])["test"] == "assert add(1,2)==3\nassert add(0,0)==0"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"question": "a", "answer": "#### 1"}\n{"question": "b", "answer": \n', ["bad.jsonl:2", "malformed JSON"]),
+        (b'{"question": "a", "answer": "#### 1"}\n{"question": "\xff\xfe", "answer": "#### 2"}\n',
+         ["bad.jsonl:2", "UTF-8"]),
+        (b"", ["bad.jsonl", "empty"]),
+        (b'{"q": "a", "answer": "#### 1"}\n', ["bad.jsonl", "'question'", "missing"]),
+        (b'{"question": 5, "answer": "#### 1"}\n', ["bad.jsonl", "'question'", "must be text"]),
+        (b'{"question": "a", "answer": "#### 1"}\n{"answer": "#### 2"}\n', ["record 1", "'question'", "null"]),
+        (b'{"question": "a", "answer": "no marker"}\n', ["record 0", "'answer'", "####"]),
+        (b'[1, 2]\n', ["bad.jsonl:1", "JSON object"]),
+    ],
+    ids=["malformed", "non-utf8", "empty", "missing-field", "wrong-type", "null-field", "no-answer", "not-object"],
+)
+def test_bad_input_names_file_record_and_field(tmp_path, content, expected):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(SourceError) as caught:
+        load_problems(gsm8k_source(path), tmp_path)
+    for fragment in expected:
+        assert fragment in str(caught.value)
+
+
+def test_bad_input_fails_the_run_cleanly_and_writes_nothing(tmp_path):
+    (tmp_path / "bad.jsonl").write_bytes(b'{"question": "a", "answer": "#### 1"}\n{oops}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: bad\nsources:\n  - name: s\n    path: bad.jsonl\n"
+                      "    fields: {problem: question}\n    answer_format: gsm8k\n"
+                      f"output:\n  dir: {tmp_path / 'run'}\n")
+    result = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(recipe)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "bad.jsonl:2: malformed JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "run").rglob("*.parquet"))
+
+
+def test_problem_table_columns_match_the_schema_module():
+    assert list(polars_schema("problem")) == [c.name for c in PROBLEM_COLUMNS]
