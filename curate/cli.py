@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +14,12 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Build reasoning-distillation datasets from recipes: curate run recipes/quickstart.yaml")
 console = Console(stderr=True)
+
+
+class Executor(str, Enum):
+    local = "local"  # batch steps in this process
+    ray = "ray"  # batch steps on a Ray cluster (local one by default)
+
 out = Console()
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/quickstart.yaml.")]
@@ -38,14 +45,21 @@ def run(
     recipe: RecipeArg,
     set_: SetOption = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory.")] = None,  # noqa: UP045
+    executor: Annotated[Executor, typer.Option(help="Where batch steps run.")] = Executor.local,
+    ray_address: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a local one."),
+    ] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray actors per batch step.")] = None,  # noqa: UP045
 ) -> None:
     """Run a recipe; finished steps are reused, an interrupted step resumes."""
+    from curate.core.executor import make_executor
     from curate.runner import run_recipe
     from curate.sources.readers import SourceError
 
     loaded = _load(recipe, set_)
     try:
-        result = run_recipe(loaded, output, console)
+        result = run_recipe(loaded, output, console, make_executor(executor.value, ray_address, workers))
     except SourceError as error:
         console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

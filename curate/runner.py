@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import curate
+from curate.core.executor import LocalExecutor
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext, split_rejections
 from curate.recipe import Recipe, Step
@@ -64,14 +65,18 @@ def default_cache_dir(recipe: Recipe) -> Path:
     return Path(os.environ.get("CURATE_CACHE_DIR", Path.home() / ".cache" / "curate"))
 
 
-def run_recipe(recipe: Recipe, output_dir: Path | None = None, console: Console | None = None) -> RunResult:
+def run_recipe(recipe: Recipe, output_dir: Path | None = None, console: Console | None = None,
+               executor=None) -> RunResult:
+    """Run `recipe`; `executor` runs batch steps (default: LocalExecutor, in this process)."""
     console = console or Console(stderr=True)
-    run = _Run(recipe, Path(output_dir or recipe.output_dir), default_cache_dir(recipe), console)
+    run = _Run(recipe, Path(output_dir or recipe.output_dir), default_cache_dir(recipe), console,
+               executor or LocalExecutor())
     return run.execute()
 
 
 class _Run:
-    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path, console: Console):
+    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path, console: Console, executor):
+        self.executor = executor
         self.recipe = recipe
         self.run_dir = run_dir
         self.cache_dir = cache_dir
@@ -127,10 +132,11 @@ class _Run:
         started = time.perf_counter()
         ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir)
         ctx.on_progress = lambda advance: progress.advance(task, advance)
-        step.operator.setup(ctx)
         if step.operator.scope == "batch":
-            result = self._run_chunks(step, frame, ctx, progress, task)
-        else:
+            result = self.executor.run_batch(step.operator, frame, step.chunk_size, ctx,
+                                             lambda rows: progress.advance(task, rows))
+        else:  # global steps need the whole frame: they run here, in the driver
+            step.operator.setup(ctx)
             result = step.operator.apply(frame, ctx)
         progress.update(task, completed=max(frame.height, 1))
         kept, rejected = split_rejections(result)
@@ -138,19 +144,6 @@ class _Run:
                             metrics=dict(ctx.metrics))
         self._finish(step_dir, record, kept, rejected, started)
         return kept, fingerprint
-
-    def _run_chunks(self, step: Step, frame: pl.DataFrame, ctx: StepContext, progress, task) -> pl.DataFrame:
-        """Apply a batch operator chunk by chunk; a finished chunk is a parquet part on disk."""
-        parts_dir = ctx.step_dir / "parts"
-        parts = []
-        for start in range(0, max(frame.height, 1), step.chunk_size):
-            chunk = frame.slice(start, step.chunk_size)
-            part = parts_dir / f"rows-{start:012d}-{start + chunk.height:012d}.parquet"
-            if not part.exists():
-                write_parquet(step.operator.apply(chunk, ctx), part)
-            progress.update(task, completed=start + chunk.height)
-            parts.append(part)
-        return pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
 
     def _finished(self, step_dir: Path) -> dict | None:
         marker = step_dir / "step.json"

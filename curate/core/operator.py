@@ -61,6 +61,10 @@ class Operator:
     def output_columns(self) -> set[str]:
         return set(self.adds)
 
+    def resources(self) -> dict[str, float]:
+        """What one worker of this operator needs on a cluster, e.g. {"num_gpus": 1}."""
+        return {}
+
     def setup(self, ctx: StepContext) -> None:
         """Load models, open caches. Called once before the first `apply`."""
 
@@ -93,7 +97,14 @@ def split_rejections(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 # The allow-list: only operators registered by these modules can be named in a recipe.
 STAGE_MODULES = (
+    "curate.prune.filters",
+    "curate.prune.select",
+    "curate.prune.steps",
     "curate.select.operators",
+    "curate.verify.operators",
+    "curate.grade.operators",
+    "curate.generate.operator",
+    "curate.dedup.operators",
 )
 
 _REGISTRY: dict[str, type[Operator]] = {}

@@ -45,3 +45,37 @@ class DropLong(Filter):
 
     def reason(self) -> pl.Expr:
         return pl.when(pl.col("length") > self.config.max_length).then(pl.lit("too_long"))
+
+
+class CachedLengthConfig(OperatorConfig):
+    compute_log: str = Field(description="File that gets one line per row actually computed.")
+    seconds_per_row: float = Field(0.0, description="Sleep per computed row.")
+
+
+@register
+class CachedLength(Operator):
+    """Like a generation step: each row's result is stored in a durable per-row cache the
+    moment it is computed, and a cached row is never computed again."""
+
+    name = "cached_length"
+    Config = CachedLengthConfig
+    reads = ("problem",)
+    adds = ("length",)
+
+    def apply(self, frame: pl.DataFrame, ctx) -> pl.DataFrame:
+        import os
+
+        cache = ctx.cache_dir / "cached_length"
+        cache.mkdir(parents=True, exist_ok=True)
+        lengths = []
+        for problem_id, problem in zip(frame["problem_id"], frame["problem"], strict=True):
+            entry = cache / problem_id
+            if not entry.exists():
+                time.sleep(self.config.seconds_per_row)
+                with open(self.config.compute_log, "a") as handle:
+                    handle.write(f"{problem_id}\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                entry.write_text(str(len(problem)))
+            lengths.append(int(entry.read_text()))
+        return frame.with_columns(length=pl.Series(lengths, dtype=pl.Int64))
