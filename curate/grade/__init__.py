@@ -1,0 +1,1 @@
+"""Difficulty grading: pass rates, confidence intervals, bands, adaptive sampling."""

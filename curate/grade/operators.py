@@ -1,0 +1,164 @@
+"""`grade` (per-problem difficulty from verified traces) and `select_difficulty`.
+
+Grading aggregates the trace table twice (problem x teacher, then problem) and joins the
+per-problem columns back onto every trace row, so later stages and audits can read a
+trace's difficulty next to it. Rows whose `correct` is null (the verifier could not
+decide) are not samples: they count in neither the numerator nor the denominator.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from curate.core.operator import Filter, Operator, OperatorConfig, StepContext, register
+from curate.grade.stats import band_expr, check_bands, interval
+
+GRADE_COLUMNS = (
+    "n_samples", "n_correct", "pass_rate", "wilson_low", "wilson_high", "n_teachers",
+    "teacher_pass_rates", "teacher_variance", "teacher_cv", "teacher_disagreement", "band",
+)
+
+
+class BandConfig(OperatorConfig):
+    band_edges: list[float] = Field(
+        [0.3, 0.7], description="Pass-rate cut points inside (0, 1); 0 is 'unsolved', 1 is 'trivial'."
+    )
+    band_names: list[str] = Field(
+        ["hard", "medium", "easy"], description="Names of the slices between the edges, hardest first."
+    )
+
+    @model_validator(mode="after")
+    def _bands(self):
+        check_bands(self.band_edges, self.band_names)
+        return self
+
+
+class GradeConfig(BandConfig):
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the pass-rate interval.")
+    interval: Literal["wilson", "jeffreys"] = Field(
+        "wilson", description="Interval for wilson_low/wilson_high: Wilson score or Jeffreys (Beta)."
+    )
+    teacher_column: str = Field("teacher", description="Column naming who produced each trace.")
+
+
+@register
+class Grade(Operator):
+    """Per problem: samples, pass rate (overall and per teacher), its confidence interval,
+    variance and coefficient of variation of the teachers' pass rates, whether teachers
+    disagree (one never solves what another does), and a difficulty band; broadcast onto
+    every trace row."""
+
+    name = "grade"
+    Config = GradeConfig
+    scope = "global"
+    adds = GRADE_COLUMNS
+
+    def input_columns(self) -> set[str]:
+        return {"problem_id", "correct", self.config.teacher_column}
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        grades = grade_problems(frame, self.config)
+        ctx.count("problems_graded", grades.height)
+        for band, count in grades.group_by("band").len().iter_rows():
+            ctx.count(f"band_{band or 'ungraded'}", count)
+        ctx.on_progress(frame.height)
+        return frame.drop([c for c in GRADE_COLUMNS if c in frame.columns]).join(
+            grades, on="problem_id", how="left", maintain_order="left"
+        )
+
+
+def grade_problems(frame: pl.DataFrame, config: GradeConfig) -> pl.DataFrame:
+    """One row per problem with the GRADE_COLUMNS."""
+    correct = pl.col("correct")
+    per_teacher = (
+        frame.lazy()
+        .group_by("problem_id", pl.col(config.teacher_column).alias("teacher"))
+        .agg(n_samples=correct.count().cast(pl.Int64), n_correct=correct.sum().cast(pl.Int64))
+        .with_columns(
+            pass_rate=pl.when(pl.col("n_samples") > 0).then(pl.col("n_correct") / pl.col("n_samples"))
+        )
+    )
+    teacher_rate = pl.col("pass_rate")
+    low, high = interval(pl.col("n_correct"), pl.col("n_samples"), config.confidence, config.interval)
+    teacher_json = pl.struct("teacher", "pass_rate", "n_samples").sort_by("teacher").struct.json_encode()
+    return (
+        per_teacher.group_by("problem_id")
+        .agg(
+            pl.col("n_samples").sum(),
+            pl.col("n_correct").sum(),
+            n_teachers=teacher_rate.count().cast(pl.Int32),
+            teacher_pass_rates=pl.lit("[") + teacher_json.str.join(",") + pl.lit("]"),
+            teacher_variance=teacher_rate.var(ddof=0),
+            teacher_mean=teacher_rate.mean(),
+            teacher_min=teacher_rate.min(),
+            teacher_max=teacher_rate.max(),
+        )
+        .with_columns(
+            pass_rate=pl.when(pl.col("n_samples") > 0).then(pl.col("n_correct") / pl.col("n_samples"))
+        )
+        .with_columns(
+            wilson_low=low,
+            wilson_high=high,
+            teacher_cv=pl.when(pl.col("teacher_mean") > 0).then(
+                pl.col("teacher_variance").sqrt() / pl.col("teacher_mean")
+            ),
+            teacher_disagreement=(pl.col("n_teachers") >= 2)
+            & (pl.col("teacher_min") == 0)
+            & (pl.col("teacher_max") > 0),
+            band=band_expr(pl.col("pass_rate"), config.band_edges, config.band_names),
+        )
+        .select("problem_id", *GRADE_COLUMNS)
+        .collect()
+    )
+
+
+class SelectDifficultyConfig(OperatorConfig):
+    bands: list[str] | None = Field(
+        None, description="Keep problems in these bands (e.g. [hard, medium]); null = any band."
+    )
+    min_pass_rate: float | None = Field(None, ge=0, le=1, description="Keep pass_rate >= this.")
+    max_pass_rate: float | None = Field(None, ge=0, le=1, description="Keep pass_rate <= this.")
+    min_samples: int = Field(0, ge=0, description="Reject problems graded on fewer verified samples.")
+
+
+@register
+class SelectDifficulty(Filter):
+    """Keep traces of problems in the chosen bands and/or pass-rate range (needs `grade`).
+    Reasons: too_few_samples, ungraded, band:<name>, pass_rate_below_min, pass_rate_above_max."""
+
+    name = "select_difficulty"
+    Config = SelectDifficultyConfig
+    scope = "batch"
+    reads = ("pass_rate", "band", "n_samples")
+    adds = ("reject_reason", "reject_detail")
+
+    def reason(self) -> pl.Expr:
+        config = self.config
+        pass_rate = pl.col("pass_rate")
+        checks = [
+            (pl.col("n_samples").fill_null(0) < config.min_samples, pl.lit("too_few_samples")),
+            (pass_rate.is_null(), pl.lit("ungraded")),
+        ]
+        if config.bands is not None:
+            checks.append((~pl.col("band").is_in(config.bands), pl.lit("band:") + pl.col("band")))
+        if config.min_pass_rate is not None:
+            checks.append((pass_rate < config.min_pass_rate, pl.lit("pass_rate_below_min")))
+        if config.max_pass_rate is not None:
+            checks.append((pass_rate > config.max_pass_rate, pl.lit("pass_rate_above_max")))
+        expression = pl.when(checks[0][0]).then(checks[0][1])
+        for condition, reason in checks[1:]:
+            expression = expression.when(condition).then(reason)
+        return expression.otherwise(pl.lit(None, pl.String))
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        missing = {"pass_rate", "band", "n_samples"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"select_difficulty needs the grade columns {sorted(missing)}: run `grade` first")
+        reason = self.reason()
+        detail = pl.struct("band", "pass_rate", "n_samples").struct.json_encode()
+        return frame.with_columns(
+            reject_reason=reason, reject_detail=pl.when(reason.is_not_null()).then(detail)
+        )
