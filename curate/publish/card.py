@@ -1,0 +1,480 @@
+"""The dataset card (README.md): what the dataset is and exactly how the run made it."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+
+import polars as pl
+import yaml
+
+from curate.publish.config import PublishConfig
+from curate.publish.rows import LINEAGE_COLUMNS, PUBLISH_COLUMNS
+from curate.publish.run import Run
+from curate.schema import KNOWN_COLUMNS
+
+# Step operators whose names say what they did, for the card's summary sentence.
+_STEP_WORDS = (
+    ("verif", "answer verification"),
+    ("dedup", "deduplication"),
+    ("decontam", "decontamination"),
+    ("grade", "difficulty grading"),
+    ("filter", "quality filters"),
+    ("prune", "pruning"),
+    ("rewrite", "rewriting"),
+    ("select", "selection"),
+)
+_GENERATION_METRICS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens")
+_SIZE_CATEGORIES = (
+    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+)
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What the card needs to know about this version besides the run and the rows."""
+
+    version: str
+    fingerprint: str
+    created_at: str
+    shards: int
+    local_path: str
+
+
+def size_category(rows: int) -> str:
+    return next((name for limit, name in _SIZE_CATEGORIES if rows < limit), "1B<n<10B")
+
+
+def dataset_license(run: Run, config: PublishConfig) -> str:
+    if config.license:
+        return config.license
+    licenses = {str(s["license"]).strip().lower() for s in run.sources if s.get("license")}
+    return licenses.pop() if len(licenses) == 1 else "other"
+
+
+def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: CardFacts) -> str:
+    from huggingface_hub import DatasetCardData
+
+    header = DatasetCardData(
+        license=dataset_license(run, config),
+        pretty_name=_title(run, config),
+        language=config.language,
+        task_categories=config.task_categories,
+        size_categories=[size_category(frame.height)],
+        tags=config.tags,
+        configs=[{"config_name": "default", "data_files": [{"split": config.split, "path": f"data/{config.split}-*"}]}],
+    )
+    sections = [
+        f"---\n{header.to_yaml()}\n---",
+        f"# {_title(run, config)}",
+        config.description or _summary(run, config),
+        _facts_table(run, config, facts),
+        _load_section(config, facts),
+        _format_section(frame, config),
+        _funnel_section(run, frame),
+        _teachers_section(run),
+        _filters_section(run),
+        _difficulty_section(run.output),
+        _lengths_section(run.output),
+        _sources_section(run, config),
+        _recipe_section(run),
+        _lineage_section(frame),
+        _citation_section(run, config, facts),
+    ]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _title(run: Run, config: PublishConfig) -> str:
+    return config.pretty_name or str(run.recipe.get("name") or "curate dataset")
+
+
+def _summary(run: Run, config: PublishConfig) -> str:
+    frame = run.output
+    teachers = _distinct(frame, "teacher")
+    sources = [s["name"] for s in run.sources if s.get("name")]
+    done = [word for key, word in _STEP_WORDS if any(key in step["op"] for step in run.steps)]
+    if "trace_id" in frame.columns:
+        problems = f" to {frame['problem_id'].n_unique():,} problems" if "problem_id" in frame.columns else ""
+        text = f"**{_title(run, config)}** is a reasoning-distillation dataset: {frame.height:,} worked solutions{problems}"
+    else:
+        text = f"**{_title(run, config)}** is a problem set of {frame.height:,} problems"
+    if sources:
+        text += f" from {_join(f'`{s}`' for s in sources)}"
+    if teachers:
+        text += f", written by {len(teachers)} teacher model{'s' if len(teachers) > 1 else ''} ({_join(f'`{t}`' for t in teachers)})"
+    text += "."
+    if done:
+        text += f" The rows were kept after {_join(done)}."
+    if config.messages:
+        text += " Each row has a `messages` column in chat format, ready for supervised fine-tuning."
+    recipe = run.recipe
+    if recipe.get("name"):
+        text += (
+            f" It was built with curate from the recipe `{recipe['name']}`"
+            f"{_recipe_version(recipe)}; the funnel below shows what every step kept and removed."
+        )
+    description = _recipe_description(recipe)
+    return f"{text}\n\n> {_text(description)}" if description else text
+
+
+def _recipe_description(recipe: dict) -> str | None:
+    try:
+        parsed = yaml.safe_load(recipe.get("text") or "")
+    except yaml.YAMLError:
+        return None
+    description = parsed.get("description") if isinstance(parsed, dict) else None
+    return str(description).strip() if description else None
+
+
+def _facts_table(run: Run, config: PublishConfig, facts: CardFacts) -> str:
+    recipe, frame = run.recipe, run.output
+    rows = [
+        ("Version", f"`{facts.version}`"),
+        ("Rows", f"{frame.height:,} in split `{config.split}` ({facts.shards} shard{'s' if facts.shards > 1 else ''})"),
+    ]
+    if "problem_id" in frame.columns:
+        rows.append(("Problems", f"{frame['problem_id'].n_unique():,}"))
+    if recipe.get("name"):
+        rows.append(("Recipe", f"`{recipe['name']}`{_recipe_version(recipe)}, sha256 `{str(recipe.get('sha256', ''))[:12]}`"))
+    rows += [
+        ("Built", f"{_when(facts.created_at)} (run finished {_when(run.manifest.get('finished_at'))})"),
+        ("Fingerprint", f"`{facts.fingerprint}`"),
+        ("License", f"`{dataset_license(run, config)}`"),
+    ]
+    return _table(["", ""], rows)
+
+
+def _load_section(config: PublishConfig, facts: CardFacts) -> str:
+    if config.hub_repo_id:
+        load = f'ds = load_dataset("{config.hub_repo_id}", revision="{facts.version}", split="{config.split}")'
+    else:
+        load = f'ds = load_dataset("{facts.local_path}", split="{config.split}")'
+    text = "## Load it\n\n```python\nfrom datasets import load_dataset\n\n" + load + "\n```"
+    if config.messages:
+        text += (
+            "\n\nThe `messages` column works with TRL's `SFTTrainer` as it is:\n\n```python\n"
+            "from trl import SFTConfig, SFTTrainer\n\n"
+            'trainer = SFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=ds,\n'
+            '                     args=SFTConfig(output_dir="sft-out"))\ntrainer.train()\n```'
+        )
+    if config.hub_repo_id:
+        text += f"\n\nEach version is a tag of the repo (`revision=\"{facts.version}\"`); `main` holds the latest."
+    return text
+
+
+def _format_section(frame: pl.DataFrame, config: PublishConfig) -> str:
+    described = {**{name: column.description for name, column in KNOWN_COLUMNS.items()}, **PUBLISH_COLUMNS}
+    rows = [(f"`{name}`", f"`{dtype}`", _text(described.get(name, ""))) for name, dtype in frame.schema.items()]
+    text = "## Format\n\n" + _table(["Column", "Type", "Description"], rows)
+    if config.messages:
+        example = [
+            {"role": turn["role"], "content": _shorten(turn["content"], 400)} for turn in frame["messages"][0].to_list()
+        ]
+        body = json.dumps(example, indent=2, ensure_ascii=False)
+        fence = _fence(body)
+        text += (
+            f"\n\nReasoning sits inside the assistant turn between `{config.think_open}` and "
+            f"`{config.think_close}`, followed by the final answer. The first row's `messages` "
+            f"(long turns shortened here):\n\n{fence}json\n{body}\n{fence}"
+        )
+    return text
+
+
+def _funnel_section(run: Run, frame: pl.DataFrame) -> str:
+    steps = run.steps
+    if not steps:
+        return ""
+    chain = " → ".join(f"`{step['id']}` {step['rows_out']:,}" for step in steps)
+    rows = []
+    for number, step in enumerate(steps, 1):
+        rejected = step.get("rejected") or {}
+        seconds = step.get("seconds")
+        time = "cached" if step.get("status") == "cached" else (f"{seconds:.1f} s" if seconds is not None else "")
+        rows.append((
+            str(number), f"`{step['id']}`", f"`{step['op']}`", f"{step['rows_in']:,}", f"{step['rows_out']:,}",
+            f"{sum(rejected.values()):,}" if rejected else "", _reasons(rejected), time,
+        ))
+    unit = " (problems until generation, traces after it)" if any("generat" in s["op"] for s in steps) else ""
+    text = f"## How it was made\n\n### Funnel\n\nRows after each step{unit}:\n\n{chain} → **{frame.height:,} published**\n\n"
+    return text + _table(["#", "Step", "Operator", "Rows in", "Rows out", "Removed", "Removed because", "Time"], rows)
+
+
+def _teachers_section(run: Run) -> str:
+    frame = run.output
+    if "teacher" not in frame.columns:
+        return ""
+    wanted = ["teacher", "model", "generation_params"]
+    kept = frame.select(c for c in wanted if c in frame.columns)
+    rejected = run.rejections(wanted)
+    generated = pl.concat([kept, rejected], how="diagonal_relaxed") if "teacher" in rejected.columns else kept
+    generated = generated.filter(pl.col("teacher").is_not_null())
+    revisions = model_revisions(run)
+    rows = []
+    for teacher in _distinct(generated, "teacher"):
+        mine = generated.filter(pl.col("teacher") == teacher)
+        kept_rows = frame.filter(pl.col("teacher") == teacher).height
+        models = _distinct(mine, "model")
+        params = [_params_text(p) for p in _distinct(mine, "generation_params")]
+        rows.append((
+            f"`{teacher}`",
+            "<br>".join(f"`{m}`" + (f" @ `{revisions[m]}`" if revisions.get(m) else "") for m in models),
+            f"{mine.height:,}", f"{kept_rows:,}", f"{kept_rows / mine.height:.0%}", "<br>".join(params),
+        ))
+    text = "### Teachers and sampling\n\n" + _table(
+        ["Teacher", "Model", "Traces generated", "Kept", "Kept share", "Sampling parameters"], rows
+    )
+    totals = dict.fromkeys(_GENERATION_METRICS, 0)
+    for step in run.steps:
+        for name in _GENERATION_METRICS:
+            totals[name] += round((step.get("metrics") or {}).get(name, 0) or 0)
+    if totals["requests"] or totals["completion_tokens"]:
+        text += (
+            f"\n\nGeneration made {totals['requests']:,} model requests ({totals['cache_hits']:,} served from cache), "
+            f"{totals['prompt_tokens']:,} prompt tokens and {totals['completion_tokens']:,} completion tokens."
+        )
+    return text
+
+
+def _filters_section(run: Run) -> str:
+    filters = [s for s in run.steps if "dedup" in s["op"] or "decontam" in s["op"]]
+    text = "### Deduplication and decontamination\n\n"
+    if not filters:
+        return text + (
+            "No deduplication or decontamination step ran: check this data for overlap with your "
+            "evaluation sets before reporting results on them."
+        )
+    items = []
+    for step in filters:
+        rejected = step.get("rejected") or {}
+        removed = sum(rejected.values())
+        line = f"- **`{step['id']}`** (`{step['op']}`): removed {removed:,} of {step['rows_in']:,} rows"
+        line += f" ({_reasons(rejected)})." if rejected else "."
+        by_eval_set = _removed_by_eval_set(run, step["id"])
+        if by_eval_set:
+            line += f" Removed per eval set: {_reasons(by_eval_set)}."
+        settings = ", ".join(f"{key}={_setting(value)}" for key, value in (step.get("config") or {}).items())
+        if settings:
+            line += f" Settings: {settings}."
+        items.append(line)
+    return text + "\n".join(items)
+
+
+def _removed_by_eval_set(run: Run, step_id: str) -> dict[str, int]:
+    """Rejections of one step counted by the `eval_set` named in their reject_detail JSON."""
+    rejected = run.rejections(["step", "reject_detail"])
+    if not {"step", "reject_detail"} <= set(rejected.columns):
+        return {}
+    eval_sets = rejected.filter(pl.col("step") == step_id).select(
+        pl.col("reject_detail").str.json_path_match("$.eval_set").alias("eval_set")
+    ).drop_nulls()
+    return dict(eval_sets.group_by("eval_set").len().iter_rows())
+
+
+def _difficulty_section(frame: pl.DataFrame) -> str:
+    if "band" not in frame.columns and "pass_rate" not in frame.columns:
+        return ""
+    text = "### Difficulty\n\n"
+    if "band" in frame.columns:
+        aggregations = [pl.len().alias("rows")]
+        if "pass_rate" in frame.columns:
+            aggregations.append(pl.col("pass_rate").mean().alias("mean_pass_rate"))
+        bands = frame.group_by("band").agg(aggregations)
+        bands = bands.sort("mean_pass_rate", descending=True) if "pass_rate" in frame.columns else bands.sort("band")
+        rows = [
+            (f"`{row['band']}`", f"{row['rows']:,}", f"{row['rows'] / frame.height:.0%}")
+            + ((f"{row['mean_pass_rate']:.2f}" if row["mean_pass_rate"] is not None else "",) if "pass_rate" in frame.columns else ())
+            for row in bands.iter_rows(named=True)
+        ]
+        headers = ["Band", "Rows", "Share"] + (["Mean pass rate"] if "pass_rate" in frame.columns else [])
+        text += _table(headers, rows)
+    if "pass_rate" in frame.columns:
+        text += "\n\nPass rate (share of the teachers' samples judged correct): " + _stats_sentence(frame["pass_rate"], 2)
+    return text
+
+
+def _lengths_section(frame: pl.DataFrame) -> str:
+    measures = []
+    for name in ("reasoning_tokens", "answer_tokens"):
+        if name in frame.columns:
+            measures.append((f"`{name}`", "tokens", frame[name]))
+    if not measures:
+        for name in ("reasoning", "answer_text"):
+            if name in frame.columns:
+                measures.append((f"`{name}`", "characters", frame[name].str.len_chars()))
+    if not measures:
+        return ""
+    rows = []
+    for label, unit, values in measures:
+        values = values.drop_nulls().cast(pl.Float64)
+        if values.len() == 0:
+            continue
+        rows.append((label, unit) + tuple(f"{v:,.0f}" for v in (
+            values.mean(), values.quantile(0.1), values.median(), values.quantile(0.9), values.max()
+        )))
+    return "### Lengths\n\n" + _table(["Field", "Unit", "Mean", "p10", "Median", "p90", "Max"], rows)
+
+
+def _sources_section(run: Run, config: PublishConfig) -> str:
+    if not run.sources:
+        return ""
+    rows = [
+        (
+            f"`{source.get('name', '')}`",
+            _text(source.get("hub") or source.get("path") or ""),
+            _text(source.get("format") or ""),
+            f"{source['rows']:,}" if isinstance(source.get("rows"), int) else "",
+            _text(source.get("license") or "unknown"),
+            f"`{str(source.get('sha256') or '')[:12]}`",
+        )
+        for source in run.sources
+    ]
+    return (
+        "## Sources and licenses\n\n"
+        + _table(["Source", "From", "Format", "Rows", "License", "sha256"], rows)
+        + f"\n\nThis dataset is released under `{dataset_license(run, config)}`. The reasoning and answers are "
+        "outputs of the teacher models listed above: their licenses and terms of use apply to them as well."
+    )
+
+
+def _recipe_section(run: Run) -> str:
+    recipe = run.recipe
+    if not recipe.get("text"):
+        return ""
+    fence = _fence(recipe["text"])
+    overrides = recipe.get("overrides") or []
+    override_text = f" with overrides {', '.join(f'`{o}`' for o in overrides)}" if overrides else ""
+    return (
+        f"## Recipe\n\nThe full recipe `{recipe.get('name', '')}`{override_text} (sha256 `{recipe.get('sha256', '')}`):"
+        f"\n\n<details>\n<summary>{_text(recipe.get('path') or 'recipe')}</summary>\n\n"
+        f"{fence}yaml\n{recipe['text'].rstrip()}\n{fence}\n\n</details>"
+    )
+
+
+def _lineage_section(frame: pl.DataFrame) -> str:
+    columns = [f"`{c}`" for c in LINEAGE_COLUMNS if c in frame.columns]
+    return (
+        "## Lineage\n\n`lineage.json` (next to this card) records the recipe text and hash, every step's "
+        "fingerprint, settings and row counts, the source files' hashes, the teacher models, the package "
+        f"versions and the sha256 of each data file. Every row carries {_join(columns)}, so any row can be "
+        "traced back to the run that made it."
+    )
+
+
+def _citation_section(run: Run, config: PublishConfig, facts: CardFacts) -> str:
+    if config.citation:
+        bibtex = config.citation.strip()
+    else:
+        year = facts.created_at[:4]
+        name = config.hub_repo_id or _title(run, config)
+        author = config.author or (config.hub_repo_id.split("/")[0] if config.hub_repo_id else "Unknown")
+        where = f"https://huggingface.co/datasets/{config.hub_repo_id}" if config.hub_repo_id else facts.local_path
+        bibtex = (
+            f"@misc{{{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}_{year},\n"
+            f"  title        = {{{{{_title(run, config)}}}}},\n"
+            f"  author       = {{{author}}},\n"
+            f"  year         = {{{year}}},\n"
+            f"  howpublished = {{\\url{{{where}}}}},\n"
+            f"  note         = {{Version {facts.version}, fingerprint {facts.fingerprint}}}\n}}"
+        )
+    return (
+        f"## Citation\n\n```bibtex\n{bibtex}\n```\n\n"
+        "Please also cite the source datasets and the teacher models listed above."
+    )
+
+
+def _recipe_version(recipe: dict) -> str:
+    return f" (version {recipe['version']})" if recipe.get("version") not in (None, "") else ""
+
+
+def _when(timestamp: str | None) -> str:
+    """'2025-06-01T10:04:12+00:00' or '...Z' as '2025-06-01 10:04:12 UTC'."""
+    return f"{timestamp[:10]} {timestamp[11:19]} UTC" if timestamp and len(timestamp) >= 19 else "unknown"
+
+
+def _reasons(rejected: dict) -> str:
+    ordered = sorted(rejected.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"`{_cell(reason)}` {count:,}" for reason, count in ordered)
+
+
+def _params_text(params: str) -> str:
+    try:
+        parsed = json.loads(params)
+    except json.JSONDecodeError:
+        return _text(params)
+    if not isinstance(parsed, dict):
+        return _text(params)
+    return ", ".join(f"{key}={_setting(value)}" for key, value in sorted(parsed.items()))
+
+
+def model_revisions(run: Run) -> dict[str, str]:
+    """model -> revision, from any dict in the steps' configs that names both."""
+    revisions: dict[str, str] = {}
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("model"), str) and value.get("revision"):
+                revisions[value["model"]] = str(value["revision"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for step in run.steps:
+        walk(step.get("config") or {})
+    return revisions
+
+
+def _stats_sentence(values: pl.Series, digits: int) -> str:
+    values = values.drop_nulls().cast(pl.Float64)
+    if values.len() == 0:
+        return "no values."
+    parts = zip(
+        ("mean", "min", "median", "max"), (values.mean(), values.min(), values.median(), values.max()), strict=True
+    )
+    return ", ".join(f"{name} {value:.{digits}f}" for name, value in parts) + "."
+
+
+def _distinct(frame: pl.DataFrame, column: str) -> list:
+    if column not in frame.columns:
+        return []
+    return sorted(frame[column].drop_nulls().unique().to_list())
+
+
+def _setting(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return _text(_shorten(text, 120))
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _cell(text) -> str:
+    """Text for a table cell or code span: pipes escaped, on one line."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _text(text) -> str:
+    """Plain text for a table cell: as `_cell`, and no '<think>' read as an HTML tag."""
+    return html.escape(_cell(text), quote=False)
+
+
+def _join(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _fence(body: str) -> str:
+    """A backtick fence longer than any backtick run inside `body`, so it cannot be closed early."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _table(headers: list[str], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

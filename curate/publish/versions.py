@@ -1,0 +1,276 @@
+"""Versioned publishing: one immutable folder per version, built aside and renamed into place.
+
+A dataset folder holds `<version>/{README.md, lineage.json, data/<split>-NNNNN-of-NNNNN.parquet}`.
+A publish builds the next version in a hidden `.building-*` folder and renames it into
+place only when every file is written and synced, so a crash leaves no half version (the
+leftover is removed by the next publish). A lock file keeps two publishes from racing.
+Publishing content whose fingerprint matches an existing version writes nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from curate.core.io import atomic_path, write_text
+from curate.publish.card import CardFacts, render_card
+from curate.publish.config import PublishConfig
+from curate.publish.lineage import build_lineage, redact
+from curate.publish.rows import column_types, data_fingerprint, published_frame, row_hashes
+from curate.publish.run import read_run
+from curate.schema import content_hash
+
+log = logging.getLogger("curate.publish")
+
+LINEAGE_FILE = "lineage.json"
+_BUILDING_PREFIX = ".building-"
+_COUNTER = re.compile(r"^v(\d+)$")
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+# Row groups of about this many in-memory MB keep the Hub's dataset viewer responsive on
+# long reasoning texts without the cost (time and size) of very small groups.
+_ROW_GROUP_MB = 32
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: str
+    folder: Path
+    fingerprint: str
+    rows: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    v1: str
+    v2: str
+    key: str
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    columns_added: list[str] = field(default_factory=list)
+    columns_removed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (
+            f"{self.v1} -> {self.v2} (by {self.key}): {len(self.added):,} added, {len(self.removed):,} removed, "
+            f"{len(self.changed):,} changed, {self.unchanged:,} unchanged"
+        )
+        if self.columns_added or self.columns_removed:
+            text += f"; columns added {self.columns_added or '[]'}, removed {self.columns_removed or '[]'}"
+        return text
+
+
+def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
+    """Publish the run's output as a new version of `config.output_dir`, or return the
+    existing version when one already holds the same content."""
+    run = read_run(run_dir)
+    frame = published_frame(run, config)
+    data_print = data_fingerprint(frame)
+    fingerprint = content_hash(
+        data_print,
+        str(run.recipe.get("sha256", "")),
+        json.dumps(run.recipe.get("overrides") or [], sort_keys=True),
+        json.dumps(config.content_settings(), sort_keys=True),
+        json.dumps(column_types(frame), sort_keys=True),
+    )
+    dataset_dir = Path(config.output_dir)
+    with _locked(dataset_dir):
+        _remove_unfinished_builds(dataset_dir)
+        existing = _read_lineages(dataset_dir)
+        for name, lineage in existing.items():
+            if lineage.get("fingerprint") == fingerprint:
+                log.info("content unchanged: %s already holds fingerprint %s", name, fingerprint)
+                return PublishResult(name, dataset_dir / name, fingerprint, frame.height, created=False)
+        version = config.version or _next_version(existing, config.version_scheme, frame, data_print)
+        if version in existing or (dataset_dir / version).exists():
+            raise FileExistsError(f"{dataset_dir / version} already exists with other content; choose another version")
+
+        build_dir = Path(tempfile.mkdtemp(prefix=f"{_BUILDING_PREFIX}{version}-", dir=dataset_dir))
+        build_dir.chmod(0o755)  # mkdtemp makes it owner-only
+        try:
+            created_at = datetime.now(UTC).isoformat(timespec="microseconds")  # orders same-second versions
+            files = _write_shards(frame, build_dir, config)
+            lineage = build_lineage(
+                run, frame, config, version=version, fingerprint=fingerprint, data_fingerprint=data_print,
+                created_at=created_at, files=files,
+            )
+            lineage_text = json.dumps(lineage, indent=2, sort_keys=True, default=str) + "\n"
+            write_text(redact(lineage_text), build_dir / LINEAGE_FILE)
+            facts = CardFacts(version, fingerprint, created_at, len(files), str(dataset_dir / version))
+            write_text(redact(render_card(run, frame, config, facts)), build_dir / "README.md")
+            _make_read_only(build_dir)
+            os.rename(build_dir, dataset_dir / version)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+        _fsync_dir(dataset_dir)
+    log.info("published %s: %d rows in %d shard(s) at %s", version, frame.height, len(files), dataset_dir / version)
+    return PublishResult(version, dataset_dir / version, fingerprint, frame.height, created=True)
+
+
+def list_versions(dataset_dir: Path) -> pl.DataFrame:
+    """One row per published version, oldest first."""
+    rows = [
+        {
+            "version": name,
+            "created_at": lineage.get("created_at"),
+            "rows": lineage.get("rows"),
+            "shards": len(lineage.get("files") or []),
+            "bytes": sum(f.get("bytes", 0) for f in lineage.get("files") or []),
+            "fingerprint": lineage.get("fingerprint"),
+            "data_fingerprint": lineage.get("data_fingerprint"),
+            "recipe": (lineage.get("recipe") or {}).get("name"),
+            "recipe_sha256": (lineage.get("recipe") or {}).get("sha256"),
+        }
+        for name, lineage in _read_lineages(Path(dataset_dir)).items()
+    ]
+    schema = {
+        "version": pl.String, "created_at": pl.String, "rows": pl.Int64, "shards": pl.Int64, "bytes": pl.Int64,
+        "fingerprint": pl.String, "data_fingerprint": pl.String, "recipe": pl.String, "recipe_sha256": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema).sort("created_at", "version")
+
+
+def diff_versions(dataset_dir: Path, v1: str, v2: str) -> DiffResult:
+    """Rows added, removed and changed from `v1` to `v2`, matched by trace_id (problem_id
+    when the versions have no trace_id); `changed` compares the columns both share."""
+    old, new = _read_version_rows(Path(dataset_dir), v1), _read_version_rows(Path(dataset_dir), v2)
+    key = next((k for k in ("trace_id", "problem_id") if k in old.columns and k in new.columns), None)
+    if key is None:
+        raise ValueError(f"{v1} and {v2} share neither a trace_id nor a problem_id column to match rows by")
+    for name, frame in ((v1, old), (v2, new)):
+        if frame[key].is_duplicated().any():
+            raise ValueError(f"version {name} has repeated {key} values; rows cannot be matched")
+    shared = [c for c in old.columns if c in new.columns]
+    old_hashes = old.select(key).with_columns(row_hashes(old.select(shared)).alias("old_hash"))
+    new_hashes = new.select(key).with_columns(row_hashes(new.select(shared)).alias("new_hash"))
+    joined = old_hashes.join(new_hashes, on=key, how="full", coalesce=True)
+
+    def keys(condition: pl.Expr) -> list[str]:
+        return sorted(joined.filter(condition)[key].to_list())
+
+    both = pl.col("old_hash").is_not_null() & pl.col("new_hash").is_not_null()
+    return DiffResult(
+        v1=v1,
+        v2=v2,
+        key=key,
+        added=keys(pl.col("old_hash").is_null()),
+        removed=keys(pl.col("new_hash").is_null()),
+        changed=keys(both & (pl.col("old_hash") != pl.col("new_hash"))),
+        unchanged=joined.filter(both & (pl.col("old_hash") == pl.col("new_hash"))).height,
+        columns_added=[c for c in new.columns if c not in old.columns],
+        columns_removed=[c for c in old.columns if c not in new.columns],
+    )
+
+
+def _next_version(existing: dict[str, dict], scheme: str, frame: pl.DataFrame, data_print: str) -> str:
+    if scheme == "counter":
+        numbers = [int(m.group(1)) for name in existing if (m := _COUNTER.match(name))]
+        return f"v{max(numbers, default=0) + 1}"
+    semvers = sorted((tuple(map(int, m.groups())), name) for name in existing if (m := _SEMVER.match(name)))
+    if not semvers:
+        return "1.0.0"
+    (major, minor, patch), latest = semvers[-1]
+    previous = existing[latest]
+    if previous.get("columns") != column_types(frame):
+        return f"{major + 1}.0.0"
+    if previous.get("data_fingerprint") != data_print:
+        return f"{major}.{minor + 1}.0"
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig) -> list[dict]:
+    shards = max(1, min(frame.height, math.ceil(frame.estimated_size("mb") / config.shard_size_mb)))
+    rows_per_shard = math.ceil(frame.height / shards)
+    shards = math.ceil(frame.height / rows_per_shard)
+    row_group_rows = max(100, int(_ROW_GROUP_MB * frame.height / max(frame.estimated_size("mb"), 1e-9)))
+    files = []
+    for index in range(shards):
+        part = frame.slice(index * rows_per_shard, rows_per_shard)
+        relative = f"data/{config.split}-{index:05d}-of-{shards:05d}.parquet"
+        path = build_dir / relative
+        with atomic_path(path) as tmp:
+            part.write_parquet(tmp, row_group_size=row_group_rows)
+        files.append({"path": relative, "rows": part.height, "bytes": path.stat().st_size, "sha256": _sha256(path)})
+    return files
+
+
+def _read_version_rows(dataset_dir: Path, version: str) -> pl.DataFrame:
+    folder = dataset_dir / version
+    lineage_path = folder / LINEAGE_FILE
+    if not lineage_path.is_file():
+        known = ", ".join(_read_lineages(dataset_dir)) or "none"
+        raise FileNotFoundError(f"no version {version!r} in {dataset_dir} (versions: {known})")
+    lineage = json.loads(lineage_path.read_text())
+    return pl.concat([pl.read_parquet(folder / f["path"]) for f in lineage["files"]], how="vertical")
+
+
+def _read_lineages(dataset_dir: Path) -> dict[str, dict]:
+    if not dataset_dir.is_dir():
+        return {}
+    lineages = {}
+    for folder in sorted(dataset_dir.iterdir()):
+        lineage_path = folder / LINEAGE_FILE
+        if folder.name.startswith(".") or not lineage_path.is_file():
+            continue
+        try:
+            lineages[folder.name] = json.loads(lineage_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{lineage_path}: not valid JSON ({error})") from None
+    return lineages
+
+
+@contextmanager
+def _locked(dataset_dir: Path) -> Iterator[None]:
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with open(dataset_dir / ".publish.lock", "a") as lock:  # "a": never truncates, keeps mtime
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_unfinished_builds(dataset_dir: Path) -> None:
+    # Safe under the lock: no other publish is building now.
+    for leftover in dataset_dir.glob(f"{_BUILDING_PREFIX}*"):
+        log.warning("removing %s left by an interrupted publish", leftover)
+        shutil.rmtree(leftover)
+
+
+def _make_read_only(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
