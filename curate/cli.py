@@ -55,12 +55,13 @@ def run(
     """Run a recipe; finished steps are reused, an interrupted step resumes."""
     from curate.core.executor import make_executor
     from curate.runner import run_recipe
+    from curate.publish.run import RunDirError
     from curate.sources.readers import SourceError
 
     loaded = _load(recipe, set_)
     try:
         result = run_recipe(loaded, output, console, make_executor(executor.value, ray_address, workers))
-    except SourceError as error:
+    except (SourceError, RunDirError) as error:
         console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -80,6 +81,105 @@ def _print_summary(result) -> None:
                       f"{record.seconds:.1f}s", f"{tokens:,}" if tokens else "-")
     console.print(table)
     console.print(f"output: [bold]{result.output}[/bold]  ({result.seconds:.1f}s, run dir {result.run_dir})")
+    if result.published is not None:
+        _print_published(result.published)
+
+
+def _print_published(published) -> None:
+    state = "published" if published.created else "unchanged, already published as"
+    console.print(f"dataset: {state} [bold]{published.version}[/bold] ({published.rows:,} rows) at {published.folder}")
+
+
+@app.command()
+def publish(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (with run.json).")],
+    to: Annotated[Optional[Path], typer.Option("--to", help="Dataset folder (default: the recipe's).")] = None,  # noqa: UP045
+    set_: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--set", help="Override a publish field: FIELD=VALUE (VALUE is YAML)."),
+    ] = None,
+    push: Annotated[bool, typer.Option(help="Also push the version to the Hub (token from HF_TOKEN).")] = False,
+) -> None:
+    """Publish a run as a new dataset version (same content: no new version)."""
+    import yaml
+
+    from curate.publish import PublishConfig, RunDirError, publish_run
+
+    try:
+        recipe_text = json.loads((run_dir / "run.json").read_text())["recipe"]["text"]
+        fields = dict((yaml.safe_load(recipe_text) or {}).get("publish") or {})
+    except (OSError, KeyError, ValueError) as error:
+        console.print(f"[red]error[/red] {run_dir}: not a finished run directory ({error})")
+        raise typer.Exit(2) from None
+    for override in set_ or []:
+        name, _, value = override.partition("=")
+        fields[name] = yaml.safe_load(value)
+    if to is not None:
+        fields["output_dir"] = str(to)
+    try:
+        config = PublishConfig.model_validate(fields)
+        published = publish_run(run_dir, config)
+    except (RunDirError, ValueError, FileExistsError) as error:
+        console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    _print_published(published)
+    if push:
+        _push(published.folder, config.hub_repo_id, config.private, config.hub_branch)
+
+
+@app.command(name="push")
+def push_command(
+    version_folder: Annotated[Path, typer.Argument(help="A published version folder, e.g. published/quickstart/v1.")],
+    repo: Annotated[str, typer.Option(help="Hub dataset repo id, e.g. you/my-dataset.")],
+    public: Annotated[bool, typer.Option(help="Create the repo public (default: private).")] = False,
+    branch: Annotated[str, typer.Option(help="Branch to commit to; the version is also tagged.")] = "main",
+) -> None:
+    """Push a published version to the Hugging Face Hub (token from HF_TOKEN)."""
+    _push(version_folder, repo, not public, branch)
+
+
+def _push(folder: Path, repo_id: str | None, private: bool, branch: str) -> None:
+    from curate.publish import HubPushError, push_to_hub
+
+    if not repo_id:
+        console.print("[red]error[/red] no Hub repo: set publish.hub_repo_id or pass --repo")
+        raise typer.Exit(2)
+    try:
+        pushed = push_to_hub(folder, repo_id, private=private, branch=branch)
+    except HubPushError as error:
+        console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"pushed {pushed.version} to {pushed.url} (commit {pushed.commit})")
+
+
+@app.command()
+def versions(dataset_dir: Annotated[Path, typer.Argument(help="A dataset folder written by publish.")]) -> None:
+    """List the published versions of a dataset with row counts and fingerprints."""
+    from curate.publish import list_versions
+
+    table = Table()
+    frame = list_versions(dataset_dir)
+    for column in ("version", "created_at", "rows", "shards", "fingerprint"):
+        table.add_column(column)
+    for row in frame.iter_rows(named=True):
+        table.add_row(*(str(row[c]) for c in ("version", "created_at", "rows", "shards", "fingerprint")))
+    out.print(table)
+
+
+@app.command()
+def diff(
+    dataset_dir: Annotated[Path, typer.Argument(help="A dataset folder written by publish.")],
+    old: Annotated[str, typer.Argument(help="Older version, e.g. v1.")],
+    new: Annotated[str, typer.Argument(help="Newer version, e.g. v2.")],
+) -> None:
+    """Rows added, removed and changed between two versions (by trace_id)."""
+    from curate.publish import diff_versions
+
+    try:
+        out.print(diff_versions(dataset_dir, old, new).summary())
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error[/red] {error}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

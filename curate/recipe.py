@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from curate.core.operator import Operator, registry
+from curate.publish.config import PublishConfig
 from curate.schema import PROBLEM_COLUMNS
 
 STEP_KEYS = ("op", "id", "chunk_size")
@@ -100,7 +101,7 @@ def recipe_model() -> type[BaseModel]:
         steps=(list[step_union], Field(default_factory=list)),
         output=(Output, Field(default_factory=Output)),
         cache_dir=(str | None, Field(None, description="Shared cache (generations, embeddings).")),
-        publish=(dict[str, Any] | None, Field(None, description="Publish the output (see `curate publish`).")),
+        publish=(PublishConfig | None, Field(None, description="Publish the output as a versioned dataset.")),
     )
 
 
@@ -132,7 +133,7 @@ class Recipe:
     steps: list[Step]
     output_dir: Path
     cache_dir: Path | None
-    publish: dict | None
+    publish: PublishConfig | None
     overrides: list[str] = field(default_factory=list)
 
     @property

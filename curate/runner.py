@@ -57,6 +57,7 @@ class RunResult:
     output: Path
     steps: list[StepRecord]
     seconds: float
+    published: object | None = None  # curate.publish.PublishResult when the recipe publishes
 
 
 def default_cache_dir(recipe: Recipe) -> Path:
@@ -94,7 +95,12 @@ class _Run:
         write_parquet(frame, output)
         self._write_rejections()
         self._write_manifest(finished=True)
-        return RunResult(self.run_dir, output, self.records, time.perf_counter() - started)
+        published = None
+        if self.recipe.publish is not None:
+            from curate.publish import publish_run
+
+            published = publish_run(self.run_dir, self.recipe.publish)
+        return RunResult(self.run_dir, output, self.records, time.perf_counter() - started, published)
 
     def _load(self, progress: Progress) -> tuple[pl.DataFrame, str]:
         recipe_dir = self.recipe.path.parent
