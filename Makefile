@@ -4,7 +4,7 @@ VENV ?= .venv
 # A CPU build of torch first, so nothing pulls a multi-GB CUDA build. GPU machines:
 # `make TORCH=torch ...`, or install the vllm extra into your own environment.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,models,train,ray
+EXTRAS ?= dev,models,train,ray,dedup-static
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 

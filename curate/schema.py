@@ -65,6 +65,30 @@ TRACE_COLUMNS: tuple[Column, ...] = PROBLEM_COLUMNS + (
 STAGE_COLUMNS: tuple[Column, ...] = (
     Column("reject_reason", pl.String(), "Filters: why the row was removed (null = kept).", nullable=True),
     Column("reject_detail", pl.String(), "Filters: JSON with evidence for the removal.", nullable=True),
+    # verify
+    Column("extracted_answer", pl.String(), "Verify: final answer (math) or code taken from the trace.", nullable=True),
+    Column("extraction_method", pl.String(), "Verify: how it was found: boxed, gsm8k, answer_is, choice, regex, last_number, code_block, raw.", nullable=True),
+    Column("correct", pl.Boolean(), "Verify: answer matches the reference / passes the tests (null = undecided).", nullable=True),
+    Column("verify_status", pl.String(), "Verify: correct, wrong, timeout, parse_error, no_answer or error."),
+    Column("verify_detail", pl.String(), "Verify: JSON with the reason, or per-test results for code."),
+    # grade (per problem, repeated on each of its trace rows)
+    Column("n_samples", pl.Int64(), "Grade: verified samples of the problem (correct not null)."),
+    Column("n_correct", pl.Int64(), "Grade: correct samples of the problem."),
+    Column("pass_rate", pl.Float64(), "Grade: n_correct / n_samples (null = no verified sample).", nullable=True),
+    Column("wilson_low", pl.Float64(), "Grade: lower bound of the pass-rate confidence interval.", nullable=True),
+    Column("wilson_high", pl.Float64(), "Grade: upper bound of the pass-rate confidence interval.", nullable=True),
+    Column("n_teachers", pl.Int32(), "Grade: teachers with at least one verified sample."),
+    Column("teacher_pass_rates", pl.String(), "Grade: JSON list of {teacher, pass_rate, n_samples}."),
+    Column("teacher_variance", pl.Float64(), "Grade: variance of the teachers' pass rates.", nullable=True),
+    Column("teacher_cv", pl.Float64(), "Grade: coefficient of variation of the teachers' pass rates (null at mean 0).", nullable=True),
+    Column("teacher_disagreement", pl.Boolean(), "Grade: some teacher never solves it while another does."),
+    Column("band", pl.String(), "Grade: difficulty band: unsolved, the configured bands, trivial.", nullable=True),
+    # dedup
+    Column("dedup_cluster", pl.String(), "Dedup: id of the row kept for this row's near-duplicate cluster (its own id when unique; null for empty text).", nullable=True),
+    # prune
+    Column("reasoning_tokens_before", pl.Int32(), "Prune: reasoning tokens before the first shortening (null = untouched).", nullable=True),
+    Column("pruned_by", pl.String(), "Prune: comma-separated operators that shortened the reasoning (null = untouched).", nullable=True),
+    Column("rewrite_status", pl.String(), "Prune: rewrite outcome: rewritten, answer_lost, no_gain or failed (original kept unless rewritten).", nullable=True),
 )
 
 TABLES: dict[str, tuple[Column, ...]] = {"problem": PROBLEM_COLUMNS, "trace": TRACE_COLUMNS}
@@ -93,7 +117,9 @@ _JSON_TYPES = {pl.String: "string", pl.Int32: "integer", pl.Int64: "integer", pl
 def json_schema(table: str) -> dict:
     """JSON Schema of one table row, for editors and for readers outside Python."""
     properties = {}
-    for column in TABLES[table]:
+    # The trace table also documents the columns later stages add; none of them is required.
+    documented = TABLES[table] + (STAGE_COLUMNS if table == "trace" else ())
+    for column in documented:
         json_type = _JSON_TYPES[type(column.dtype)]
         properties[column.name] = {
             "type": [json_type, "null"] if column.nullable else json_type,

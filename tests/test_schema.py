@@ -74,3 +74,17 @@ def test_cli_import_does_not_load_heavy_libraries():
             "'math_verify','vllm') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_every_column_an_operator_adds_is_documented():
+    from curate.core.operator import registry
+    from curate.schema import KNOWN_COLUMNS
+
+    undocumented = {
+        f"{name}: {column}"
+        for name, cls in registry().items()
+        if not cls.__module__.startswith("slow_ops")  # test-only operators
+        for column in cls.adds
+        if column not in KNOWN_COLUMNS
+    }
+    assert not undocumented, f"add these to curate.schema.STAGE_COLUMNS: {sorted(undocumented)}"

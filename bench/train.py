@@ -1,0 +1,139 @@
+"""Training throughput: `curate.train.train` vs TRL's SFTTrainer called directly.
+
+Both train the same student on the same examples with the same settings; the figure is
+trained (non-padding) tokens per second, end to end (model load, tokenization, steps,
+final save) and for the training loop alone. Runs alternate, and each side's median is
+reported, since other processes on a shared machine make single timings noisy.
+
+    python bench/train.py                       # bundled SmolLM2-135M, 16 GSM8K examples
+    python bench/train.py --dataset published/v1 --student HuggingFaceTB/SmolLM2-360M-Instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K_TRAIN = REPO / "curate" / "data" / "gsm8k" / "train_sample.jsonl"
+
+
+def gsm8k_dataset(folder: Path, rows: int) -> Path:
+    """A published-layout folder of GSM8K solutions written as think-then-answer turns."""
+    records = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:rows]]
+    messages = []
+    for record in records:
+        reasoning, answer = record["answer"].rsplit("####", 1)
+        messages.append([
+            {"role": "user", "content": record["question"]},
+            {"role": "assistant", "content": f"<think>\n{reasoning.strip()}\n</think>\n\n\\boxed{{{answer.strip()}}}"},
+        ])
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"messages": messages}).write_parquet(folder / "data" / "train-00000-of-00001.parquet")
+    return folder
+
+
+def run_curate(config) -> dict:
+    from curate.train import train
+
+    started = time.perf_counter()
+    result = train(config)
+    return {"tokens": result.tokens, "total_s": time.perf_counter() - started, "loop_s": result.seconds}
+
+
+def run_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
+    """What a user would write by hand with TRL: load, split messages, SFTConfig, train, save."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    class LoopTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self.started
+
+    started = time.perf_counter()
+    files = sorted((Path(config.dataset) / "data").glob(f"{config.split}-*.parquet"))
+    messages = pl.concat([pl.read_parquet(f, columns=["messages"]) for f in files])["messages"].to_list()
+    dataset = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in messages])
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    args = SFTConfig(
+        output_dir=str(config.output_dir), max_length=config.max_length, packing=config.packing,
+        completion_only_loss=True, learning_rate=learning_rate, lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accumulation,
+        activation_checkpointing=False, bf16=False, use_cpu=True, seed=config.seed, data_seed=config.seed,
+        save_steps=config.save_steps, logging_steps=config.logging_steps,
+        include_num_input_tokens_seen="non_padding", report_to="none",
+    )
+    timer = LoopTimer()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
+    trainer.train()
+    trainer.save_model(str(config.output_dir / "final"))
+    return {"tokens": trainer.state.num_input_tokens_seen, "total_s": time.perf_counter() - started,
+            "loop_s": timer.seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, help="Published dataset version folder (default: GSM8K sample).")
+    parser.add_argument("--student", default="bundled:smollm2")
+    parser.add_argument("--rows", type=int, default=16, help="GSM8K examples when --dataset is not given.")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--grad-accumulation", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from curate.train import TrainConfig
+    from curate.train.student import resolve_student
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    dataset = args.dataset or gsm8k_dataset(work / "dataset", args.rows)
+    student_dir = resolve_student(args.student, work / "cache")  # converted once, outside the timings
+    learning_rate = 5e-5
+
+    def config(name: str, repeat: int) -> TrainConfig:
+        return TrainConfig(
+            student=student_dir, dataset=str(dataset), output_dir=work / f"{name}-{repeat}", cache_dir=work / "cache",
+            max_length=args.max_length, max_steps=args.steps, batch_size=args.batch_size,
+            grad_accumulation=args.grad_accumulation, learning_rate=learning_rate, save_steps=10_000,
+            logging_steps=1, bf16=False, gradient_checkpointing=False,
+        )
+
+    runs: dict[str, list[dict]] = {"trl": [], "curate": []}
+    for repeat in range(args.repeats):
+        runs["trl"].append(run_trl_direct(config("trl", repeat), student_dir, learning_rate))
+        runs["curate"].append(run_curate(config("curate", repeat)))
+    tokens = {name: {r["tokens"] for r in results} for name, results in runs.items()}
+    if tokens["trl"] != tokens["curate"]:
+        sys.exit(f"the two sides trained different token counts: {tokens}")
+
+    print(f"student {args.student}, {args.steps} steps x {args.batch_size} x {args.grad_accumulation}, "
+          f"{tokens['trl'].pop()} tokens per run, {args.repeats} runs each (median)")
+    print(f"{'':10} {'end-to-end tok/s':>18} {'loop tok/s':>12}")
+    medians = {}
+    for name, results in runs.items():
+        end_to_end = statistics.median(r["tokens"] / r["total_s"] for r in results)
+        loop = statistics.median(r["tokens"] / r["loop_s"] for r in results)
+        medians[name] = (end_to_end, loop)
+        print(f"{name:10} {end_to_end:18.1f} {loop:12.1f}")
+    ratio_total = medians["curate"][0] / medians["trl"][0]
+    ratio_loop = medians["curate"][1] / medians["trl"][1]
+    print(f"ratio curate/trl: end-to-end {ratio_total:.3f}, loop {ratio_loop:.3f} (goal >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Sentence embeddings with an on-disk cache keyed by (model, text hash).
+
+Two kinds of model: a sentence-transformers model (the bundled all-MiniLM-L6-v2 by
+default, or any path / Hub id) and a model2vec static model (a lookup table: ~100x
+faster on CPU, for pools of millions). `bundled:minilm-static` is a static model
+distilled from the bundled MiniLM on first use (about 20 s, offline) into
+`<cache_dir>/models/`; `distill_static` does the same for any sentence-transformers
+model folder.
+
+Vectors are unit length, so inner product = cosine. The cache stores them as float16
+shards (`<cache_dir>/embeddings/<model key>/*.npz`, hashes + vectors) and every run,
+first or later, uses the stored float16 values, so a re-run gives the same neighbours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from curate.core.io import atomic_path
+from curate.models import resolve_model
+
+STATIC_MINILM = "bundled:minilm-static"
+STATIC_PCA_DIMS = 256
+# Texts are cut to this many characters before embedding: the models read at most
+# 256-512 tokens anyway, and tokenising a 1 MB text only costs time.
+DEFAULT_MAX_CHARS = 8000
+# Texts embedded (and written to the cache) per block: bounds memory, feeds progress.
+EMBED_BLOCK = 16_384
+
+
+def distill_static(output_dir: str | Path, source: str = "bundled:minilm", pca_dims: int = STATIC_PCA_DIMS) -> Path:
+    """Distil a model2vec static embedding model from a sentence-transformers model.
+
+    Runs offline from a local model folder (default: the bundled all-MiniLM-L6-v2):
+    `python -c "from curate.dedup import distill_static; distill_static('static-minilm')"`.
+    Needs `model2vec` and `skeletoken` (model2vec's distill extra).
+    """
+    from model2vec.distill import distill
+
+    output_dir = Path(output_dir)
+    partial = output_dir.with_name(f".{output_dir.name}.{uuid.uuid4().hex}.partial")
+    try:
+        model = distill(model_name=resolve_model(source), pca_dims=pca_dims)
+        model.save_pretrained(str(partial))
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, output_dir)
+    except OSError:
+        if not (output_dir / "config.json").is_file():  # not a lost race with another process
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return output_dir
+
+
+def _model_path(model: str, cache_dir: Path) -> str:
+    if model == STATIC_MINILM:
+        target = cache_dir / "models" / f"minilm-static-pca{STATIC_PCA_DIMS}"
+        if not (target / "config.json").is_file():
+            distill_static(target)
+        return str(target)
+    return resolve_model(model, cache_dir)
+
+
+def _is_static(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == "model2vec"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _fingerprint(model: str, path: Path, max_chars: int) -> str:
+    """Identity of a model for the cache: its name plus its files (names, sizes, and
+    the content of the small ones), so a changed model never reuses old vectors."""
+    digest = hashlib.sha256(f"{model}\x1f{max_chars}".encode())
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            size = file.stat().st_size
+            digest.update(f"{file.relative_to(path)}\x1f{size}".encode())
+            if size < 4_000_000:
+                digest.update(file.read_bytes())
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model).name)[-40:]
+    return f"{slug}-{digest.hexdigest()[:12]}"
+
+
+def text_hashes(texts: list[str]) -> np.ndarray:
+    import xxhash
+
+    return np.fromiter((xxhash.xxh3_64_intdigest(t.encode()) for t in texts), dtype=np.uint64, count=len(texts))
+
+
+class Embedder:
+    """Embeds texts with one model, reading and filling the on-disk cache."""
+
+    def __init__(self, model: str, cache_dir: Path, batch_size: int = 64, max_chars: int = DEFAULT_MAX_CHARS):
+        path = Path(_model_path(model, Path(cache_dir))).resolve()
+        self.batch_size = batch_size
+        self.max_chars = max_chars
+        self.key = _fingerprint(model, path, max_chars)
+        self.cache_root = Path(cache_dir) / "embeddings" / self.key
+        self._encode = _load_static(path) if _is_static(path) else _load_sentence_transformer(str(path))
+
+    def embed(self, texts: list[str], on_block: Callable[[int], None] = lambda n: None,
+              stats: dict | None = None) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors. Cached texts are not re-embedded."""
+        texts = [t[: self.max_chars] for t in texts]
+        hashes = text_hashes(texts)
+        vectors, found = self._lookup(hashes)
+        missing = np.flatnonzero(~found)
+        if stats is not None:
+            stats["cache_hits"] = int(found.sum())
+            stats["embedded"] = len(missing)
+        blocks = []
+        for start in range(0, len(missing), EMBED_BLOCK):
+            rows = missing[start:start + EMBED_BLOCK]
+            block = self._encode([texts[i] for i in rows], self.batch_size).astype(np.float16)
+            self._store(hashes[rows], block)
+            blocks.append((rows, block))
+            on_block(len(rows))
+        if vectors is None:
+            dim = blocks[0][1].shape[1] if blocks else 1
+            vectors = np.zeros((len(texts), dim), dtype=np.float16)
+        for rows, block in blocks:
+            vectors[rows] = block
+        return _unit(vectors)
+
+    def _lookup(self, hashes: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        shards = sorted(self.cache_root.glob("*.npz")) if self.cache_root.is_dir() else []
+        found = np.zeros(len(hashes), dtype=bool)
+        vectors = None
+        for shard in shards:
+            with np.load(shard) as data:
+                shard_hashes, shard_vectors = data["hashes"], data["vectors"]
+            if not len(shard_hashes):
+                continue
+            order = np.argsort(shard_hashes)
+            position = np.searchsorted(shard_hashes, hashes, sorter=order).clip(0, len(order) - 1)
+            hit = (shard_hashes[order[position]] == hashes) & ~found
+            if vectors is None:
+                vectors = np.zeros((len(hashes), shard_vectors.shape[1]), dtype=np.float16)
+            vectors[hit] = shard_vectors[order[position[hit]]]
+            found |= hit
+        return vectors, found
+
+    def _store(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.cache_root / f"{uuid.uuid4().hex}.npz") as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, hashes=hashes, vectors=vectors)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = vectors.astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+# Loaded models are shared by the steps of one process (a recipe may embed several times).
+@lru_cache(maxsize=4)
+def _load_sentence_transformer(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device="cpu")
+
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=False)
+
+    return encode
+
+
+@lru_cache(maxsize=4)
+def _load_static(path: Path):
+    from model2vec import StaticModel
+
+    model = StaticModel.from_pretrained(str(path))
+
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        # model2vec batches are cheap lookups: bigger batches amortise the Python cost.
+        # The Rust tokenizer already uses every core: no extra worker processes.
+        return model.encode(texts, batch_size=max(batch_size, 1024), show_progress_bar=False, use_multiprocessing=False)
+
+    return encode

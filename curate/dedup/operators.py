@@ -1,0 +1,440 @@
+"""Dedup and decontamination filters: exact_dedup, semantic_dedup, trace_dedup,
+decontaminate.
+
+Each filter rejects rows with a reason and JSON evidence (`reject_detail`) naming the
+row it duplicates or the eval problem it matches, with the similarity. Rows whose text
+is null or blank never match anything: they are kept and counted as `empty_texts`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from curate.core.io import write_parquet
+from curate.core.operator import Filter, OperatorConfig, StepContext, register
+from curate.dedup.embed import DEFAULT_MAX_CHARS, Embedder
+from curate.dedup.evalsets import EvalSetSpec, load_eval_sets
+from curate.dedup.neighbours import IndexKind, SearchKind, components, greedy_keep, similar_pairs
+from curate.dedup.text import ngram_hashes, normalised_text, word_tokens
+from curate.dedup.units import (
+    KEEP_DESCRIPTION,
+    UNIT_DESCRIPTION,
+    KeepPolicy,
+    UnitKind,
+    keepers,
+    keyed,
+    policy_columns,
+    priority,
+    to_rows,
+    unit_key,
+    units,
+)
+
+DEFAULT_MODEL = "bundled:minilm"
+MODEL_DESCRIPTION = (
+    "Embedding model: 'bundled:minilm' (all-MiniLM-L6-v2), 'bundled:minilm-static' (a "
+    "model2vec static model distilled from it on first use: ~100x faster, for large "
+    "pools), a local sentence-transformers or model2vec folder, or a Hub id."
+)
+REPORT_FILE = "decontamination_report.parquet"
+FILTER_COLUMNS = ("reject_reason", "reject_detail")
+# Budget for one chunk of trace_dedup's within-problem pair join (rows).
+PAIR_ROWS_BUDGET = 20_000_000
+
+
+class _UnitConfig(OperatorConfig):
+    column: str = Field("problem", description="Text column compared.")
+    id_column: str = Field(
+        "problem_id", description="Column naming each text in reject_detail (trace_id for completions)."
+    )
+    unit: UnitKind = Field("auto", description=UNIT_DESCRIPTION)
+
+
+class _EmbeddingConfig(OperatorConfig):
+    model: str = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION)
+    batch_size: int = Field(64, ge=1, description="Texts per model forward pass.")
+    max_chars: int = Field(
+        DEFAULT_MAX_CHARS, ge=1, description="Characters of each text embedded (models read ~256-512 tokens)."
+    )
+
+
+def _valid_text(column: str = "text") -> pl.Expr:
+    return pl.col(column).is_not_null() & (pl.col(column).str.strip_chars().str.len_chars() > 0)
+
+
+
+
+def _count_empty(ctx: StepContext, unit_frame: pl.DataFrame) -> None:
+    ctx.count("empty_texts", unit_frame.height - unit_frame.select(_valid_text().sum()).item())
+
+
+class ExactDedupConfig(_UnitConfig):
+    keep: KeepPolicy = Field("first", description=KEEP_DESCRIPTION)
+
+
+@register
+class ExactDedup(Filter):
+    """Reject rows whose text equals an earlier one's after normalisation (Unicode, case,
+    whitespace, LaTeX spacing, number formats); reject_detail names the kept row."""
+
+    name = "exact_dedup"
+    Config = ExactDedupConfig
+    scope = "global"
+    adds = FILTER_COLUMNS
+
+    def input_columns(self) -> set[str]:
+        return {self.config.column, self.config.id_column} | policy_columns(self.config.keep)
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        config = self.config
+        key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
+        unit_frame = units(frame, config.column, config.id_column, config.keep, key)
+        normalised = normalised_text(pl.col("text"))
+        unit_frame = keepers(unit_frame.with_columns(cluster=pl.when(normalised.str.len_chars() > 0).then(normalised)),
+                             config.keep)
+        duplicate = pl.col("kept_unit").is_not_null() & (pl.col("kept_unit") != pl.col("unit"))
+        decisions = unit_frame.select(
+            key,
+            reject_reason=pl.when(duplicate).then(pl.lit("exact_duplicate")),
+            reject_detail=pl.when(duplicate).then(pl.struct(duplicate_of=pl.col("kept")).struct.json_encode()),
+        )
+        ctx.count("exact_duplicates", decisions["reject_reason"].is_not_null().sum())
+        _count_empty(ctx, unit_frame)
+        return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
+
+
+class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
+    threshold: float = Field(0.9, gt=0, le=1, description="Cosine similarity at or above which two texts are duplicates.")
+    keep: KeepPolicy = Field("first", description=KEEP_DESCRIPTION)
+    index: IndexKind = Field(
+        "auto", description="FAISS index: flat (exact), ivf or hnsw (approximate); auto = flat up to flat_max_rows, else ivf."
+    )
+    flat_max_rows: int = Field(
+        50_000, ge=1, description="auto: largest number of distinct texts searched exactly (flat costs n^2)."
+    )
+    search: SearchKind = Field(
+        "knn", description="knn: each text's max_neighbours nearest, kept if >= threshold; range: all hits >= threshold (flat/ivf)."
+    )
+    max_neighbours: int = Field(32, ge=1, description="Most neighbours kept per text (bounds memory on dense clusters).")
+    clustering: Literal["greedy", "connected"] = Field(
+        "greedy",
+        description="greedy: keep rows in keep order, removing those similar to a kept row (every removed row "
+        "is >= threshold to its kept row); connected: union-find clusters, one row kept per cluster (chains "
+        "A~B~C remove C for A: more recall, less precision).",
+    )
+    nprobe: int = Field(8, ge=1, description="ivf: lists searched per query (more = higher recall, slower).")
+
+
+@register
+class SemanticDedup(Filter):
+    """Embed -> FAISS neighbours above a cosine threshold -> clusters -> keep by policy.
+    By default (clustering: greedy) a row is removed only when it is itself similar to
+    a kept row, so every rejected row's reject_detail gives a kept row and a similarity
+    >= threshold; clustering: connected uses union-find clusters instead. Adds
+    dedup_cluster (the kept row's id). Embeddings are cached on disk: re-runs and
+    threshold changes do not re-embed."""
+
+    name = "semantic_dedup"
+    Config = SemanticDedupConfig
+    scope = "global"
+    adds = (*FILTER_COLUMNS, "dedup_cluster")
+
+    def input_columns(self) -> set[str]:
+        return {self.config.column, self.config.id_column} | policy_columns(self.config.keep)
+
+    def setup(self, ctx: StepContext) -> None:
+        config = self.config
+        self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        config = self.config
+        key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
+        unit_frame = units(frame, config.column, config.id_column, config.keep, key)
+        valid = unit_frame.filter(_valid_text())
+        vectors, node = _embed_distinct(self.embedder, valid["text"], config.max_chars, ctx)
+        edges = similar_pairs(
+            vectors, config.threshold, index_kind=config.index, flat_max_rows=config.flat_max_rows,
+            search=config.search, max_neighbours=config.max_neighbours, nprobe=config.nprobe,
+        )
+        # Identical texts share a node; each node is represented by its best unit.
+        unit_priority = priority(valid, config.keep)
+        by_node = np.lexsort((unit_priority, node))
+        best_unit = by_node[np.r_[True, node[by_node][1:] != node[by_node][:-1]]] if len(node) else by_node
+        if config.clustering == "greedy":
+            kept_node, _ = greedy_keep(len(vectors), *edges, unit_priority[best_unit])
+        else:
+            labels = components(len(vectors), edges[0], edges[1])
+            by_label = np.lexsort((unit_priority[best_unit], labels))
+            first = by_label[np.r_[True, labels[by_label][1:] != labels[by_label][:-1]]] if len(labels) else by_label
+            kept_node = first[labels]
+        kept_position = best_unit[kept_node[node]]
+        similarity = np.einsum("ij,ij->i", vectors[node], vectors[kept_node[node]]).clip(-1.0, 1.0)
+        decisions = _duplicate_decisions(valid, key, kept_position, similarity)
+        duplicate = pl.col("kept") != pl.col("id")
+        decisions = decisions.select(
+            key,
+            dedup_cluster=pl.col("kept"),
+            reject_reason=pl.when(duplicate).then(pl.lit("near_duplicate")),
+            reject_detail=pl.when(duplicate).then(
+                pl.struct(duplicate_of="kept", similarity="similarity", cluster_size="size").struct.json_encode()
+            ),
+        )
+        ctx.count("near_duplicates", decisions["reject_reason"].is_not_null().sum())
+        ctx.count("clusters", decisions.filter(pl.col("reject_reason").is_not_null())["dedup_cluster"].n_unique())
+        _count_empty(ctx, unit_frame)
+        return to_rows(frame, key, decisions, [*FILTER_COLUMNS, "dedup_cluster"])
+
+
+def _duplicate_decisions(valid: pl.DataFrame, key: str, kept_position: np.ndarray,
+                         similarity: np.ndarray) -> pl.DataFrame:
+    """key, id, kept (the kept unit's id), similarity to it, size (units kept as that one)."""
+    kept = valid["id"].gather(kept_position) if len(kept_position) else valid["id"].clear()
+    return valid.select(key, "id").with_columns(
+        kept=kept, similarity=pl.Series(similarity, dtype=pl.Float64).round(4),
+    ).with_columns(size=pl.len().over("kept"))
+
+
+def _embed_distinct(embedder: Embedder, texts: pl.Series, max_chars: int,
+                    ctx: StepContext) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of the distinct texts and, per input text, its row among them: identical
+    texts are embedded once and are trivially duplicates (similarity 1)."""
+    truncated = texts.str.slice(0, max_chars)
+    distinct = truncated.unique(maintain_order=True)
+    node = pl.DataFrame({"text": truncated}).join(
+        pl.DataFrame({"text": distinct}).with_row_index("node"), on="text", how="left", maintain_order="left"
+    )["node"].to_numpy().astype(np.int64)
+    stats: dict = {}
+    vectors = embedder.embed(distinct.to_list(), on_block=ctx.on_progress, stats=stats)
+    ctx.count("embedded", stats.get("embedded", 0))
+    ctx.count("embedding_cache_hits", stats.get("cache_hits", 0))
+    return vectors, node
+
+
+class TraceDedupConfig(_EmbeddingConfig):
+    column: str = Field("completion", description="Trace text compared (completion or reasoning).")
+    group_column: str = Field("problem_id", description="Traces are compared only within one value of this column.")
+    id_column: str = Field("trace_id", description="Column identifying each trace.")
+    method: Literal["minhash", "embedding"] = Field(
+        "minhash", description="minhash: Jaccard similarity of word shingles (estimated); embedding: cosine similarity."
+    )
+    threshold: float = Field(0.8, gt=0, le=1, description="Similarity at or above which two traces are near-copies.")
+    shingle_size: int = Field(5, ge=1, description="minhash: words per shingle.")
+    num_perm: int = Field(128, ge=16, description="minhash: signature size (more = more exact Jaccard).")
+    keep: Literal["first", "shortest", "most_correct"] = Field(
+        "first", description="Which near-copy is kept: first, shortest, or most_correct (a correct one; needs `correct`)."
+    )
+
+
+@register
+class TraceDedup(Filter):
+    """Within each problem, reject traces that are near-copies of another trace (the same
+    teacher sampling the same text); reject_detail names the kept trace and the similarity."""
+
+    name = "trace_dedup"
+    Config = TraceDedupConfig
+    scope = "global"
+    adds = FILTER_COLUMNS
+
+    def input_columns(self) -> set[str]:
+        config = self.config
+        return {config.column, config.group_column, config.id_column} | policy_columns(config.keep)
+
+    def setup(self, ctx: StepContext) -> None:
+        config = self.config
+        self.embedder = None
+        if config.method == "embedding":
+            self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        config = self.config
+        key, frame = unit_key(frame, config.id_column, "row"), keyed(frame)
+        unit_frame = units(frame, config.column, config.id_column, config.keep, key, carry=(config.group_column,))
+        unit_frame = unit_frame.rename({config.group_column: "group"})
+        # Pairs and keep decisions use positions in `valid`.
+        valid = unit_frame.filter(_valid_text()).drop("unit").with_row_index("unit")
+        if config.method == "minhash":
+            pairs = _minhash_pairs(valid, config.shingle_size, config.num_perm)
+        else:
+            pairs = _embedding_pairs(valid, self.embedder, config, ctx)
+        close = pairs.filter(pl.col("similarity") >= config.threshold)
+        kept_position, similarity = greedy_keep(
+            valid.height, *[close[c].to_numpy() for c in ("left", "right", "similarity")], priority(valid, config.keep))
+        decisions = _duplicate_decisions(valid, key, kept_position, similarity)
+        duplicate = pl.col("kept") != pl.col("id")
+        decisions = decisions.select(
+            key,
+            reject_reason=pl.when(duplicate).then(pl.lit("near_copy_trace")),
+            reject_detail=pl.when(duplicate).then(
+                pl.struct(duplicate_of="kept", similarity="similarity", method=pl.lit(config.method)).struct.json_encode()
+            ),
+        )
+        ctx.count("near_copy_traces", decisions["reject_reason"].is_not_null().sum())
+        _count_empty(ctx, unit_frame)
+        return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
+
+
+def _minhash_pairs(valid: pl.DataFrame, shingle_size: int, num_perm: int) -> pl.DataFrame:
+    """Estimated Jaccard similarity (left, right, similarity) of every pair of units in
+    the same group sharing a signature value, by one-permutation MinHash: each shingle
+    hash falls in one of num_perm bins, a signature keeps each bin's minimum, and the
+    share of non-empty bins whose minima agree estimates the Jaccard similarity."""
+    # Groups are processed in chunks so the self-join (~ traces^2 * bins per group)
+    # stays within a fixed row budget.
+    sizes = valid.group_by("group").agg(pl.len().alias("size"), pl.col("text").str.len_chars().sum().alias("chars"))
+    sizes = sizes.with_columns(
+        chunk=(pl.col("size").pow(2) * num_perm).cum_sum() // PAIR_ROWS_BUDGET
+        + pl.col("chars").cum_sum() // (PAIR_ROWS_BUDGET * 4)
+    )
+    chunks = valid.join(sizes.select("group", "chunk"), on="group")
+    results = []
+    for chunk in chunks.partition_by("chunk"):
+        tokens = chunk.select("unit", tokens=word_tokens(pl.col("text")))
+        grams = ngram_hashes(tokens, "unit", "tokens", shingle_size)
+        signature = (
+            grams.group_by("unit", (pl.col("gram") % num_perm).alias("bin"))
+            .agg((pl.col("gram") // num_perm).min().alias("value"))
+            .join(chunk.select("unit", "group"), on="unit")
+        )
+        bins = signature.group_by("unit").agg(pl.len().alias("bins"))
+        pairs = (
+            signature.join(signature, on=["group", "bin"], suffix="_other")
+            .filter(pl.col("unit") < pl.col("unit_other"))
+            .group_by("unit", "unit_other")
+            .agg(pl.len().alias("both"), (pl.col("value") == pl.col("value_other")).sum().alias("matches"))
+            .join(bins, on="unit")
+            .join(bins.rename({"unit": "unit_other", "bins": "bins_other"}), on="unit_other")
+        )
+        union = pl.col("bins") + pl.col("bins_other") - pl.col("both")
+        results.append(pairs.select(
+            left="unit", right="unit_other", similarity=(pl.col("matches") / union).cast(pl.Float64)))
+    if not results:
+        return pl.DataFrame(schema={"left": pl.UInt32, "right": pl.UInt32, "similarity": pl.Float64})
+    return pl.concat(results)
+
+
+def _embedding_pairs(valid: pl.DataFrame, embedder: Embedder, config: TraceDedupConfig,
+                     ctx: StepContext) -> pl.DataFrame:
+    """Cosine similarity of nearest-neighbour pairs of units in the same group."""
+    vectors, node = _embed_distinct(embedder, valid["text"], config.max_chars, ctx)
+    unit_vectors = vectors[node]
+    left, right, similarity = similar_pairs(unit_vectors, config.threshold)
+    unit = valid["unit"].to_numpy()
+    group = valid["group"].rank("dense").to_numpy()
+    same_group = group[left] == group[right]
+    return pl.DataFrame({
+        "left": unit[left][same_group], "right": unit[right][same_group],
+        "similarity": similarity[same_group].astype(np.float64),
+    })
+
+
+class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
+    eval_sets: list[str | EvalSetSpec] = Field(
+        ["aime24", "aime25", "amc23", "math500"],
+        description="Eval sets: bundled names (aime24, aime25, amc23, math500), .jsonl/.json/.parquet "
+        "paths (field 'problem'), or {path|hf_dataset, field, split, name} mappings.",
+    )
+    methods: list[Literal["ngram", "embedding"]] = Field(
+        ["ngram", "embedding"], min_length=1, description="ngram: shared word n-grams; embedding: cosine similarity."
+    )
+    ngram: int = Field(13, ge=1, description="Words per n-gram (texts shorter than this match only as a whole).")
+    min_shared_ngrams: int = Field(1, ge=1, description="ngram: shared n-grams needed to flag a problem.")
+    embedding_threshold: float = Field(0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem.")
+
+
+@register
+class Decontaminate(Filter):
+    """Reject problems that appear in an eval set: shared word n-grams (13 by default)
+    or embedding similarity. reject_detail gives the matched eval problem, method and
+    score; `decontamination_report.parquet` in the step folder lists every match."""
+
+    name = "decontaminate"
+    Config = DecontaminateConfig
+    scope = "global"
+    adds = FILTER_COLUMNS
+
+    def input_columns(self) -> set[str]:
+        return {self.config.column, self.config.id_column}
+
+    def setup(self, ctx: StepContext) -> None:
+        config = self.config
+        self.evals = load_eval_sets(config.eval_sets).with_row_index("eval_row")
+        if self.evals.is_empty():
+            raise ValueError("decontaminate: the eval sets hold no problems")
+        tokens = self.evals.select("eval_row", tokens=word_tokens(pl.col("eval_problem")))
+        self.eval_grams = ngram_hashes(tokens, "eval_row", "tokens", config.ngram)
+        self.eval_gram_counts = self.eval_grams.group_by("eval_row").agg(pl.len().alias("eval_grams"))
+        self.embedder = None
+        if "embedding" in config.methods:
+            self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
+            self.eval_vectors = self.embedder.embed(self.evals["eval_problem"].to_list())
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        config = self.config
+        key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
+        unit_frame = units(frame, config.column, config.id_column, "first", key)
+        valid = unit_frame.filter(_valid_text())
+        matches = []
+        if "ngram" in config.methods:
+            matches.append(self._ngram_matches(valid))
+        if "embedding" in config.methods:
+            matches.append(self._embedding_matches(valid, ctx))
+        report = (
+            pl.concat(matches)
+            .join(valid.select("unit", key, "id", "text"), on="unit")
+            .join(self.evals, on="eval_row")
+            .sort("unit", "method", pl.col("score"), descending=[False, False, True])
+        )
+        write_parquet(
+            report.select(pl.col("id").alias(config.id_column), pl.col("text").alias(config.column),
+                          "method", "score", "eval_set", "eval_id", "eval_problem"),
+            ctx.step_dir / REPORT_FILE,
+        )
+        # One piece of evidence per problem: n-gram overlap first (verbatim), then the strongest.
+        best = (
+            report.sort([pl.col("method") != "ngram", pl.col("score")], descending=[False, True])
+            .group_by(key, maintain_order=True)
+            .agg(pl.all().first(), pl.col("method").unique(maintain_order=True).alias("methods"))
+        )
+        decisions = best.select(
+            key,
+            reject_reason=pl.lit("contaminated"),
+            reject_detail=pl.struct(
+                "method", pl.col("score").round(4), "eval_set", "eval_id", "eval_problem", "methods"
+            ).struct.json_encode(),
+        )
+        ctx.count("contaminated", decisions.height)
+        for (method,), rows in report.group_by("method"):
+            ctx.count(f"flagged_by_{method}", rows.height)
+        _count_empty(ctx, unit_frame)
+        return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
+
+    def _ngram_matches(self, valid: pl.DataFrame) -> pl.DataFrame:
+        tokens = valid.select("unit", tokens=word_tokens(pl.col("text")))
+        shared = (
+            ngram_hashes(tokens, "unit", "tokens", self.config.ngram)
+            .join(self.eval_grams, on="gram")
+            .group_by("unit", "eval_row")
+            .agg(pl.len().alias("shared"))
+            .filter(pl.col("shared") >= self.config.min_shared_ngrams)
+            .join(self.eval_gram_counts, on="eval_row")
+        )
+        # Score: the share of the eval problem's n-grams found in the training problem.
+        return shared.select("unit", "eval_row", method=pl.lit("ngram"),
+                             score=(pl.col("shared") / pl.col("eval_grams")).cast(pl.Float64))
+
+    def _embedding_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        import faiss
+
+        vectors, node = _embed_distinct(self.embedder, valid["text"], self.config.max_chars, ctx)
+        index = faiss.IndexFlatIP(self.eval_vectors.shape[1])
+        index.add(self.eval_vectors)
+        scores, rows = index.search(vectors, 1) if len(vectors) else (np.zeros((0, 1)), np.zeros((0, 1)))
+        per_unit = pl.DataFrame({
+            "unit": valid["unit"], "eval_row": rows[node, 0].astype(np.uint32), "score": scores[node, 0].astype(np.float64)
+        }, schema={"unit": pl.UInt32, "eval_row": pl.UInt32, "score": pl.Float64})
+        return per_unit.filter(pl.col("score") >= self.config.embedding_threshold).select(
+            "unit", "eval_row", method=pl.lit("embedding"), score=pl.col("score").clip(upper_bound=1.0))

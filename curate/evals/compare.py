@@ -1,0 +1,91 @@
+"""`compare`: does dataset A make a better student than dataset B?
+
+The same student is trained on each dataset with identical settings and seed, both
+students are evaluated on the same held-out problems, and the difference in pass@1 is
+reported with a confidence interval from the paired per-problem differences (each
+problem is scored under both arms, so problem difficulty cancels out).
+Make B a random subset of A's pool of the same size with the `sample` operator
+(`by: trace_id`, `n:` the size of A) to ask whether curation beat chance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from curate.core.io import write_json
+from curate.evals.evaluate import EvalConfig, EvalReport, evaluate
+from curate.train.config import TrainConfig
+
+
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: dict[str, str] = Field(
+        description="Exactly two arms: name -> dataset (published folder, parquet file or Hub id)."
+    )
+    train: TrainConfig = Field(description="Shared training settings; `dataset` and `output_dir` are set per arm.")
+    eval: EvalConfig = Field(description="Shared evaluation; `model.model` is set to each arm's trained student.")
+    output_dir: Path = Field(Path("compare"), description="Each arm trains into <output_dir>/<name>/.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the interval on the difference.")
+
+    @field_validator("datasets")
+    @classmethod
+    def _two_arms(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) != 2:
+            raise ValueError(f"compare needs exactly two datasets, got {len(value)}")
+        return value
+
+
+@dataclass
+class Difference:
+    arms: tuple[str, str]
+    pass1: tuple[float, float]
+    difference: float  # pass1[0] - pass1[1]
+    low: float
+    high: float
+    problems: int
+    confidence: float
+
+    def to_json(self) -> dict:
+        return {"arms": list(self.arms), "pass@1": dict(zip(self.arms, self.pass1, strict=True)),
+                "difference": self.difference, "interval": [self.low, self.high],
+                "confidence": self.confidence, "problems": self.problems}
+
+
+def paired_difference(first: pl.DataFrame, second: pl.DataFrame, names: tuple[str, str],
+                      confidence: float = 0.95) -> Difference:
+    """pass@1 of each arm and a normal-approximation interval on their paired difference."""
+    def per_problem(traces: pl.DataFrame) -> pl.DataFrame:
+        return traces.group_by("problem_id").agg(pass1=(pl.col("correct") == True).mean())  # noqa: E712
+
+    paired = per_problem(first).join(per_problem(second), on="problem_id", how="inner", suffix="_b")
+    if paired.height < 2:
+        raise ValueError("the two evaluations share fewer than 2 problems: evaluate both on the same set")
+    delta = paired["pass1"] - paired["pass1_b"]
+    mean, stderr = delta.mean(), delta.std() / paired.height ** 0.5
+    margin = NormalDist().inv_cdf(0.5 + confidence / 2) * stderr
+    return Difference(names, (paired["pass1"].mean(), paired["pass1_b"].mean()), mean,
+                      mean - margin, mean + margin, paired.height, confidence)
+
+
+def compare(config: CompareConfig, problems: pl.DataFrame) -> tuple[dict[str, EvalReport], Difference]:
+    """Train one student per dataset, evaluate both on `problems`, and compare them."""
+    from curate.train.trainer import train
+
+    reports = {}
+    for name, dataset in config.datasets.items():
+        arm_dir = config.output_dir / name
+        trained = train(config.train.model_copy(update={"dataset": dataset, "output_dir": arm_dir}))
+        model = config.eval.model.model_copy(update={"name": name, "model": str(trained.model_dir)})
+        reports[name] = evaluate(config.eval.model_copy(update={"model": model, "output_dir": arm_dir / "eval"}),
+                                 problems)
+    first, second = config.datasets
+    difference = paired_difference(reports[first].traces, reports[second].traces, (first, second),
+                                   config.confidence)
+    write_json(difference.to_json(), config.output_dir / "compare.json")
+    return reports, difference

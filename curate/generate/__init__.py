@@ -1,0 +1,1 @@
+"""Teacher generation: problem table -> trace table (see `operator.Generate`)."""

@@ -1,0 +1,23 @@
+"""Generation backends behind one interface (`base.Backend`); each imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from curate.generate.backends.base import Backend
+    from curate.generate.config import TeacherConfig
+
+_BACKENDS = {
+    "transformers": ("curate.generate.backends.hf_transformers", "TransformersBackend"),
+    "openai": ("curate.generate.backends.openai_http", "OpenAIBackend"),
+    "vllm": ("curate.generate.backends.vllm_offline", "VLLMBackend"),
+    "llama_cpp": ("curate.generate.backends.llama_cpp", "LlamaCppBackend"),
+}
+
+
+def make_backend(teacher: TeacherConfig, cache_dir: Path) -> Backend:
+    module, name = _BACKENDS[teacher.backend]
+    return getattr(importlib.import_module(module), name)(teacher, cache_dir)

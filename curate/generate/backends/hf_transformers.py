@@ -1,0 +1,205 @@
+"""Local generation with transformers: batched, left-padded, with real stop strings.
+
+GGUF files are dequantized once (`GgufConfig(dequantize=True)`) and saved as
+safetensors under `<cache_dir>/models/converted/`, so every later load is a plain,
+fast safetensors load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from curate.generate.backends.base import (
+    Backend,
+    Completion,
+    GenerationError,
+    Request,
+    Sink,
+    local_model_path,
+)
+from curate.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def _gguf_fingerprint(path: Path) -> str:
+    """Size plus the first and last MiB: tells files apart without hashing gigabytes."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(path.stat().st_size - (1 << 20), 0))
+        digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def converted_gguf_dir(gguf: Path, cache_dir: Path) -> Path:
+    """Safetensors copy of a GGUF model (converted on first use, atomically)."""
+    target = cache_dir / "models" / "converted" / f"{gguf.stem}-{_gguf_fingerprint(gguf)}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    log.info("converting %s to safetensors in %s (once)", gguf, target)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
+        )
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        os.replace(partial, target)
+    except OSError:
+        if (target / "config.json").is_file():  # another process won the race
+            return target
+        raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+class TransformersBackend(Backend):
+    def check(self) -> None:
+        model = resolve_model(self.teacher.model, self.cache_dir)
+        path = local_model_path(model, self.teacher.name)
+        if path is not None and path.is_dir() and not (path / "config.json").is_file():
+            raise GenerationError(f"teacher {self.teacher.name!r}: {path} has no config.json (not a model folder)")
+        self._source = model
+        self._loaded = False
+        self._tokenizer = None
+
+    def _model_source(self) -> str:
+        if self._source.endswith(".gguf"):
+            return str(converted_gguf_dir(Path(self._source), self.cache_dir))
+        return self._source
+
+    def _load_tokenizer(self):
+        """The tokenizer alone: enough to count tokens of cached completions."""
+        from transformers import AutoTokenizer
+
+        if self._tokenizer is None:
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self._model_source(), padding_side="left", trust_remote_code=self.options.trust_remote_code
+                )
+            except OSError as error:
+                raise GenerationError(
+                    f"teacher {self.teacher.name!r}: cannot load the tokenizer of {self.teacher.model!r}: {error}"
+                ) from error
+            if self._tokenizer.pad_token is None:
+                self._tokenizer.pad_token = self._tokenizer.eos_token
+        return self._tokenizer
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        options = self.options
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self.tokenizer = self._load_tokenizer()
+        device = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = "auto" if options.dtype == "auto" else getattr(torch, options.dtype)
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self._model_source(), dtype=dtype, trust_remote_code=options.trust_remote_code
+            ).to(device)
+        except OSError as error:
+            raise GenerationError(f"teacher {self.teacher.name!r}: cannot load model {self.teacher.model!r}: {error}") from error
+        self.model.eval()
+        if self.teacher.prompt.kind == "chat" and not self.tokenizer.chat_template:
+            raise GenerationError(
+                f"teacher {self.teacher.name!r}: model {self.teacher.model!r} has no chat template; "
+                "use a 'completion' prompt for base models"
+            )
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        self.device = device
+        self._loaded = True
+
+    def encode_prompts(self, prompts: list) -> list[str]:
+        if self.teacher.prompt.kind == "chat":
+            return [self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        return list(prompts)
+
+    def generate(self, requests: list[Request], sink: Sink) -> None:
+        if not requests:
+            return
+        self.load()
+        texts = self.encode_prompts([r.prompt for r in requests])
+        # Similar lengths together: less padding, and a stable order whatever the input order.
+        lengths = [len(t) for t in texts]
+        order = sorted(range(len(requests)), key=lambda i: (lengths[i], requests[i].key))
+        batch_size = self.options.batch_size
+        for start in range(0, len(order), batch_size):
+            if sink.stopped():
+                return
+            batch = order[start:start + batch_size]
+            sink.done(self.generate_batch([texts[i] for i in batch], [requests[i] for i in batch]))
+
+    def generate_batch(self, texts: list[str], requests: list[Request]) -> list[tuple[Request, Completion]]:
+        import torch
+
+        sampling = self.teacher.sampling
+        # Chat templates write their own BOS; plain prompts need the tokenizer's.
+        encoded = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=self.teacher.prompt.kind == "completion"
+        ).to(self.device)
+        torch.manual_seed(requests[0].seed)
+        sample = sampling.temperature > 0
+        with torch.inference_mode():
+            output = self.model.generate(
+                **encoded,
+                max_new_tokens=sampling.max_tokens,
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=sampling.top_p if sample else None,
+                top_k=0 if sample else None,
+                stop_strings=sampling.stop or None,
+                tokenizer=self.tokenizer if sampling.stop else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        prompt_length = encoded["input_ids"].shape[1]
+        prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for row, request in enumerate(requests):
+            generated = output[row, prompt_length:].tolist()
+            used, hit_eos = self._used_length(generated)
+            text = self.tokenizer.decode(generated[:used], skip_special_tokens=True)
+            text, hit_stop = cut_at_stop(text, sampling.stop)
+            finish = "stop" if hit_eos or hit_stop else "length"
+            results.append((request, Completion(text, finish, int(prompt_tokens[row]), used)))
+        return results
+
+    def _used_length(self, generated: list[int]) -> tuple[int, bool]:
+        """Tokens the model produced before padding, and whether it ended with EOS."""
+        pad = self.tokenizer.pad_token_id
+        for position, token in enumerate(generated):
+            if token in self.eos_ids:
+                return position + 1, True
+            if token == pad:
+                return position, False
+        return len(generated), False
+
+    def count_tokens(self, texts: list[str]) -> list[int] | None:
+        if not texts:
+            return []
+        return [len(ids) for ids in self._load_tokenizer()(texts, add_special_tokens=False)["input_ids"]]
+
+    def close(self) -> None:
+        self.__dict__.pop("model", None)
+
+
+def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """Text before the earliest stop string (OpenAI convention: the stop string is dropped)."""
+    positions = [text.find(s) for s in stop if s and s in text]
+    if not positions:
+        return text, False
+    return text[: min(positions)], True

@@ -1,0 +1,110 @@
+"""Reading the SFT examples: a published dataset's `messages` column, as prompt/completion pairs.
+
+The last message of each conversation must be the assistant's; it becomes the completion
+and everything before it (system, user turns) the prompt. TRL's prompt-completion path
+then masks the prompt out of the loss with any student chat template, which its
+`assistant_only_loss` cannot promise (that needs `{% generation %}` markers).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import polars as pl
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+
+
+class DatasetError(ValueError):
+    """The training data is missing, or a record does not hold a usable conversation."""
+
+
+def read_conversations(dataset: str, split: str = "train") -> pl.DataFrame:
+    """`prompt` and `completion` columns (lists of {role, content}) of every example."""
+    path = Path(dataset)
+    if path.is_dir():
+        frames = [_read_messages_file(file) for file in split_files(path, split)]
+        messages = pl.concat(frames)
+    elif path.is_file():
+        messages = _read_messages_file(path)
+    elif HUB_ID.match(dataset):
+        messages = _read_hub(dataset, split)
+    else:
+        raise DatasetError(f"{dataset}: no such file or folder, and not a Hub dataset id ('owner/name')")
+    return _to_prompt_completion(messages)
+
+
+def split_files(folder: Path, split: str) -> list[Path]:
+    files = sorted((folder / "data").glob(f"{split}-*.parquet")) or sorted((folder / "data").glob(f"{split}.parquet"))
+    if files:
+        return files
+    versions = sorted(p.name for p in folder.iterdir() if (p / "data").is_dir())
+    if versions:
+        raise DatasetError(
+            f"{folder} holds dataset versions ({', '.join(versions)}): point at one, e.g. {folder / versions[-1]}"
+        )
+    raise DatasetError(f"{folder}: no data/{split}-*.parquet files (is it a published dataset folder?)")
+
+
+def _read_messages_file(file: Path) -> pl.DataFrame:
+    try:
+        schema = pl.read_parquet_schema(file)
+    except Exception as error:  # polars raises several error types for non-parquet input
+        raise DatasetError(f"{file}: not a readable parquet file ({error})") from None
+    if "messages" not in schema:
+        raise DatasetError(f"{file}: no 'messages' column (columns: {', '.join(schema)})")
+    frame = pl.read_parquet(file, columns=["messages"])
+    return _normalise(frame, str(file))
+
+
+def _read_hub(dataset_id: str, split: str) -> pl.DataFrame:
+    from datasets import load_dataset
+
+    hub = load_dataset(dataset_id, split=split)
+    if "messages" not in hub.column_names:
+        raise DatasetError(f"Hub dataset {dataset_id} ({split}): no 'messages' column ({', '.join(hub.column_names)})")
+    return _normalise(hub.select_columns(["messages"]).to_polars(), f"{dataset_id}:{split}")
+
+
+def _normalise(frame: pl.DataFrame, origin: str) -> pl.DataFrame:
+    """Messages as list<struct{role, content}>, with the file and row each came from."""
+    dtype = frame.schema["messages"]
+    if dtype == pl.String:  # a JSON-encoded list, as some exporters write it
+        messages = pl.col("messages").str.json_decode(pl.List(MESSAGE))
+    elif isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        fields = {f.name for f in dtype.inner.fields}
+        if not {"role", "content"} <= fields:
+            raise DatasetError(f"{origin}: 'messages' items need 'role' and 'content' fields, found {sorted(fields)}")
+        messages = pl.col("messages").list.eval(
+            pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content"))
+        )
+    else:
+        raise DatasetError(f"{origin}: 'messages' must be a list of {{role, content}}, found {dtype}")
+    return frame.with_row_index("row").select(
+        pl.lit(origin).alias("origin"), "row", messages.alias("messages")
+    )
+
+
+def _to_prompt_completion(messages: pl.DataFrame) -> pl.DataFrame:
+    length = pl.col("messages").list.len()
+    last = pl.col("messages").list.last()
+    bad = messages.filter(
+        pl.col("messages").is_null()
+        | (length < 2)
+        | (last.struct.field("role") != "assistant")
+        | last.struct.field("content").is_null()
+    )
+    if bad.height:
+        first = bad.row(0, named=True)
+        raise DatasetError(
+            f"{first['origin']} row {first['row']}: field 'messages' must end with an assistant turn after "
+            f"at least one other turn ({bad.height} such rows)"
+        )
+    return messages.select(
+        "origin",
+        "row",
+        prompt=pl.col("messages").list.slice(0, length - 1),
+        completion=pl.col("messages").list.tail(1),
+    )

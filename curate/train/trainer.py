@@ -1,0 +1,260 @@
+"""`train(config)`: supervised fine-tuning of a student with TRL's SFTTrainer.
+
+The work is TRL's; this module decides what a distillation run needs around it: which
+student weights to load (GGUF dequantized once), which examples fit (over-long traces
+dropped rather than cut), a learning rate for the student's size, precision for the
+device, resuming from the newest checkpoint, and a `final/` model plus `train.json`.
+Run under `accelerate launch` (or torchrun) for several GPUs; Trainer handles the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from curate.core.io import write_json
+from curate.train.config import TrainConfig
+from curate.train.data import DatasetError, read_conversations
+from curate.train.student import resolve_student
+
+FINAL_DIR = "final"
+RESULT_FILE = "train.json"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    model_dir: Path
+    student: str
+    examples: int
+    dropped_overlong: int
+    steps: int
+    train_loss: float
+    loss_history: list[dict] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    resumed_from: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class PreparedRun:
+    trainer: object  # trl.SFTTrainer
+    student: str
+    examples: int
+    dropped_overlong: int
+
+
+def default_learning_rate(parameters: int, lora: bool) -> float:
+    """Peak LR by student size: the rates common SFT-distillation recipes use.
+
+    Full fine-tuning uses ~1e-5 for 7B-32B students and larger steps for small ones;
+    adapters train far fewer weights and take ~10x larger rates.
+    """
+    if lora:
+        return 2e-4 if parameters < 10e9 else 1e-4
+    if parameters < 1e9:
+        return 5e-5
+    if parameters < 4e9:
+        return 2e-5
+    if parameters < 15e9:
+        return 1e-5
+    return 5e-6
+
+
+def train(config: TrainConfig, callbacks: Sequence = ()) -> TrainResult:
+    """Fine-tune `config.student` on `config.dataset`; resumes from the newest checkpoint.
+
+    `callbacks` are transformers TrainerCallbacks (progress display, early stop).
+    """
+    prepared = prepare(config)
+    trainer = prepared.trainer
+    resume = _checkpoint_to_resume(config)
+    meter = _token_meter()
+    for callback in (meter, *callbacks):
+        trainer.add_callback(callback)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    model_dir = config.output_dir / FINAL_DIR
+    _save_final(trainer, config, model_dir)
+    state = trainer.state
+    result = TrainResult(
+        output_dir=config.output_dir,
+        model_dir=model_dir,
+        student=prepared.student,
+        examples=prepared.examples,
+        dropped_overlong=prepared.dropped_overlong,
+        steps=state.global_step,
+        train_loss=float(output.training_loss),
+        loss_history=[{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e],
+        tokens=int(state.num_input_tokens_seen),
+        seconds=meter.seconds,
+        tokens_per_second=meter.tokens_per_second(state.num_input_tokens_seen),
+        resumed_from=str(resume) if resume else None,
+    )
+    if trainer.is_world_process_zero():
+        write_json({"config": config.model_dump(mode="json"), "result": result.to_json()},
+                   config.output_dir / RESULT_FILE)
+    return result
+
+
+def prepare(config: TrainConfig) -> PreparedRun:
+    """The SFTTrainer for `config`, data tokenized and labels masked, before any step."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTTrainer
+
+    set_seed(config.seed)  # before the model exists: LoRA adapters are initialised in SFTTrainer
+    student = resolve_student(config.student, config.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(student, trust_remote_code=config.trust_remote_code)
+    if not tokenizer.chat_template:
+        raise ValueError(f"student {config.student} has no chat template: train an instruct/chat model")
+
+    conversations = read_conversations(config.dataset, config.split)
+    examples = conversations.height
+    if config.overlong == "drop":
+        conversations = _drop_overlong(conversations, tokenizer, config.max_length)
+    if conversations.is_empty():
+        raise DatasetError(f"{config.dataset}: no example fits max_length={config.max_length} tokens")
+    dataset = Dataset.from_polars(conversations.select("prompt", "completion"))
+
+    use_cuda = torch.cuda.is_available()
+    bf16 = config.bf16 if config.bf16 is not None else use_cuda and torch.cuda.is_bf16_supported()
+    model = AutoModelForCausalLM.from_pretrained(student, **_model_kwargs(config, bf16))
+    learning_rate = config.learning_rate or default_learning_rate(
+        sum(p.numel() for p in model.parameters()), lora=config.lora is not None
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(config, learning_rate=learning_rate, bf16=bf16, use_cuda=use_cuda),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config),
+    )
+    return PreparedRun(trainer, student, examples, examples - conversations.height)
+
+
+def sft_config(config: TrainConfig, learning_rate: float, bf16: bool, use_cuda: bool):
+    from trl import SFTConfig
+
+    checkpointing = config.gradient_checkpointing
+    return SFTConfig(
+        output_dir=str(config.output_dir),
+        max_length=config.max_length,
+        packing=config.packing,
+        completion_only_loss=config.loss_on == "assistant",
+        learning_rate=learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a value below 1 is a share of the steps
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accumulation,
+        activation_checkpointing=use_cuda if checkpointing is None else checkpointing,
+        bf16=bf16,
+        use_cpu=not use_cuda,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+    )
+
+
+def _model_kwargs(config: TrainConfig, bf16: bool) -> dict:
+    import torch
+
+    kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32, "trust_remote_code": config.trust_remote_code}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if config.lora and config.lora.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        if not torch.cuda.is_available():
+            raise ValueError("lora.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+        )
+    return kwargs
+
+
+def _lora_config(config: TrainConfig):
+    if config.lora is None:
+        return None
+    from peft import LoraConfig
+
+    settings = config.lora
+    return LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=settings.target_modules, task_type="CAUSAL_LM",
+    )
+
+
+def _drop_overlong(conversations: pl.DataFrame, tokenizer, max_length: int) -> pl.DataFrame:
+    # The same call TRL tokenizes with, so a kept example is never truncated by it.
+    full = [p + c for p, c in zip(conversations["prompt"].to_list(), conversations["completion"].to_list(), strict=True)]
+    token_ids = tokenizer.apply_chat_template(full, tokenize=True, return_dict=False)
+    lengths = pl.Series("tokens", [len(ids) for ids in token_ids])
+    return conversations.filter(lengths <= max_length)
+
+
+def _checkpoint_to_resume(config: TrainConfig) -> Path | None:
+    if config.resume is False:
+        return None
+    if config.resume is not True:
+        checkpoint = Path(config.resume)
+        if not (checkpoint / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"resume: {checkpoint} is not a checkpoint folder (no trainer_state.json)")
+        return checkpoint
+    if not config.output_dir.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(config.output_dir))
+    return Path(last) if last else None
+
+
+def _save_final(trainer, config: TrainConfig, model_dir: Path) -> None:
+    if config.lora is None or not config.lora.merges():
+        trainer.save_model(str(model_dir))
+        return
+    trainer.save_model(str(config.output_dir / "adapter"))
+    if trainer.is_world_process_zero():
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(model_dir))
+        trainer.processing_class.save_pretrained(str(model_dir))
+
+
+def _token_meter():
+    """A callback timing the training loop and counting the tokens it saw (a resumed run: its own)."""
+    from transformers import TrainerCallback
+
+    class TokenMeter(TrainerCallback):
+        start_tokens = 0
+        started = 0.0
+        seconds = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start_tokens = state.num_input_tokens_seen
+            self.started = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self.started
+
+        def tokens_per_second(self, tokens_seen: int) -> float:
+            return (tokens_seen - self.start_tokens) / self.seconds if self.seconds else 0.0
+
+    return TokenMeter()
