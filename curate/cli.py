@@ -213,10 +213,11 @@ def operators(
         out.print_json(json.dumps(listing))
         return
     for name, entry in listing.items():
-        out.print(f"[bold cyan]{name}[/bold cyan] ({entry['scope']}): {entry['doc']}", highlight=False)
+        out.print(f"{name} ({entry['scope']}): {entry['doc']}", style="bold cyan", highlight=False, markup=False)
         for field_name, info in entry["fields"].items():
             default = "required" if info["required"] else f"default {info['default']}"
-            out.print(f"    {field_name}: {info['type']} ({default}) {info['description']}", highlight=False)
+            out.print(f"    {field_name}: {info['type']} ({default}) {info['description']}", highlight=False,
+                      markup=False)
 
 
 def _type_name(annotation) -> str:
