@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
@@ -83,6 +84,14 @@ def _print_summary(result) -> None:
     console.print(f"output: [bold]{result.output}[/bold]  ({result.seconds:.1f}s, run dir {result.run_dir})")
     if result.published is not None:
         _print_published(result.published)
+    if result.trained is not None:
+        trained = result.trained
+        console.print(f"student: {trained['steps']} steps, loss {trained['train_loss']:.3f}, "
+                      f"{trained['tokens']:,} tokens in {trained['seconds']:.0f}s -> [bold]{trained['model_dir']}[/bold]")
+    if result.evaluated is not None:
+        overall = result.evaluated["overall"]
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in overall.items() if k.startswith("pass@"))
+        console.print(f"eval of {result.evaluated['model']}: {scores} on {overall.get('problems')} problems")
 
 
 def _print_published(published) -> None:
@@ -180,6 +189,93 @@ def diff(
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error[/red] {error}")
         raise typer.Exit(2) from None
+
+
+@app.command()
+def plan(recipe: RecipeArg, set_: SetOption = None) -> None:
+    """Before spending anything: requests, cached completions and estimated tokens per
+    teacher for each generate step (earlier, cheap steps are run to get its input)."""
+    from curate.generate.operator import plan_requests
+    from curate.runner import default_cache_dir, run_recipe
+
+    loaded = _load(recipe, set_)
+    generate_steps = [i for i, step in enumerate(loaded.steps) if step.op == "generate"]
+    if not generate_steps:
+        out.print(f"{recipe}: no generate step, nothing to plan")
+        return
+    first = generate_steps[0]
+    import polars as pl
+
+    # The steps before generate run in a side folder, so the real run directory is untouched.
+    head = dataclasses.replace(loaded, steps=loaded.steps[:first], publish=None, train=None, eval=None)
+    frame = pl.read_parquet(run_recipe(head, loaded.output_dir / "plan", console).output)
+    step = loaded.steps[first]
+    table = plan_requests(frame, step.operator.config, default_cache_dir(loaded))
+    out.print(f"plan for step {step.id!r} on {frame.height:,} problems:")
+    out.print(table)
+
+
+@app.command(name="train")
+def train_command(recipe: RecipeArg, set_: SetOption = None) -> None:
+    """Fine-tune a student with the recipe's `train:` section (e.g. --set train.max_steps=10)."""
+    from curate.train import train
+
+    loaded = _load(recipe, set_)
+    if loaded.train is None or loaded.train.dataset is None:
+        console.print("[red]error[/red] the recipe needs `train:` with a `dataset` (or use `curate run`, "
+                      "which trains on the version it publishes)")
+        raise typer.Exit(2)
+    result = train(loaded.train)
+    out.print_json(json.dumps(result.to_json()))
+
+
+@app.command(name="eval")
+def eval_command(recipe: RecipeArg, set_: SetOption = None) -> None:
+    """Evaluate a model (teacher or student) on the recipe's `eval:` section: pass@k, tokens, truncation."""
+    from curate.evals import EvalConfig, evaluate, load_eval_set
+
+    loaded = _load(recipe, set_)
+    if loaded.eval is None or loaded.eval.model.model == "student":
+        console.print("[red]error[/red] the recipe needs `eval:` with a model path or id "
+                      "('student' is resolved only by `curate run`)")
+        raise typer.Exit(2)
+    problems = load_eval_set(loaded.eval.sources, loaded.path.parent)
+    report = evaluate(EvalConfig.model_validate(loaded.eval.model_dump(exclude={"sources"})), problems)
+    out.print(report.table())
+
+
+@app.command()
+def compare(recipe: RecipeArg, set_: SetOption = None) -> None:
+    """Train one student on two datasets with identical settings, evaluate both, report the
+    difference in pass@1 with a confidence interval (the recipe's `compare:` section)."""
+    from curate.evals import load_eval_set
+    from curate.evals.compare import compare as run_compare
+
+    loaded = _load(recipe, set_)
+    if loaded.compare is None:
+        console.print("[red]error[/red] the recipe has no `compare:` section")
+        raise typer.Exit(2)
+    problems = load_eval_set(loaded.compare.sources, loaded.path.parent)
+    reports, difference = run_compare(loaded.compare, problems)
+    for report in reports.values():
+        out.print(report.table())
+    out.print(difference)
+
+
+@app.command()
+def audit(
+    path: Annotated[Path, typer.Argument(help="A run directory, or a published dataset (version) folder.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The HTML report to write.")] = Path("report.html"),
+) -> None:
+    """Write a self-contained HTML audit: funnel, teachers, bands, lengths, clusters, leaks, examples."""
+    from curate.audit import AuditError, audit_command
+
+    try:
+        written = audit_command(path, out_file)
+    except AuditError as error:
+        console.print(f"[red]error[/red] {error}")
+        raise typer.Exit(2) from None
+    console.print(f"audit report: [bold]{written}[/bold]")
 
 
 @app.command()

@@ -16,7 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from curate.core.operator import Operator, registry
+from curate.evals.compare import CompareConfig
+from curate.evals.evaluate import EvalConfig
 from curate.publish.config import PublishConfig
+from curate.train.config import TrainConfig
 from curate.schema import PROBLEM_COLUMNS
 
 STEP_KEYS = ("op", "id", "chunk_size")
@@ -68,6 +71,19 @@ class Output(StrictModel):
     dir: str = Field("runs/{name}", description="Run directory; {name} is the recipe name.")
 
 
+class EvalSection(EvalConfig):
+    """The recipe's `eval:` section: evaluate a model (`model.model: student` is the one this
+    recipe trained) on held-out problems, verified like teachers are."""
+
+    sources: list[Source] = Field(min_length=1, description="Held-out problems (same form as the recipe's sources).")
+
+
+class CompareSection(CompareConfig):
+    """The recipe's `compare:` section: two datasets, one student, the same held-out problems."""
+
+    sources: list[Source] = Field(min_length=1, description="Held-out problems both students are evaluated on.")
+
+
 class StepBase(StrictModel):
     op: str
     id: str | None = Field(None, description="Step id (default: the operator name).")
@@ -102,6 +118,9 @@ def recipe_model() -> type[BaseModel]:
         output=(Output, Field(default_factory=Output)),
         cache_dir=(str | None, Field(None, description="Shared cache (generations, embeddings).")),
         publish=(PublishConfig | None, Field(None, description="Publish the output as a versioned dataset.")),
+        train=(TrainConfig | None, Field(None, description="Fine-tune a student on the published dataset.")),
+        eval=(EvalSection | None, Field(None, description="Evaluate a model (e.g. the student) on held-out problems.")),
+        compare=(CompareSection | None, Field(None, description="`curate compare`: two datasets, one student.")),
     )
 
 
@@ -134,6 +153,9 @@ class Recipe:
     output_dir: Path
     cache_dir: Path | None
     publish: PublishConfig | None
+    train: TrainConfig | None = None
+    eval: EvalSection | None = None
+    compare: CompareSection | None = None
     overrides: list[str] = field(default_factory=list)
 
     @property
@@ -195,6 +217,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         output_dir=Path(output_dir),
         cache_dir=Path(model.cache_dir) if model.cache_dir else None,
         publish=model.publish,
+        train=model.train,
+        eval=model.eval,
+        compare=model.compare,
         overrides=list(overrides),
     )
 

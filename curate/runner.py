@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import curate
+from curate import models
 from curate.core.executor import LocalExecutor
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext, split_rejections
@@ -58,12 +58,12 @@ class RunResult:
     steps: list[StepRecord]
     seconds: float
     published: object | None = None  # curate.publish.PublishResult when the recipe publishes
+    trained: dict | None = None  # curate.train.TrainResult.to_json() when the recipe trains
+    evaluated: dict | None = None  # curate.evals.EvalReport.to_json() when the recipe evaluates
 
 
 def default_cache_dir(recipe: Recipe) -> Path:
-    if recipe.cache_dir:
-        return recipe.cache_dir
-    return Path(os.environ.get("CURATE_CACHE_DIR", Path.home() / ".cache" / "curate"))
+    return recipe.cache_dir or models.default_cache_dir()
 
 
 def run_recipe(recipe: Recipe, output_dir: Path | None = None, console: Console | None = None,
@@ -95,12 +95,61 @@ class _Run:
         write_parquet(frame, output)
         self._write_rejections()
         self._write_manifest(finished=True)
-        published = None
+        result = RunResult(self.run_dir, output, self.records, time.perf_counter() - started)
         if self.recipe.publish is not None:
             from curate.publish import publish_run
 
-            published = publish_run(self.run_dir, self.recipe.publish)
-        return RunResult(self.run_dir, output, self.records, time.perf_counter() - started, published)
+            result.published = publish_run(self.run_dir, self.recipe.publish)
+        if self.recipe.train is not None:
+            result.trained = self._train(result.published)
+        if self.recipe.eval is not None:
+            result.evaluated = self._evaluate(result.trained)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _train(self, published) -> dict:
+        """Train once per (config, dataset): a finished training is found by its fingerprint,
+        and its own checkpoints resume an interrupted one. Each fingerprint trains into its
+        own folder, so an evaluation's response cache never mixes two students."""
+        config = self.recipe.train
+        if config.dataset is None and published is not None:
+            config = config.model_copy(update={"dataset": str(published.folder)})
+        dataset_key = published.fingerprint if published is not None else config.dataset
+        fingerprint = _hash({"train": config.model_dump(mode="json"), "dataset": dataset_key})[:12]
+        config = config.model_copy(update={"output_dir": config.output_dir / fingerprint})
+        marker = self.run_dir / "steps" / f"train-{fingerprint}" / "result.json"
+        if marker.exists():
+            return json.loads(marker.read_text())
+        from curate.train import train
+
+        self.console.print(f"[bold]train[/bold]: {config.student} on {config.dataset} -> {config.output_dir}")
+        trained = train(config).to_json()
+        write_json(trained, marker)
+        return trained
+
+    def _evaluate(self, trained: dict | None) -> dict:
+        from curate.evals import EvalConfig, evaluate, load_eval_set
+
+        section = self.recipe.eval
+        config = section
+        if section.model.model == "student":
+            if trained is None:
+                raise ValueError("eval.model.model is 'student' but the recipe has no train section")
+            config = section.model_copy(update={"model": section.model.model_copy(
+                update={"model": trained["model_dir"]})})
+        fingerprint = _hash({"eval": config.model_dump(mode="json"), "sources": [
+            source_fingerprint(s, self.recipe.path.parent) for s in section.sources]})[:12]
+        step_dir = self.run_dir / "steps" / f"eval-{fingerprint}"
+        if (step_dir / "result.json").exists():
+            return json.loads((step_dir / "result.json").read_text())
+        self.console.print(f"[bold]eval[/bold]: {config.model.model} on {len(section.sources)} source(s)")
+        problems = load_eval_set(section.sources, self.recipe.path.parent)
+        eval_config = EvalConfig.model_validate(config.model_dump(exclude={"sources"}) | {
+            "output_dir": step_dir, "cache_dir": self.cache_dir})
+        report = evaluate(eval_config, problems)
+        evaluated = report.to_json()
+        write_json(evaluated, step_dir / "result.json")
+        return evaluated
 
     def _load(self, progress: Progress) -> tuple[pl.DataFrame, str]:
         recipe_dir = self.recipe.path.parent

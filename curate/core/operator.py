@@ -100,6 +100,7 @@ STAGE_MODULES = (
     "curate.prune.filters",
     "curate.prune.select",
     "curate.prune.steps",
+    "curate.prune.rewrite",
     "curate.select.operators",
     "curate.verify.operators",
     "curate.grade.operators",

@@ -46,9 +46,10 @@ class TrainConfig(BaseModel):
         "bundled:smollm2",
         description="Model to train: Hub id, local model folder, .gguf file (dequantized once, cached) or bundled:NAME.",
     )
-    dataset: str = Field(
-        ...,
-        description="Published dataset version folder (with data/<split>-*.parquet), a parquet file, or a Hub dataset id.",
+    dataset: str | None = Field(
+        None,
+        description="Published dataset version folder (with data/<split>-*.parquet), a parquet file, or a Hub "
+        "dataset id. In a recipe, null means the version this run published.",
     )
     split: str = Field("train", description="Split to train on (file prefix in data/, or the Hub split).")
     output_dir: Path = Field(Path("students/run"), description="Checkpoints, the final model (final/) and train.json.")

@@ -118,6 +118,8 @@ def prepare(config: TrainConfig) -> PreparedRun:
     if not tokenizer.chat_template:
         raise ValueError(f"student {config.student} has no chat template: train an instruct/chat model")
 
+    if config.dataset is None:
+        raise DatasetError("train: no dataset given (set `dataset`, or publish in the same recipe)")
     conversations = read_conversations(config.dataset, config.split)
     examples = conversations.height
     if config.overlong == "drop":

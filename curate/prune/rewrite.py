@@ -1,0 +1,216 @@
+"""LLM rewriting: a teacher shortens a trace's reasoning, and the rewrite is re-verified.
+
+The rewriter is an ordinary `generate` teacher (any backend), run through the `generate`
+operator itself, so its requests share the response cache, budgets and metrics of
+generation: a rerun or a resumed run never sends a rewrite request twice.
+
+A rewrite replaces the reasoning only when it still states the trace's final answer
+(same extraction as `verify`; math-verify when the spellings differ) and is shorter.
+Otherwise the original stays, and `rewrite_status` says why; rows are never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from curate.core.operator import Operator, OperatorConfig, StepContext, register
+from curate.generate.config import GenerateConfig, TeacherConfig
+from curate.prune import text as T
+from curate.prune.filters import DEFAULT_HESITATION_MARKERS
+from curate.prune.steps import _append_marker, _existing
+from curate.schema import PROBLEM_COLUMNS
+from curate.verify.extract import DEFAULT_METHODS
+
+_ROW = "__rewrite_row"
+_PROBLEM_NAMES = [c.name for c in PROBLEM_COLUMNS]
+
+DEFAULT_PROMPT = {
+    "system": (
+        "You edit worked solutions. Rewrite the given reasoning as briefly as possible: remove "
+        "repetition, restatements, hesitation (\"wait\", \"hmm\", re-checks that change nothing) and "
+        "abandoned attempts. Keep every decisive step and calculation, and end by stating the same "
+        "final answer. Reply with the rewritten reasoning only."
+    ),
+    "user": "Problem:\n{problem}\n\nReasoning:\n{reasoning}\n\nFinal answer:\n{answer_text}",
+}
+
+ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "last_number"]
+
+
+class RewriteConfig(OperatorConfig):
+    teacher: TeacherConfig = Field(
+        description="The rewriter: a `generate` teacher (any backend; shares generation's response "
+        "cache). `name` defaults to 'rewriter', `prompt` to a shorten-and-keep-every-decisive-step "
+        "template over {problem}, {reasoning}, {answer_text}, temperature to 0; sampling.n must be 1. "
+        "Text after the rewriter's own reasoning end marker (if any) is the rewrite."
+    )
+    only_correct: bool = Field(True, description="Rewrite only traces verified correct (correct_column true).")
+    correct_column: str = Field("correct", description="Column holding the verification result.")
+    min_reasoning_tokens: int = Field(0, ge=0, description="Rewrite only traces with at least this many reasoning tokens.")
+    min_removed_share: float = Field(
+        0.1, ge=0, lt=1,
+        description="Accept a rewrite only if it removes at least this share of the reasoning's characters.",
+    )
+    methods: list[ExtractionMethod] = Field(
+        list(DEFAULT_METHODS), description="Answer extractors (as in verify) applied to the original and the rewrite."
+    )
+    markers: list[str] = Field(DEFAULT_HESITATION_MARKERS, description="Hesitation markers counted before/after.")
+    workers: int = Field(2, ge=1, description="math-verify processes when answer spellings differ.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("teacher"), dict):
+            teacher = {"name": "rewriter", "prompt": DEFAULT_PROMPT, **data["teacher"]}
+            teacher["sampling"] = {"temperature": 0.0, **teacher.get("sampling", {})}
+            data = {**data, "teacher": teacher}
+        return data
+
+    @model_validator(mode="after")
+    def _one_sample(self) -> RewriteConfig:
+        if self.teacher.sampling.n != 1:
+            raise ValueError(f"rewrite_traces: teacher.sampling.n must be 1 (one rewrite per trace), got {self.teacher.sampling.n}")
+        return self
+
+
+@register
+class RewriteTraces(Operator):
+    """Have a teacher rewrite selected traces' reasoning shorter, re-verify the answer, and
+    keep the rewrite only if the answer survives and it is shorter. Sets rewrite_status
+    (rewritten, skipped, rejected:answer_lost, rejected:no_gain, rejected:truncated,
+    failed:<generation reason>); on success replaces reasoning, completion and
+    reasoning_tokens (scaled by the share of characters kept) and records
+    reasoning_tokens_before and pruned_by."""
+
+    name = "rewrite_traces"
+    Config = RewriteConfig
+    scope = "batch"
+    reads = ("reasoning", "completion", "answer_text", "reference_answer", "reasoning_tokens", "domain")
+    adds = ("rewrite_status", "reasoning_tokens_before", "pruned_by")
+    default_chunk_size = 512  # as generate: each chunk's checkpoint comes often
+
+    def input_columns(self) -> set[str]:
+        columns = set(self.reads) | set(_PROBLEM_NAMES) | self.config.teacher.prompt.fields()
+        return columns | ({self.config.correct_column} if self.config.only_correct else set())
+
+    def setup(self, ctx: StepContext) -> None:
+        from curate.generate.operator import Generate
+        from curate.verify.extract import answer_extractor
+
+        self._generate = Generate(GenerateConfig(teachers=[self.config.teacher]))
+        self._generate.setup(ctx)
+        self._extract = answer_extractor(tuple(self.config.methods))
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        if self.config.only_correct and self.config.correct_column not in frame.columns:
+            raise ValueError(f"rewrite_traces: only_correct needs column {self.config.correct_column!r} (run verify first)")
+        frame = frame.with_row_index(_ROW)
+        selected = frame.filter(self._selected())
+        ctx.on_progress(frame.height - selected.height)
+        outcomes = self._rewrite(selected, ctx) if selected.height else _empty_outcomes()
+        result = frame.join(outcomes, on=_ROW, how="left", maintain_order="left")
+        accepted = pl.col("rewrite_status") == "rewritten"
+        tokens_after = (
+            pl.col("reasoning_tokens") * pl.col("new_reasoning").str.len_chars() / pl.col("reasoning").str.len_chars()
+        ).round().cast(pl.Int32)
+        result = result.with_columns(
+            completion=pl.when(accepted).then("new_completion").otherwise("completion"),
+            reasoning=pl.when(accepted).then("new_reasoning").otherwise("reasoning"),
+            reasoning_tokens=pl.when(accepted).then(tokens_after).otherwise(pl.col("reasoning_tokens").cast(pl.Int32)),
+            reasoning_tokens_before=_existing(frame, "reasoning_tokens_before", pl.Int32).fill_null(
+                pl.when(accepted).then(pl.col("reasoning_tokens").cast(pl.Int32))
+            ),
+            pruned_by=_append_marker(frame, accepted, self.name),
+            rewrite_status=pl.col("rewrite_status").fill_null("skipped"),
+        )
+        self._count(frame, result, ctx)
+        return result.drop(_ROW, "new_reasoning", "new_completion")
+
+    def _selected(self) -> pl.Expr:
+        """Math traces (the answer check is a math check) whose reasoning sits verbatim in
+        the completion (so the completion can be rebuilt), filtered as configured."""
+        config = self.config
+        keep = (
+            (pl.col("domain") == "math")
+            & (pl.col("reasoning").str.len_chars() > 0)
+            & pl.col("completion").str.contains(pl.col("reasoning"), literal=True)
+            & (pl.col("reasoning_tokens").fill_null(0) >= config.min_reasoning_tokens)
+        )
+        if config.only_correct:
+            keep &= pl.col(config.correct_column).fill_null(False)
+        return keep.fill_null(False)
+
+    def _rewrite(self, selected: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        """(row, rewrite_status, new_reasoning, new_completion) for the selected rows."""
+        fields = [*_PROBLEM_NAMES, *sorted(self.config.teacher.prompt.fields() - set(_PROBLEM_NAMES))]
+        replies = self._generate.apply(selected.select(fields), ctx)  # one reply per row, in order
+        rows = selected.select(
+            _ROW, "reasoning", "completion", "answer_text", "reference_answer",
+            original=pl.col("extracted_answer") if "extracted_answer" in selected.columns else pl.lit(None, pl.String),
+        ).with_columns(
+            rewrite=replies["answer_text"].str.strip_chars(),
+            finish_reason=replies["finish_reason"],
+            failure=replies["reject_reason"],
+        )
+        records = [self._judge(row) for row in rows.iter_rows(named=True)]
+        self._confirm_by_math_verify(records)
+        return pl.DataFrame(
+            [{k: r[k] for k in (_ROW, "rewrite_status", "new_reasoning", "new_completion")} for r in records],
+            schema={_ROW: pl.UInt32, "rewrite_status": pl.String, "new_reasoning": pl.String, "new_completion": pl.String},
+        )
+
+    def _judge(self, row: dict) -> dict:
+        """Status by rules that need no math-verify; a differing answer spelling is left
+        'unsure' for one batched math-verify call."""
+        record = {_ROW: row[_ROW], "new_reasoning": row["rewrite"], "new_completion": None}
+        target = (row["original"] or self._extract(row["answer_text"])[0] or self._extract(row["completion"])[0]
+                  or row["reference_answer"])
+        stated = self._extract(row["rewrite"])[0] if row["rewrite"] else None
+        if row["failure"] is not None:
+            status = f"failed:{row['failure']}"
+        elif row["finish_reason"] == "length":
+            status = "rejected:truncated"
+        elif stated is None or target is None:
+            status = "rejected:answer_lost"
+        elif len(row["rewrite"]) > (1 - self.config.min_removed_share) * len(row["reasoning"]):
+            status = "rejected:no_gain"
+        else:
+            status = "rewritten" if stated == target else "unsure"
+            record["new_completion"] = row["completion"].replace(row["reasoning"], row["rewrite"], 1)
+        record.update(rewrite_status=status, pair=(target, stated))
+        return record
+
+    def _confirm_by_math_verify(self, records: list[dict]) -> None:
+        unsure = [r for r in records if r["rewrite_status"] == "unsure"]
+        if not unsure:
+            return
+        from curate.verify.math import verify_pairs
+
+        verdicts = verify_pairs([r["pair"] for r in unsure], workers=self.config.workers)
+        for record, verdict in zip(unsure, verdicts, strict=True):
+            record["rewrite_status"] = "rewritten" if verdict.correct else "rejected:answer_lost"
+
+    def _count(self, before: pl.DataFrame, after: pl.DataFrame, ctx: StepContext) -> None:
+        hesitation = T.marker_pattern(self.config.markers)
+        totals = lambda frame: frame.select(  # noqa: E731
+            tokens=pl.col("reasoning_tokens").cast(pl.Int64).sum(),
+            hesitations=pl.col("reasoning").str.count_matches(hesitation).sum(),
+        ).row(0, named=True)
+        old, new = totals(before), totals(after)
+        for status, count in after["rewrite_status"].value_counts().iter_rows():
+            ctx.count(f"rewrite.{status}", count)
+        accepted = after.filter(pl.col("rewrite_status") == "rewritten").height
+        ctx.count("rewrites_accepted", accepted)
+        ctx.count("rewrites_rejected", after.filter(pl.col("rewrite_status").str.starts_with("rejected")).height)
+        ctx.count("tokens_removed", int((old["tokens"] or 0) - (new["tokens"] or 0)))
+        ctx.count("hesitations_before", int(old["hesitations"] or 0))
+        ctx.count("hesitations_after", int(new["hesitations"] or 0))
+
+
+def _empty_outcomes() -> pl.DataFrame:
+    return pl.DataFrame(schema={_ROW: pl.UInt32, "rewrite_status": pl.String, "new_reasoning": pl.String,
+                                "new_completion": pl.String})
+
