@@ -88,7 +88,8 @@ STAGE_COLUMNS: tuple[Column, ...] = (
     # prune
     Column("reasoning_tokens_before", pl.Int32(), "Prune: reasoning tokens before the first shortening (null = untouched).", nullable=True),
     Column("pruned_by", pl.String(), "Prune: comma-separated operators that shortened the reasoning (null = untouched).", nullable=True),
-    Column("rewrite_status", pl.String(), "Prune: rewrite outcome: rewritten, answer_lost, no_gain or failed (original kept unless rewritten).", nullable=True),
+    Column("rewrite_status", pl.String(), "Prune: rewrite_traces outcome: rewritten, skipped, rejected:answer_lost|format_lost|no_gain|truncated or failed:<reason> (original kept unless rewritten).", nullable=True),
+    Column("answer_tokens_before", pl.Int32(), "Prune: answer tokens before rewrite_traces (text: answer_text) shortened the solution (null = untouched).", nullable=True),
 )
 
 TABLES: dict[str, tuple[Column, ...]] = {"problem": PROBLEM_COLUMNS, "trace": TRACE_COLUMNS}

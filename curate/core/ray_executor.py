@@ -87,7 +87,7 @@ class RayExecutor:
             },
             batch_size=None,  # a whole block, i.e. exactly one chunk, per call
             batch_format="pyarrow",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=operator.resources().get("num_cpus", 1),
             num_gpus=operator.resources().get("num_gpus", 0),
             max_restarts=-1,

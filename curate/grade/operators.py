@@ -81,7 +81,9 @@ def grade_problems(frame: pl.DataFrame, config: GradeConfig) -> pl.DataFrame:
             pass_rate=pl.when(pl.col("n_samples") > 0).then(pl.col("n_correct") / pl.col("n_samples"))
         )
     )
-    teacher_rate = pl.col("pass_rate")
+    # Sorted inside each group: float sums must not depend on the order group_by happens to
+    # produce (same input, same bits, whichever executor or thread count made the input).
+    teacher_rate = pl.col("pass_rate").sort()
     low, high = interval(pl.col("n_correct"), pl.col("n_samples"), config.confidence, config.interval)
     teacher_json = pl.struct("teacher", "pass_rate", "n_samples").sort_by("teacher").struct.json_encode()
     return (
@@ -91,7 +93,8 @@ def grade_problems(frame: pl.DataFrame, config: GradeConfig) -> pl.DataFrame:
             pl.col("n_correct").sum(),
             n_teachers=teacher_rate.count().cast(pl.Int32),
             teacher_pass_rates=pl.lit("[") + teacher_json.str.join(",") + pl.lit("]"),
-            teacher_variance=teacher_rate.var(ddof=0),
+            # Spelled out: polars' var() can differ in the last bit with the input's memory layout.
+            teacher_variance=((teacher_rate - teacher_rate.mean()) ** 2).mean(),
             teacher_mean=teacher_rate.mean(),
             teacher_min=teacher_rate.min(),
             teacher_max=teacher_rate.max(),
