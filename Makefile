@@ -23,6 +23,7 @@ quickstart: $(STAMP)
 	$(BIN)/curate run recipes/quickstart.yaml
 
 test: $(STAMP)
+	$(BIN)/ruff check curate tests bench
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

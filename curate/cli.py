@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 
-class Executor(str, Enum):
+class Executor(StrEnum):
     local = "local"  # batch steps in this process
     ray = "ray"  # batch steps on a Ray cluster (local one by default)
 
@@ -55,8 +55,8 @@ def run(
 ) -> None:
     """Run a recipe; finished steps are reused, an interrupted step resumes."""
     from curate.core.executor import make_executor
-    from curate.runner import run_recipe
     from curate.publish.run import RunDirError
+    from curate.runner import run_recipe
     from curate.sources.readers import SourceError
 
     loaded = _load(recipe, set_)

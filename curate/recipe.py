@@ -19,8 +19,8 @@ from curate.core.operator import Operator, registry
 from curate.evals.compare import CompareConfig
 from curate.evals.evaluate import EvalConfig
 from curate.publish.config import PublishConfig
-from curate.train.config import TrainConfig
 from curate.schema import PROBLEM_COLUMNS
+from curate.train.config import TrainConfig
 
 STEP_KEYS = ("op", "id", "chunk_size")
 

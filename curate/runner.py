@@ -14,7 +14,7 @@ import inspect
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -187,6 +187,7 @@ class _Run:
         started = time.perf_counter()
         ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir)
         ctx.on_progress = lambda advance: progress.advance(task, advance)
+        ctx.subtask = lambda label, total: _subtask(progress, label, total)
         if step.operator.scope == "batch":
             result = self.executor.run_batch(step.operator, frame, step.chunk_size, ctx,
                                              lambda rows: progress.advance(task, rows))
@@ -261,6 +262,15 @@ def _progress(console: Console) -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
+def _subtask(progress: Progress, label: str, total: int):
+    task = progress.add_task(f"  {label}", total=max(total, 1))
+
+    def advance(rows: int, note: str = "") -> None:
+        progress.update(task, advance=rows, description=f"  {label} {note}".rstrip())
+
+    return advance
+
+
 def _hash(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -283,4 +293,4 @@ def _package_versions() -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -269,7 +269,7 @@ def test_prune_steps_on_real_traces_keeps_answers(real, tmp_path):
     assert (pruned["reasoning_tokens"] < pruned["reasoning_tokens_before"]).all()
     extract = answer_extractor(("boxed",))
     before = real.join(pruned.select("trace_id"), on="trace_id").sort("trace_id")
-    for old, new in zip(before.iter_rows(named=True), pruned.sort("trace_id").iter_rows(named=True)):
+    for old, new in zip(before.iter_rows(named=True), pruned.sort("trace_id").iter_rows(named=True), strict=True):
         assert new["completion"].startswith("<|begin_of_thought|>")
         assert extract(new["completion"])[0] == extract(old["completion"])[0]
         assert len(new["completion"]) < len(old["completion"])

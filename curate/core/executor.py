@@ -8,9 +8,9 @@ back in row order. Global operators always run in the driver process (see the ru
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 

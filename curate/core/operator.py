@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +36,9 @@ class StepContext:
     cache_dir: Path
     metrics: Counter = field(default_factory=Counter)
     on_progress: Callable[[int], None] = lambda advance: None
+    # A bar of its own under the step's (e.g. one per teacher): subtask(label, total)
+    # returns advance(n, note) where note is shown beside the bar (e.g. "42 tok/s").
+    subtask: Callable[[str, int], Callable[[int, str], None]] = lambda label, total: (lambda n, note="": None)
 
     def count(self, name: str, value: int | float = 1) -> None:
         self.metrics[name] += value

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,12 @@ class _TeacherSink:
     progress: _Progress
     results: dict[str, Completion] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    bar: Callable[[int, str], None] = lambda n, note="": None  # this teacher's own progress bar
+    started: float = field(default_factory=time.perf_counter)
+
+    def _advance_bar(self, count: int) -> None:
+        speed = self.spend.new_tokens / max(time.perf_counter() - self.started, 1e-9)
+        self.bar(count, f"{speed:,.0f} tok/s" if self.spend.new_tokens else "")
 
     def done(self, results: list[tuple[Request, Completion]]) -> None:
         self.cache.put(self.teacher.backend, self.teacher.model, results)
@@ -95,11 +102,13 @@ class _TeacherSink:
             self.ctx.count("prompt_tokens", completion.prompt_tokens)
             self.ctx.count("completion_tokens", completion.completion_tokens)
         self.progress.advance(len(results))
+        self._advance_bar(len(results))
 
     def failed(self, request: Request, message: str) -> None:
         self.errors[request.key] = message
         self.ctx.count("errors")
         self.progress.advance(1)
+        self._advance_bar(1)
         log.warning("teacher %r: request failed: %s", self.teacher.name, message)
 
     def retried(self) -> None:
@@ -180,8 +189,8 @@ class Generate(Operator):
     def _run_teacher(self, teacher: TeacherConfig, plan: list[list[Request]], problem_ids: list[str],
                      ctx: StepContext, progress: _Progress) -> pl.DataFrame:
         spend = self.spend[teacher.name]
-        sink = _TeacherSink(teacher, self.cache, ctx, spend, progress)
         ordered = [request for samples in plan for request in samples]
+        sink = _TeacherSink(teacher, self.cache, ctx, spend, progress, bar=ctx.subtask(teacher.name, len(ordered)))
         cached = self.cache.get_many(r.key for r in ordered)
         ctx.count("cache_hits", len(cached))
         sink.results.update(cached)
@@ -204,16 +213,18 @@ class Generate(Operator):
                 to_send.append(request)
             spend.requests += 1
         progress.advance(len(ordered) - len(to_send))
+        sink.bar(len(ordered) - len(to_send), "cached" if not to_send else "")
         backend = self.backends[teacher.name]
         if to_send:
             backend.load()  # outside the timing: tokens/s is generation speed
-        started = time.perf_counter()
+        started = sink.started = time.perf_counter()
         backend.generate(to_send, sink)
         self._record_speed(teacher, spend, time.perf_counter() - started, ctx)
         unsent = [r for r in to_send if r.key not in sink.results and r.key not in sink.errors]
         for request in unsent:  # budget ran out mid-way
             over[request.key] = f"max_tokens={budget.max_tokens}"
         progress.advance(len(unsent))
+        sink._advance_bar(len(unsent))
         if over:
             ctx.count("over_budget", len(over))
             log.warning("teacher %r: %d sample(s) beyond the budget are rejected as 'over_budget'",

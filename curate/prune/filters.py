@@ -313,7 +313,7 @@ class AnswerConsistencyFilter(TraceFilter):
             verdicts = verify_pairs([(final, stated) for _, stated, final in undecided],
                                     timeout_s=self.config.timeout_seconds, workers=self.config.workers)
             # Only a definite "differ" rejects; a timeout or parse failure keeps the trace.
-            confirmed += [row for (row, _, _), verdict in zip(undecided, verdicts) if verdict.correct is False]
+            confirmed += [row for (row, _, _), verdict in zip(undecided, verdicts, strict=True) if verdict.correct is False]
         keep_reason = pl.int_range(pl.len()).is_in(pl.Series(confirmed, dtype=pl.UInt32).implode())
         return marked.with_columns(reject_reason=pl.when(keep_reason).then(pl.col("reject_reason")))
 

@@ -8,12 +8,12 @@ The files record neither finish reasons nor token counts: `finish_reason` is "st
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
-from curate.schema import content_hash, conform
+from curate.schema import conform, content_hash
 
 THOUGHT_OPEN, THOUGHT_CLOSE = "<|begin_of_thought|>", "<|end_of_thought|>"
 SOLUTION_TAGS = ("<|begin_of_solution|>", "<|end_of_solution|>")
@@ -50,7 +50,7 @@ def read_skythought(
         except (json.JSONDecodeError, KeyError) as error:
             raise ValueError(f"{path}:{line_number}: not a SkyThought output record ({error!r})") from None
         problem_id = content_hash(problem)
-        for index, (output, score) in enumerate(zip(outputs, scores)):
+        for index, (output, score) in enumerate(zip(outputs, scores, strict=True)):
             reasoning, answer = split_output(output)
             rows.append({
                 "problem_id": problem_id, "problem": problem, "reference_answer": reference,

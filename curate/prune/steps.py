@@ -141,7 +141,7 @@ class PruneSteps(Operator):
             from curate.verify.math import verify_pairs
 
             verdicts = verify_pairs([(b, a) for _, b, a in unsure], workers=self.config.workers)
-            before_after += [item for item, verdict in zip(unsure, verdicts) if verdict.correct]
+            before_after += [item for item, verdict in zip(unsure, verdicts, strict=True) if verdict.correct]
         passed = pl.Series([row for row, _, _ in before_after], dtype=pl.UInt32)
         return cut.filter(pl.col(_ROW).is_in(passed.implode()))
 
