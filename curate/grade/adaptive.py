@@ -43,10 +43,19 @@ class AdaptiveConfig(BandConfig):
 SampleFn = Callable[[pl.DataFrame], pl.DataFrame]
 
 
+def looks(config: AdaptiveConfig) -> int:
+    """How many times at most a problem's interval is checked (once per round it is sampled)."""
+    later = -(-(config.max_samples_per_problem - config.initial_samples) // config.samples_per_round)
+    return min(config.max_rounds, 1 + max(later, 0))
+
+
 def assess(counts: pl.DataFrame, config: AdaptiveConfig) -> pl.DataFrame:
     """Add pass_rate, low/high bounds, settled, capped and band to per-problem counts
     (problem_id, successes, samples, drawn)."""
-    low, high = interval(pl.col("successes"), pl.col("samples"), config.confidence, config.interval)
+    # Checking the interval after every round is a sequential test: the error rates of the
+    # looks add up. Bonferroni over the looks keeps the whole procedure at `confidence`.
+    per_look = 1 - (1 - config.confidence) / looks(config)
+    low, high = interval(pl.col("successes"), pl.col("samples"), per_look, config.interval)
     slice_of = lambda bound: pl.sum_horizontal([(bound > edge).cast(pl.Int32) for edge in config.band_edges])  # noqa: E731
     return counts.with_columns(
         pass_rate=pl.when(pl.col("samples") > 0).then(pl.col("successes") / pl.col("samples")),
