@@ -247,3 +247,19 @@ def test_llama_cpp_backend_with_smollm2(tmp_path):
     again = setup_only(config, tmp_path / "other").apply(
         problem_frame(2), StepContext(step_id="g", step_dir=tmp_path, cache_dir=tmp_path / "other" / "cache"))
     assert again["completion"].to_list() == out["completion"].to_list()  # seeded per sample
+
+
+def test_ray_resources_follow_the_teachers():
+    from curate.generate.operator import Generate
+
+    def config(*teachers):
+        return Generate.Config.model_validate({"teachers": list(teachers)})
+
+    vllm = {"name": "big", "backend": "vllm", "model": "org/model", "prompt": {"user": "{problem}"},
+            "options": {"tensor_parallel_size": 4}}
+    cpu = {"name": "small", "backend": "transformers", "model": "bundled:smollm2", "prompt": {"user": "{problem}"},
+           "options": {"device": "cpu"}}
+    cuda = {**cpu, "name": "gpu", "options": {"device": "cuda"}}
+    assert Generate(config(cpu)).resources() == {}
+    assert Generate(config(cpu, cuda)).resources() == {"num_gpus": 1}
+    assert Generate(config(cuda, vllm)).resources() == {"num_gpus": 4}

@@ -161,6 +161,19 @@ class Generate(Operator):
             columns |= teacher.prompt.fields()
         return columns
 
+    def resources(self) -> dict[str, float]:
+        """One Ray actor holds every teacher's engine: it needs the GPUs of the largest
+        vLLM teacher (its tensor-parallel size), or one GPU for a transformers teacher
+        placed on CUDA."""
+        gpus = 0
+        for teacher in self.config.teachers:
+            options = teacher.backend_options()
+            if teacher.backend == "vllm":
+                gpus = max(gpus, options.tensor_parallel_size)
+            elif teacher.backend == "transformers" and options.device.startswith("cuda"):
+                gpus = max(gpus, 1)
+        return {"num_gpus": gpus} if gpus else {}
+
     def setup(self, ctx: StepContext) -> None:
         from curate.generate.backends import make_backend
 
