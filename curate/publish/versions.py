@@ -10,7 +10,6 @@ Publishing content whose fingerprint matches an existing version writes nothing.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.core.io import atomic_path, write_text
+from curate.core.io import atomic_path, file_sha256, fsync_dir, write_text
 from curate.publish.card import CardFacts, render_card
 from curate.publish.config import PublishConfig
 from curate.publish.lineage import build_lineage, redact
@@ -119,7 +118,7 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise
-        _fsync_dir(dataset_dir)
+        fsync_dir(dataset_dir)
     log.info("published %s: %d rows in %d shard(s) at %s", version, frame.height, len(files), dataset_dir / version)
     return PublishResult(version, dataset_dir / version, fingerprint, frame.height, created=True)
 
@@ -207,7 +206,7 @@ def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig) -
         path = build_dir / relative
         with atomic_path(path) as tmp:
             part.write_parquet(tmp, row_group_size=row_group_rows)
-        files.append({"path": relative, "rows": part.height, "bytes": path.stat().st_size, "sha256": _sha256(path)})
+        files.append({"path": relative, "rows": part.height, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
     return files
 
 
@@ -258,19 +257,3 @@ def _make_read_only(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             path.chmod(0o444)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from curate.core.io import file_sha256
 from curate.recipe import Source
 from curate.schema import PROBLEM_COLUMNS, conform, problem_id_expr
 from curate.sources.readers import SourceError, read_source
@@ -106,19 +107,11 @@ def source_fingerprint(source: Source, recipe_dir: Path) -> dict:
     record = {"name": source.name, "path": str(path) if path else None, "hub": source.hub,
               "config": source.model_dump(mode="json"), "sha256": None, "license": source.license}
     if path is not None and path.is_file():
-        record["sha256"] = _file_sha256(path)
+        record["sha256"] = file_sha256(path)
     elif path is not None and path.is_dir():
         digest = hashlib.sha256()
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
             digest.update(str(child.relative_to(path)).encode())
-            digest.update(_file_sha256(child).encode())
+            digest.update(file_sha256(child).encode())
         record["sha256"] = digest.hexdigest()
     return record
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
