@@ -8,9 +8,10 @@ The pool: real problems (GSM8K, MATH-500; by default the samples bundled in cura
 distinct synthetic problems made by recombining sentences of different real problems,
 and planted duplicates (~10% of rows) of both: light perturbations (case, whitespace,
 punctuation, number format, a prefix/suffix, a typo, a dropped word) and rule-based
-paraphrases (synonyms, question moved first). Both tools get the same encoder object
-(all-MiniLM-L6-v2 bundled, or a model2vec static model distilled from it here) and the
-same cosine threshold. Scores: rows/s end to end (embed + index + clusters; model load
+paraphrases (synonyms, question moved first). Both tools get the same model object
+(all-MiniLM-L6-v2 bundled, or a model2vec static model distilled from it here; semhash
+encodes the static model with model2vec, curate with its bulk encoder, same vectors)
+and the same cosine threshold. Scores: rows/s end to end (embed + index + clusters; model load
 excluded, embedding cache cold), peak RSS above the pre-run level, and
 precision/recall/F1 of the removed rows against the planted groups (a group of g rows
 should lose g - 1; removing a row of no group, or more than g - 1 of one, is a false
@@ -168,13 +169,19 @@ def _rss() -> int:
 
 
 class SharedEncoder:
-    """The encoder handed to semhash: the very model and batch size curate uses."""
+    """The encoder handed to semhash: the very model and batch size curate uses. A
+    static model goes to semhash as the model2vec `StaticModel` itself (semhash's own
+    kind of model, encoded its usual way), not through curate's bulk encoder."""
 
     def __init__(self, embedder: Embedder, batch_size: int):
         self._encode, self._batch_size = embedder._encode, batch_size
 
     def encode(self, texts, **_):
         return self._encode(list(texts), self._batch_size)
+
+
+def semhash_encoder(embedder: Embedder, batch_size: int):
+    return getattr(embedder._encode, "model", None) or SharedEncoder(embedder, batch_size)
 
 
 def run_curate(frame: pl.DataFrame, model: str, threshold: float, bench_cache: Path) -> set[str]:
@@ -189,7 +196,7 @@ def run_curate(frame: pl.DataFrame, model: str, threshold: float, bench_cache: P
     return set(out.filter(pl.col("reject_reason").is_not_null())["problem_id"])
 
 
-def run_semhash(frame: pl.DataFrame, encoder: SharedEncoder, threshold: float) -> set[str]:
+def run_semhash(frame: pl.DataFrame, encoder, threshold: float) -> set[str]:
     from semhash import SemHash
 
     records = frame.select(id="problem_id", text="problem").to_dicts()
@@ -217,7 +224,7 @@ def main() -> None:
         started = time.perf_counter()
         embedder = Embedder(model, args.cache)  # loads (and for static, distils once) outside the timings
         print(f"{encoder_name}: model ready in {time.perf_counter() - started:.1f}s")
-        shared = SharedEncoder(embedder, SemanticDedup.Config().batch_size)
+        shared = semhash_encoder(embedder, SemanticDedup.Config().batch_size)
         for size in (int(s) for s in args.sizes.split(",")):
             if encoder_name == "minilm" and size > args.minilm_max:
                 continue

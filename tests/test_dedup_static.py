@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -58,3 +59,33 @@ def test_static_model_decontaminates_against_a_file(shared_cache, tmp_path):
     kept, rejected = split_rejections(op.apply(frame_of(["What is the capital of France?", leaked]), ctx))
     assert rejected["problem"].to_list() == [leaked]
     assert json.loads(rejected["reject_detail"][0])["eval_problem"] == gsm8k_test[30]
+
+
+@pytest.mark.slow
+def test_bulk_static_encoder_gives_model2vecs_vectors(shared_cache):
+    from model2vec import StaticModel
+
+    from curate.dedup.embed import STATIC_MINILM, _model_path
+    from curate.dedup.static_encoder import StaticEncoder
+
+    model = StaticModel.from_pretrained(_model_path(STATIC_MINILM, shared_cache))
+    encoder = StaticEncoder(model)
+    assert encoder.chunkable, "a model distilled from MiniLM has a BERT WordPiece tokenizer"
+    math = [json.loads(line)["problem"] for line in (FIXTURES / "math500_30.jsonl").read_text().splitlines()]
+    gsm8k = [json.loads(line)["problem"] for line in (FIXTURES / "gsm8k_train_150.jsonl").read_text().splitlines()]
+    tricky = [
+        "", "   \n\t ", "x", "Café naïve façade, ÀÉÎ", "数学问题：求x的值。", "a\x00b\u200bc \x07 d",
+        "word" * 300,  # one chunk longer than WordPiece's per-word limit
+        " ".join(gsm8k) * 3,  # beyond the model's token limit: model2vec's truncation
+        "$\\frac{1}{2}+\\sqrt{x^2}$ (a,b)...!?", "🙂 emoji 🙂🙂",
+    ]
+    texts = math + gsm8k + tricky
+    ours = encoder(texts, 64)
+    reference = model.encode(texts, use_multiprocessing=False).astype(np.float32)
+    assert ours.shape == reference.shape
+    norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
+    zero = norms == 0
+    assert (np.linalg.norm(ours, axis=1)[zero] == 0).all() and (np.linalg.norm(reference, axis=1)[zero] == 0).all()
+    cosine = (ours * reference).sum(axis=1)[~zero] / norms[~zero]
+    # model2vec averages in float16; the rest of the gap is rounding.
+    assert cosine.min() > 0.999, [texts[i][:40] for i in np.flatnonzero(cosine <= 0.999)]

@@ -122,6 +122,23 @@ def test_cache_key_ignores_speed_options_and_teacher_name_but_not_sampling():
     assert set(keys(sampling={"n": 2}, options={"dtype": "bfloat16"})).isdisjoint(base)
 
 
+def test_cache_key_changes_when_a_local_model_is_retrained_in_place(tmp_path):
+    model_dir = tmp_path / "student"
+    model_dir.mkdir()
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    frame = problem_frame(1)
+
+    def key():
+        config = TeacherConfig.model_validate(teacher(model=str(model_dir)))
+        return build_requests(config, frame)[0][0].key
+
+    before = key()
+    assert key() == before, "an unchanged model keeps its cached answers"
+    weights.write_bytes(b"new weights, retrained")
+    assert key() != before, "retrained weights in the same folder must not reuse old answers"
+
+
 def test_registered_with_its_columns():
     operator_class = registry()["generate"]
     operator = operator_class(operator_class.Config.model_validate(

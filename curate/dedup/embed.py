@@ -2,7 +2,7 @@
 
 Two kinds of model: a sentence-transformers model (the bundled all-MiniLM-L6-v2 by
 default, or any path / Hub id) and a model2vec static model (a lookup table: ~100x
-faster on CPU, for pools of millions). `bundled:minilm-static` is a static model
+faster on CPU, for pools of millions; encoded in bulk by `static_encoder`). `bundled:minilm-static` is a static model
 distilled from the bundled MiniLM on first use (about 20 s, offline) into
 `<cache_dir>/models/`; `distill_static` does the same for any sentence-transformers
 model folder.
@@ -34,7 +34,9 @@ STATIC_PCA_DIMS = 256
 # 256-512 tokens anyway, and tokenising a 1 MB text only costs time.
 DEFAULT_MAX_CHARS = 8000
 # Texts embedded (and written to the cache) per block: bounds memory, feeds progress.
+# Static models encode a block's distinct words once: bigger blocks share more.
 EMBED_BLOCK = 16_384
+STATIC_EMBED_BLOCK = 131_072
 
 
 def distill_static(output_dir: str | Path, source: str = "bundled:minilm", pca_dims: int = STATIC_PCA_DIMS) -> Path:
@@ -109,7 +111,9 @@ class Embedder:
         self.max_chars = max_chars
         self.key = _fingerprint(model, path, max_chars)
         self.cache_root = Path(cache_dir) / "embeddings" / self.key
-        self._encode = _load_static(path) if _is_static(path) else _load_sentence_transformer(str(path))
+        static = _is_static(path)
+        self.block = STATIC_EMBED_BLOCK if static else EMBED_BLOCK
+        self._encode = _load_static(path) if static else _load_sentence_transformer(str(path))
 
     def embed(self, texts: list[str], on_block: Callable[[int], None] = lambda n: None,
               stats: dict | None = None) -> np.ndarray:
@@ -122,8 +126,8 @@ class Embedder:
             stats["cache_hits"] = int(found.sum())
             stats["embedded"] = len(missing)
         blocks = []
-        for start in range(0, len(missing), EMBED_BLOCK):
-            rows = missing[start:start + EMBED_BLOCK]
+        for start in range(0, len(missing), self.block):
+            rows = missing[start:start + self.block]
             block = self._encode([texts[i] for i in rows], self.batch_size).astype(np.float16)
             self._store(hashes[rows], block)
             blocks.append((rows, block))
@@ -184,11 +188,6 @@ def _load_sentence_transformer(path: str):
 def _load_static(path: Path):
     from model2vec import StaticModel
 
-    model = StaticModel.from_pretrained(str(path))
+    from curate.dedup.static_encoder import StaticEncoder
 
-    def encode(texts: list[str], batch_size: int) -> np.ndarray:
-        # model2vec batches are cheap lookups: bigger batches amortise the Python cost.
-        # The Rust tokenizer already uses every core: no extra worker processes.
-        return model.encode(texts, batch_size=max(batch_size, 1024), show_progress_bar=False, use_multiprocessing=False)
-
-    return encode
+    return StaticEncoder(StaticModel.from_pretrained(str(path)))

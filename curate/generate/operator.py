@@ -26,6 +26,7 @@ from curate.generate.cache import ResponseCache, request_key
 from curate.generate.config import RUNTIME_OPTIONS, GenerateConfig, TeacherConfig
 from curate.generate.prompts import check_columns, prompt_text, render
 from curate.generate.reasoning import split_reasoning, split_token_counts
+from curate.models import model_identity
 from curate.schema import PROBLEM_COLUMNS, TRACE_COLUMNS, conform, content_hash, trace_id
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def build_requests(teacher: TeacherConfig, frame: pl.DataFrame) -> list[list[Req
     sampling = sampling_identity(teacher)
     options = {k: v for k, v in teacher.options.items() if k not in RUNTIME_OPTIONS}
     fields = sorted(teacher.prompt.fields())
+    model = model_identity(teacher.model)
     rows = frame.select(fields).to_dicts() if fields else [{}] * frame.height
     requests = []
     for row in rows:
@@ -57,7 +59,7 @@ def build_requests(teacher: TeacherConfig, frame: pl.DataFrame) -> list[list[Req
         samples = []
         for index in range(teacher.sampling.n):
             seed = seed_for(teacher.sampling.seed, index)
-            key = request_key(teacher.backend, teacher.model, text, sampling, options, index, seed)
+            key = request_key(teacher.backend, model, text, sampling, options, index, seed)
             samples.append(Request(key, prompt, text, index, seed))
         requests.append(samples)
     return requests
