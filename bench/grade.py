@@ -67,7 +67,7 @@ def bench_grade(rows: int, teachers: int, samples: int) -> None:
     print(f"kept {kept.height:,} rows; rejected: {dict(rejected.group_by('reject_reason').len().sort('len').iter_rows())}")
 
 
-def bench_adaptive(problems: int, k: int, confidence: float, seed: int) -> None:
+def bench_adaptive(problems: int, k: int, confidence: float, seed: int, band_edges: list[float]) -> None:
     """Adaptive vs fixed-k with a simulated teacher: samples drawn, and how often the band
     differs from the band of the true rate (fixed-k included, for comparison)."""
     rng = np.random.default_rng(seed)
@@ -78,7 +78,8 @@ def bench_adaptive(problems: int, k: int, confidence: float, seed: int) -> None:
         p = np.repeat([rates[i] for i in ids], counts)
         return pl.DataFrame({"problem_id": np.repeat(ids, counts), "correct": rng.random(len(p)) < p})
 
-    config = AdaptiveConfig(max_samples_per_problem=k, confidence=confidence)
+    names = [f"band{i}" for i in range(len(band_edges) + 1)]
+    config = AdaptiveConfig(max_samples_per_problem=k, confidence=confidence, band_edges=band_edges, band_names=names)
     started = time.perf_counter()
     adaptive = run_adaptive(pl.DataFrame({"problem_id": list(rates)}), teacher, config)
     seconds = time.perf_counter() - started
@@ -89,7 +90,8 @@ def bench_adaptive(problems: int, k: int, confidence: float, seed: int) -> None:
     mismatch = lambda result: result.problems.join(truth, on="problem_id").select(  # noqa: E731
         (pl.col("band") != pl.col("truth")).mean()).item()
     summary = adaptive.summary()
-    print(f"\nadaptive sampling, {problems:,} problems, cap / fixed k = {k}, confidence {confidence} ({seconds:.1f}s, {summary['rounds']} rounds)")
+    print(f"\nadaptive sampling, {problems:,} problems, cap / fixed k = {k}, band edges {band_edges}, "
+          f"confidence {confidence} ({seconds:.1f}s, {summary['rounds']} rounds)")
     print(f"  samples drawn: adaptive {adaptive.samples_drawn:,} vs fixed-k {fixed.samples_drawn:,} "
           f"-> saved {summary['samples_saved']:,} ({summary['saved_fraction']:.1%})")
     print(f"  band differs from the true rate's band: adaptive {mismatch(adaptive):.1%}, fixed-k {mismatch(fixed):.1%}")
@@ -103,10 +105,13 @@ def main() -> None:
     parser.add_argument("--adaptive-problems", type=int, default=20_000)
     parser.add_argument("--k", type=int, default=32, help="fixed-k baseline / adaptive cap")
     parser.add_argument("--confidence", type=float, nargs="*", default=[0.95, 0.99])
+    parser.add_argument("--band-edges", type=float, nargs="+", default=[0.3, 0.7])
+    parser.add_argument("--skip-grade", action="store_true", help="only the adaptive sampling part")
     args = parser.parse_args()
-    bench_grade(args.rows, args.teachers, args.samples)
+    if not args.skip_grade:
+        bench_grade(args.rows, args.teachers, args.samples)
     for confidence in args.confidence:
-        bench_adaptive(args.adaptive_problems, args.k, confidence, seed=1)
+        bench_adaptive(args.adaptive_problems, args.k, confidence, seed=1, band_edges=args.band_edges)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@ def _print_summary(result) -> None:
         table.add_row(record.id, record.status, f"{record.rows_in:,}", f"{record.rows_out:,}", rejected or "-",
                       f"{record.seconds:.1f}s", f"{tokens:,}" if tokens else "-")
     console.print(table)
+    for record in result.steps:
+        if "samples_saved" in record.metrics:
+            m = record.metrics
+            console.print(f"{record.id}: {m['samples_drawn']:,} samples in {m['rounds']} rounds vs "
+                          f"{m['fixed_k_samples']:,} at fixed k (saved {m['saved_fraction']:.1%}); "
+                          f"bands settled for {m['settled']:,} of {m['problems']:,} problems, the rest hit the cap or budget")
     console.print(f"output: [bold]{result.output}[/bold]  ({result.seconds:.1f}s, run dir {result.run_dir})")
     if result.published is not None:
         _print_published(result.published)
@@ -194,12 +200,14 @@ def diff(
 @app.command()
 def plan(recipe: RecipeArg, set_: SetOption = None) -> None:
     """Before spending anything: requests, cached completions and estimated tokens per
-    teacher for each generate step (earlier, cheap steps are run to get its input)."""
+    teacher for the first generate step (earlier, cheap steps are run to get its input).
+    For adaptive_generate it shows the most the step can request: every problem at its cap."""
+    from curate.generate.adaptive import fixed_k_teachers
     from curate.generate.operator import plan_requests
     from curate.runner import default_cache_dir, run_recipe
 
     loaded = _load(recipe, set_)
-    generate_steps = [i for i, step in enumerate(loaded.steps) if step.op == "generate"]
+    generate_steps = [i for i, step in enumerate(loaded.steps) if step.op in ("generate", "adaptive_generate")]
     if not generate_steps:
         out.print(f"{recipe}: no generate step, nothing to plan")
         return
@@ -210,8 +218,11 @@ def plan(recipe: RecipeArg, set_: SetOption = None) -> None:
     head = dataclasses.replace(loaded, steps=loaded.steps[:first], publish=None, train=None, eval=None)
     frame = pl.read_parquet(run_recipe(head, loaded.output_dir / "plan", console).output)
     step = loaded.steps[first]
-    table = plan_requests(frame, step.operator.config, default_cache_dir(loaded))
-    out.print(f"plan for step {step.id!r} on {frame.height:,} problems:")
+    adaptive = step.op == "adaptive_generate"
+    config = fixed_k_teachers(step.operator.config) if adaptive else step.operator.config
+    table = plan_requests(frame, config, default_cache_dir(loaded))
+    bound = " (adaptive: at most, if no problem settles before its cap)" if adaptive else ""
+    out.print(f"plan for step {step.id!r} on {frame.height:,} problems{bound}:")
     out.print(table)
 
 

@@ -146,15 +146,20 @@ def test_clusters_and_contamination_from_reject_detail(tmp_path):
 def test_pruning_tokens_saved(tmp_path):
     run_dir = copy_run(tmp_path)
     output = pl.read_parquet(run_dir / "output.parquet")
+    # prune_steps cut Sky-T1's reasoning; rewrite_traces (text: answer_text) shortened the
+    # answers of Qwen's first 5 traces and of every Sky-T1 trace.
+    rewritten = (pl.col("teacher") == "sky-t1") | (pl.int_range(pl.len()).over("teacher") < 5)
     pruned = output.with_columns(
         reasoning_tokens_before=pl.when(pl.col("teacher") == "sky-t1").then(pl.col("reasoning_tokens") + 100),
+        answer_tokens_before=pl.when(rewritten).then(pl.col("answer_tokens") + 7),
         pruned_by=pl.when(pl.col("teacher") == "sky-t1").then(pl.lit("prune_steps")),
     )
     pruned.write_parquet(run_dir / "output.parquet")
     pruning = Audit.open(run_dir).pruning()
     sky_t1 = output.filter(pl.col("teacher") == "sky-t1").height
-    assert dict(pruning.select("teacher", "tokens_saved").iter_rows()) == {"qwen25-14b": 0, "sky-t1": 100 * sky_t1}
-    assert dict(pruning.select("teacher", "pruned").iter_rows()) == {"qwen25-14b": 0, "sky-t1": sky_t1}
+    assert dict(pruning.select("teacher", "tokens_saved").iter_rows()) == {"qwen25-14b": 5 * 7,
+                                                                          "sky-t1": 107 * sky_t1}
+    assert dict(pruning.select("teacher", "pruned").iter_rows()) == {"qwen25-14b": 5, "sky-t1": sky_t1}
     report = render_report(Audit.open(run_dir), tmp_path / "report.html").read_text()
     assert 'alt="tokens saved by pruning"' in report
 

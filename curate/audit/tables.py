@@ -24,6 +24,8 @@ from curate.prune.text import marker_pattern
 
 Scope = Literal["all", "kept"]
 
+# (tokens now, tokens before the first shortening) written by the prune operators.
+PRUNED_TOKENS = (("reasoning_tokens", "reasoning_tokens_before"), ("answer_tokens", "answer_tokens_before"))
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "near_copy_trace")
 DEDUP_OPS = ("exact_dedup", "semantic_dedup", "trace_dedup", "dedup")
 CONTAMINATION_REASONS = ("contaminated",)
@@ -265,14 +267,19 @@ class Audit:
         return None
 
     def pruning(self) -> pl.DataFrame:
-        """Per teacher: traces shortened by prune operators and the reasoning tokens saved."""
+        """Per teacher: traces shortened by prune operators (prune_steps, rewrite_traces on
+        the reasoning or on the answer text) and the tokens saved, reasoning and answer."""
         frame = self.rows("kept")
-        if not self._has(frame, ("teacher", "reasoning_tokens", "reasoning_tokens_before"), "pruning"):
+        parts = [(after, before) for after, before in PRUNED_TOKENS if {after, before} <= set(frame.columns)]
+        if "teacher" not in frame.columns or not parts:
+            self.notes.append(f"pruning: needs 'teacher' and a '*_tokens_before' column (written by prune_steps or "
+                              f"rewrite_traces) in {self.path}; table is empty.")
             return pl.DataFrame(schema={"teacher": pl.String, "pruned": pl.UInt32, "tokens_saved": pl.Int64})
-        before = pl.coalesce("reasoning_tokens_before", "reasoning_tokens").cast(pl.Int64)
-        after = pl.col("reasoning_tokens").cast(pl.Int64)
+        before = pl.sum_horizontal(pl.coalesce(b, a).cast(pl.Int64) for a, b in parts)
+        after = pl.sum_horizontal(pl.col(a).cast(pl.Int64) for a, _ in parts)
+        pruned = pl.any_horizontal(pl.col(b).is_not_null() for _, b in parts)
         return frame.group_by("teacher").agg(
-            pl.len().alias("traces"), pl.col("reasoning_tokens_before").is_not_null().sum().alias("pruned"),
+            pl.len().alias("traces"), pruned.sum().alias("pruned"),
             before.sum().alias("tokens_before"), after.sum().alias("tokens_after"),
         ).with_columns(
             tokens_saved=pl.col("tokens_before") - pl.col("tokens_after"),

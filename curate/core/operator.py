@@ -109,6 +109,7 @@ STAGE_MODULES = (
     "curate.verify.operators",
     "curate.grade.operators",
     "curate.generate.operator",
+    "curate.generate.adaptive",
     "curate.dedup.operators",
 )
 

@@ -90,8 +90,8 @@ class RayExecutor:
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=operator.resources().get("num_cpus", 1),
             num_gpus=operator.resources().get("num_gpus", 0),
-            max_restarts=-1,
-            max_task_retries=-1,
+            # Ray Data restarts dead actors and retries their blocks by default
+            # (max_restarts=-1, max_task_retries=-1); test_ray's kill test relies on it.
         )
         for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in pl.from_arrow(batch).iter_rows(named=True):

@@ -45,19 +45,23 @@ def sampling_identity(teacher: TeacherConfig) -> dict:
             "max_tokens": sampling.max_tokens, "stop": sampling.stop}
 
 
-def build_requests(teacher: TeacherConfig, frame: pl.DataFrame) -> list[list[Request]]:
-    """For each problem row, the teacher's n requests (keys identify them in the cache)."""
+def build_requests(teacher: TeacherConfig, frame: pl.DataFrame,
+                   sample_indices: list[list[int]] | None = None) -> list[list[Request]]:
+    """For each problem row, the teacher's requests (keys identify them in the cache):
+    samples 0..n-1, or the row's `sample_indices` (adaptive sampling draws in rounds)."""
     sampling = sampling_identity(teacher)
     options = {k: v for k, v in teacher.options.items() if k not in RUNTIME_OPTIONS}
     fields = sorted(teacher.prompt.fields())
     model = model_identity(teacher.model)
     rows = frame.select(fields).to_dicts() if fields else [{}] * frame.height
+    if sample_indices is None:
+        sample_indices = [range(teacher.sampling.n)] * len(rows)
     requests = []
-    for row in rows:
+    for row, indices in zip(rows, sample_indices, strict=True):
         prompt = render(teacher.prompt, row)
         text = prompt_text(prompt)
         samples = []
-        for index in range(teacher.sampling.n):
+        for index in indices:
             seed = seed_for(teacher.sampling.seed, index)
             key = request_key(teacher.backend, model, text, sampling, options, index, seed)
             samples.append(Request(key, prompt, text, index, seed))
@@ -188,9 +192,16 @@ class Generate(Operator):
         self.spend = {teacher.name: _Spend() for teacher in self.config.teachers}
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        return self.generate(frame, ctx)
+
+    def generate(self, frame: pl.DataFrame, ctx: StepContext,
+                 sample_indices: dict[str, list[list[int]]] | None = None) -> pl.DataFrame:
+        """Trace rows for `frame`: each teacher's n samples per problem, or, where
+        `sample_indices` names the teacher, the listed samples of each problem row."""
         for teacher in self.config.teachers:
             check_columns(teacher.prompt, frame.columns, teacher.name)
-        plans = {t.name: build_requests(t, frame) for t in self.config.teachers}
+        sample_indices = sample_indices or {}
+        plans = {t.name: build_requests(t, frame, sample_indices.get(t.name)) for t in self.config.teachers}
         total = sum(len(samples) for plan in plans.values() for samples in plan)
         progress = _Progress(ctx, frame.height, total)
         problem_ids = frame["problem_id"].to_list()

@@ -1,0 +1,147 @@
+"""`adaptive_generate`: generate and verify in rounds, stopping where difficulty is decided.
+
+A fixed-k run spends k samples on every problem, although 4 failures out of 4 already
+say "hard" and 4 successes "easy". This step samples in rounds (the policy is in
+`curate.grade.adaptive`): after each round it verifies the new traces, settles every
+problem whose pass-rate interval lies inside one difficulty band, and gives the next
+round only to the unsettled ones, up to a per-problem cap (the fixed-k it replaces) and
+a total budget. The step metrics report samples drawn, the fixed-k count and the saving.
+
+With several teachers a problem's samples alternate between them (sample j goes to
+teacher j mod T, as that teacher's sample j // T), so every round keeps the teacher mix
+even. A teacher's sample i is the same request as `generate`'s sample i (same cache key,
+same trace_id): switching a recipe between the two steps reuses every completion.
+
+The output is what `generate` + `verify` would give (trace rows with the verify
+columns), so `grade` follows it. A resumed step replays the finished rounds from the
+response cache: nothing is generated twice; only verification is redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from curate.core.operator import Operator, StepContext, register
+from curate.generate.config import GenerateConfig, TeacherConfig
+from curate.generate.operator import Generate
+from curate.grade.adaptive import AdaptiveConfig, run_adaptive
+from curate.verify.operators import Verify, VerifyConfig
+
+log = logging.getLogger(__name__)
+
+
+class AdaptiveGenerateConfig(GenerateConfig):
+    teachers: list[TeacherConfig] = Field(
+        min_length=1, description="Teachers to sample from, in turn: a problem's sample j goes to teacher j mod T."
+    )
+    sampling: AdaptiveConfig = Field(
+        default_factory=AdaptiveConfig,
+        description="Rounds, confidence, band edges, per-problem cap (the fixed k) and total budget. "
+        "Samples count over all teachers together.",
+    )
+    verify: VerifyConfig = Field(default_factory=VerifyConfig, description="How each round's traces are verified.")
+
+    @model_validator(mode="after")
+    def _no_fixed_n(self) -> AdaptiveGenerateConfig:
+        fixed = [t.name for t in self.teachers if t.sampling.n != 1]
+        if fixed:
+            raise ValueError(f"teachers {fixed} set sampling.n, but adaptive_generate decides how many "
+                             "samples each problem gets: set sampling.max_samples_per_problem instead")
+        return self
+
+
+def fixed_k_teachers(config: AdaptiveGenerateConfig) -> GenerateConfig:
+    """The teachers with the n each gets at the per-problem cap: the fixed-k run this step
+    replaces, and the most it can request (what `curate plan` shows)."""
+    cap, count = config.sampling.max_samples_per_problem, len(config.teachers)
+    teachers = [t.model_copy(update={"sampling": t.sampling.model_copy(update={"n": len(range(k, cap, count))})})
+                for k, t in enumerate(config.teachers)]
+    return GenerateConfig(teachers=[t for t in teachers if t.sampling.n > 0])
+
+
+@register
+class AdaptiveGenerate(Operator):
+    """Sample and verify in rounds: stop sampling a problem once its difficulty band is
+    decided with the configured confidence, and spend the rest of the budget on the
+    undecided ones. Outputs verified trace rows, like generate + verify."""
+
+    name = "adaptive_generate"
+    Config = AdaptiveGenerateConfig
+    scope = "global"  # each round depends on every problem's results so far
+    reads = Generate.reads
+    adds = Generate.adds + Verify.adds
+
+    def input_columns(self) -> set[str]:
+        verify_reads = Verify(self.config.verify).input_columns() - set(Generate.adds)
+        return self._generate().input_columns() | verify_reads
+
+    def resources(self) -> dict[str, float]:
+        return self._generate().resources()
+
+    def _generate(self) -> Generate:
+        return Generate(GenerateConfig(teachers=self.config.teachers))
+
+    def setup(self, ctx: StepContext) -> None:
+        self.generator = self._generate()
+        self.generator.setup(ctx)
+        self.verifier = Verify(self.config.verify)
+        self.verifier.setup(ctx)
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        problems = frame.unique("problem_id", keep="first", maintain_order=True)
+        drawn = dict.fromkeys(problems.get_column("problem_id").to_list(), 0)
+        finished_before = rounds = 0
+        # The step's bar counts problems whose sampling is over; each round shows its own
+        # per-teacher bars, labelled with the round.
+        round_ctx = dataclasses.replace(
+            ctx, on_progress=lambda advance: None,
+            subtask=lambda label, total: ctx.subtask(f"{label} round {rounds}", total))
+
+        def sample_round(plan: pl.DataFrame) -> pl.DataFrame:
+            nonlocal rounds, finished_before
+            rounds += 1
+            finished = problems.height - plan.height  # settled, capped or out of budget
+            ctx.on_progress(finished - finished_before)
+            finished_before = finished
+            rows = problems.join(plan, on="problem_id", how="inner", maintain_order="right")
+            indices = self._teacher_indices(rows.get_column("problem_id").to_list(),
+                                            rows.get_column("n").to_list(), drawn)
+            traces = self._verified(self.generator.generate(rows.drop("n"), round_ctx, indices), round_ctx)
+            log.info("adaptive round %d: %d problem(s) sampled, %d trace(s)", rounds, plan.height, traces.height)
+            return traces
+
+        result = run_adaptive(problems.select("problem_id"), sample_round, self.config.sampling)
+        for name, value in result.summary().items():
+            ctx.metrics[name] = value
+        if result.samples.is_empty():
+            return self._verified(self.generator.generate(problems.clear(), round_ctx), round_ctx)
+        return self._in_input_order(result.samples.drop("round"), problems)
+
+    def _in_input_order(self, traces: pl.DataFrame, problems: pl.DataFrame) -> pl.DataFrame:
+        """Rows as generate orders them: problem, then teacher, then sample."""
+        order = problems.select("problem_id").with_row_index("_problem")
+        teachers = pl.DataFrame({"teacher": [t.name for t in self.config.teachers]}).with_row_index("_teacher")
+        return (traces.join(order, on="problem_id", how="left").join(teachers, on="teacher", how="left")
+                .sort("_problem", "_teacher", "sample_index").drop("_problem", "_teacher"))
+
+    def _teacher_indices(self, problem_ids: list[str], counts: list[int],
+                         drawn: dict[str, int]) -> dict[str, list[list[int]]]:
+        """Per teacher, per plan row, the teacher-local sample indices of this round."""
+        teachers = [t.name for t in self.config.teachers]
+        indices = {name: [[] for _ in problem_ids] for name in teachers}
+        for row, (problem_id, count) in enumerate(zip(problem_ids, counts, strict=True)):
+            for sample in range(drawn[problem_id], drawn[problem_id] + count):
+                indices[teachers[sample % len(teachers)]][row].append(sample // len(teachers))
+            drawn[problem_id] += count
+        return indices
+
+    def _verified(self, traces: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        # Rows generate could not produce (over budget, server errors) keep their reason
+        # and have nothing to verify; they are drawn samples that count as no sample.
+        failed = pl.col("reject_reason").is_not_null()
+        verified = self.verifier.apply(traces.filter(~failed), ctx)
+        return pl.concat([verified, traces.filter(failed)], how="diagonal_relaxed")
