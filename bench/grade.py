@@ -67,7 +67,8 @@ def bench_grade(rows: int, teachers: int, samples: int) -> None:
     print(f"kept {kept.height:,} rows; rejected: {dict(rejected.group_by('reject_reason').len().sort('len').iter_rows())}")
 
 
-def bench_adaptive(problems: int, k: int, confidence: float, seed: int, band_edges: list[float]) -> None:
+def bench_adaptive(problems: int, k: int, confidence: float, seed: int, band_edges: list[float],
+                   correction: str) -> None:
     """Adaptive vs fixed-k with a simulated teacher: samples drawn, and how often the band
     differs from the band of the true rate (fixed-k included, for comparison)."""
     rng = np.random.default_rng(seed)
@@ -79,7 +80,8 @@ def bench_adaptive(problems: int, k: int, confidence: float, seed: int, band_edg
         return pl.DataFrame({"problem_id": np.repeat(ids, counts), "correct": rng.random(len(p)) < p})
 
     names = [f"band{i}" for i in range(len(band_edges) + 1)]
-    config = AdaptiveConfig(max_samples_per_problem=k, confidence=confidence, band_edges=band_edges, band_names=names)
+    config = AdaptiveConfig(max_samples_per_problem=k, confidence=confidence, band_edges=band_edges,
+                            band_names=names, correction=correction)
     started = time.perf_counter()
     adaptive = run_adaptive(pl.DataFrame({"problem_id": list(rates)}), teacher, config)
     seconds = time.perf_counter() - started
@@ -91,7 +93,7 @@ def bench_adaptive(problems: int, k: int, confidence: float, seed: int, band_edg
         (pl.col("band") != pl.col("truth")).mean()).item()
     summary = adaptive.summary()
     print(f"\nadaptive sampling, {problems:,} problems, cap / fixed k = {k}, band edges {band_edges}, "
-          f"confidence {confidence} ({seconds:.1f}s, {summary['rounds']} rounds)")
+          f"confidence {confidence}, correction {correction} ({seconds:.1f}s, {summary['rounds']} rounds)")
     print(f"  samples drawn: adaptive {adaptive.samples_drawn:,} vs fixed-k {fixed.samples_drawn:,} "
           f"-> saved {summary['samples_saved']:,} ({summary['saved_fraction']:.1%})")
     print(f"  band differs from the true rate's band: adaptive {mismatch(adaptive):.1%}, fixed-k {mismatch(fixed):.1%}")
@@ -106,12 +108,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=32, help="fixed-k baseline / adaptive cap")
     parser.add_argument("--confidence", type=float, nargs="*", default=[0.95, 0.99])
     parser.add_argument("--band-edges", type=float, nargs="+", default=[0.3, 0.7])
+    parser.add_argument("--correction", choices=["bonferroni", "none"], default="bonferroni")
     parser.add_argument("--skip-grade", action="store_true", help="only the adaptive sampling part")
     args = parser.parse_args()
     if not args.skip_grade:
         bench_grade(args.rows, args.teachers, args.samples)
     for confidence in args.confidence:
-        bench_adaptive(args.adaptive_problems, args.k, confidence, seed=1, band_edges=args.band_edges)
+        bench_adaptive(args.adaptive_problems, args.k, confidence, seed=1, band_edges=args.band_edges,
+                       correction=args.correction)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,16 @@ def test_unverifiable_samples_still_end_the_loop():
 def test_sample_fn_contract_is_checked():
     with pytest.raises(ValueError, match="problem_id and correct"):
         run_adaptive(pl.DataFrame({"problem_id": ["a"]}), lambda plan: plan, AdaptiveConfig())
+
+
+@pytest.mark.parametrize(("correction", "first_round_settles"), [("none", True), ("bonferroni", False)])
+def test_four_of_four_settles_easy_only_without_the_correction(correction, first_round_settles):
+    """The classic early stop, 4/4 correct -> settled in the top slice (graded 'trivial' at
+    pass rate 1), holds for one look at 0.8 (Wilson low bound 0.709 > 0.7); with 0.8 spread
+    over the 8 looks of a 32 cap it does not."""
+    always = lambda plan: plan.select("problem_id", pl.col("n").repeat_by("n")).explode("n").select(  # noqa: E731
+        "problem_id", correct=pl.lit(True))
+    config = AdaptiveConfig(confidence=0.8, correction=correction, max_samples_per_problem=32)
+    result = run_adaptive(pl.DataFrame({"problem_id": ["a"]}), always, config)
+    assert (result.samples_drawn == 4) is first_round_settles
+    assert result.problems["band"].to_list() == ["trivial"]

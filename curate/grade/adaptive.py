@@ -29,6 +29,12 @@ from curate.grade.stats import band_expr, interval
 class AdaptiveConfig(BandConfig):
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence that a settled band is right.")
     interval: Literal["wilson", "jeffreys"] = Field("wilson", description="Interval used to settle a band.")
+    correction: Literal["bonferroni", "none"] = Field(
+        "bonferroni",
+        description="bonferroni: split 1 - confidence over the rounds a problem can be checked, so the "
+        "whole procedure keeps `confidence`; none: each round's check at `confidence` (settles sooner, "
+        "e.g. 4/4 correct -> easy at 0.8, but mis-bands more often).",
+    )
     initial_samples: int = Field(4, ge=1, description="Samples per problem in the first round.")
     samples_per_round: int = Field(4, ge=1, description="Samples per unsettled problem in later rounds.")
     max_samples_per_problem: int = Field(
@@ -54,7 +60,7 @@ def assess(counts: pl.DataFrame, config: AdaptiveConfig) -> pl.DataFrame:
     (problem_id, successes, samples, drawn)."""
     # Checking the interval after every round is a sequential test: the error rates of the
     # looks add up. Bonferroni over the looks keeps the whole procedure at `confidence`.
-    per_look = 1 - (1 - config.confidence) / looks(config)
+    per_look = 1 - (1 - config.confidence) / (looks(config) if config.correction == "bonferroni" else 1)
     low, high = interval(pl.col("successes"), pl.col("samples"), per_look, config.interval)
     slice_of = lambda bound: pl.sum_horizontal([(bound > edge).cast(pl.Int32) for edge in config.band_edges])  # noqa: E731
     return counts.with_columns(
