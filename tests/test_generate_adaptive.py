@@ -26,6 +26,7 @@ from curate.grade.stats import band_expr
 from curate.recipe import load_recipe
 from curate.runner import run_recipe
 from curate.schema import problem_id_expr
+from curate.verify.operators import Verify
 
 TRUTH = {"p0": 0.0, "p1": 0.1, "p2": 0.5, "p3": 0.9, "p4": 1.0, "p5": 1.0, "p6": 0.0, "p7": 0.55}
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -38,6 +39,8 @@ class ScriptedBackend(Backend):
 
     def generate(self, requests, sink) -> None:
         for request in requests:
+            if sink.stopped():  # the teacher's token budget is spent
+                return
             problem = json.loads(request.text)[-1]["content"].split()[-1]
             SERVED[(problem, self.teacher.model, request.sample_index)] += 1
             # Both teachers draw from one sequence: teacher b's sample i is the problem's
@@ -54,9 +57,9 @@ def scripted(monkeypatch):
     SERVED.clear()
 
 
-def teachers() -> list[dict]:
+def teachers(budget: dict | None = None) -> list[dict]:
     return [{"name": name, "backend": "openai", "model": name, "prompt": {"user": "Solve problem {problem}"},
-             "sampling": {"temperature": 1.0}} for name in ("a", "b")]
+             "sampling": {"temperature": 1.0}, "budget": budget or {}} for name in ("a", "b")]
 
 
 def problems() -> pl.DataFrame:
@@ -66,8 +69,8 @@ def problems() -> pl.DataFrame:
     }).with_columns(problem_id=problem_id_expr(pl.col("problem")))
 
 
-def run_step(tmp_path, **sampling) -> tuple[pl.DataFrame, StepContext]:
-    config = {"teachers": teachers(), "sampling": {"max_samples_per_problem": 32, **sampling},
+def run_step(tmp_path, budget: dict | None = None, **sampling) -> tuple[pl.DataFrame, StepContext]:
+    config = {"teachers": teachers(budget), "sampling": {"max_samples_per_problem": 32, **sampling},
               "verify": {"workers": 1}}
     operator = AdaptiveGenerate(AdaptiveGenerate.Config.model_validate(config))
     ctx = StepContext(step_id="adaptive", step_dir=tmp_path / "step", cache_dir=tmp_path / "cache")
@@ -117,6 +120,24 @@ def test_rerun_generates_nothing_and_generate_reuses_the_samples(tmp_path):
     fixed = generate.apply(problems(), ctx)
     assert sum(SERVED.values()) == served and ctx.metrics["cache_hits"] == fixed.height
     assert set(fixed["trace_id"]) <= set(first["trace_id"])
+
+
+@pytest.mark.parametrize("budget", [None, {"max_requests": 40}, {"max_tokens": 300}])
+def test_a_resumed_step_reads_finished_rounds_back(tmp_path, monkeypatch, budget):
+    first, ctx = run_step(tmp_path, budget)
+    if budget:
+        assert (first["reject_reason"] == "over_budget").sum() > 0
+    parts = sorted((tmp_path / "step" / "parts").glob("round-*.parquet"))
+    assert len(parts) == ctx.metrics["rounds"] > 1
+    last_round = pl.read_parquet(parts[-1]).filter(pl.col("reject_reason").is_null()).height
+    parts[-1].unlink()  # the step was killed during its last round
+    verified = []
+    verify = Verify.apply
+    monkeypatch.setattr(Verify, "apply", lambda self, frame, ctx: verified.append(frame.height) or verify(self, frame, ctx))
+    again, ctx = run_step(tmp_path, budget)
+    assert again.equals(first)  # budgets included: finished rounds count against them
+    assert verified == [last_round]  # only the unfinished round is verified again
+    assert set(SERVED.values()) == {1}  # and nothing is generated twice
 
 
 def test_total_budget_is_spread_breadth_first(tmp_path):

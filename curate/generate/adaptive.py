@@ -13,8 +13,9 @@ even. A teacher's sample i is the same request as `generate`'s sample i (same ca
 same trace_id): switching a recipe between the two steps reuses every completion.
 
 The output is what `generate` + `verify` would give (trace rows with the verify
-columns), so `grade` follows it. A resumed step replays the finished rounds from the
-response cache: nothing is generated twice; only verification is redone.
+columns), so `grade` follows it. Each finished round is checkpointed in the step's
+`parts/`, and every completion is cached as it arrives, so a resumed step reads the
+finished rounds back and generates nothing twice.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import logging
 import polars as pl
 from pydantic import Field, model_validator
 
+from curate.core.io import write_parquet
 from curate.core.operator import Operator, StepContext, register
 from curate.generate.config import GenerateConfig, TeacherConfig
 from curate.generate.operator import Generate
 from curate.grade.adaptive import AdaptiveConfig, run_adaptive
+from curate.schema import content_hash
 from curate.verify.operators import Verify, VerifyConfig
 
 log = logging.getLogger(__name__)
@@ -110,7 +113,15 @@ class AdaptiveGenerate(Operator):
             rows = problems.join(plan, on="problem_id", how="inner", maintain_order="right")
             indices = self._teacher_indices(rows.get_column("problem_id").to_list(),
                                             rows.get_column("n").to_list(), drawn)
-            traces = self._verified(self.generator.generate(rows.drop("n"), round_ctx, indices), round_ctx)
+            # A finished round is kept on disk, named by what it sampled, so a resumed step
+            # reads it back instead of re-verifying it (its completions are cached anyway).
+            part = ctx.step_dir / "parts" / f"round-{rounds:04d}-{content_hash(plan.write_csv())}.parquet"
+            if part.exists():
+                traces = pl.read_parquet(part)
+                self._count_spend(traces)
+            else:
+                traces = self._verified(self.generator.generate(rows.drop("n"), round_ctx, indices), round_ctx)
+                write_parquet(traces, part)
             log.info("adaptive round %d: %d problem(s) sampled, %d trace(s)", rounds, plan.height, traces.height)
             return traces
 
@@ -138,6 +149,14 @@ class AdaptiveGenerate(Operator):
                 indices[teachers[sample % len(teachers)]][row].append(sample // len(teachers))
             drawn[problem_id] += count
         return indices
+
+    def _count_spend(self, traces: pl.DataFrame) -> None:
+        """Charge a round read back from disk to the teachers' budgets, as generate would."""
+        produced = traces.filter(pl.col("reject_reason").is_null() | (pl.col("reject_reason") != "over_budget"))
+        tokens = pl.sum_horizontal("prompt_tokens", "reasoning_tokens", "answer_tokens").fill_null(0)
+        for teacher, requests, used in produced.group_by("teacher").agg(pl.len(), tokens.sum()).iter_rows():
+            self.generator.spend[teacher].requests += requests
+            self.generator.spend[teacher].tokens += used
 
     def _verified(self, traces: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         # Rows generate could not produce (over budget, server errors) keep their reason
