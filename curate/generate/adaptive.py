@@ -152,7 +152,7 @@ class AdaptiveGenerate(Operator):
 
     def _count_spend(self, traces: pl.DataFrame) -> None:
         """Charge a round read back from disk to the teachers' budgets, as generate would."""
-        produced = traces.filter(pl.col("reject_reason").is_null() | (pl.col("reject_reason") != "over_budget"))
+        produced = traces.filter(pl.col("reject_reason").ne_missing("over_budget"))
         tokens = pl.sum_horizontal("prompt_tokens", "reasoning_tokens", "answer_tokens").fill_null(0)
         for teacher, requests, used in produced.group_by("teacher").agg(pl.len(), tokens.sum()).iter_rows():
             self.generator.spend[teacher].requests += requests
