@@ -82,9 +82,6 @@ class AdaptiveGenerate(Operator):
         verify_reads = Verify(self.config.verify).input_columns() - set(Generate.adds)
         return self._generate().input_columns() | verify_reads
 
-    def resources(self) -> dict[str, float]:
-        return self._generate().resources()
-
     def _generate(self) -> Generate:
         return Generate(GenerateConfig(teachers=self.config.teachers))
 

@@ -59,7 +59,8 @@ def assess(counts: pl.DataFrame, config: AdaptiveConfig) -> pl.DataFrame:
     """Add pass_rate, low/high bounds, settled, capped and band to per-problem counts
     (problem_id, successes, samples, drawn)."""
     # Checking the interval after every round is a sequential test: the error rates of the
-    # looks add up. Bonferroni over the looks keeps the whole procedure at `confidence`.
+    # looks add up. Bonferroni over the looks keeps the whole procedure at `confidence`;
+    # correction 'none' trades that guarantee for earlier stops.
     per_look = 1 - (1 - config.confidence) / (looks(config) if config.correction == "bonferroni" else 1)
     low, high = interval(pl.col("successes"), pl.col("samples"), per_look, config.interval)
     slice_of = lambda bound: pl.sum_horizontal([(bound > edge).cast(pl.Int32) for edge in config.band_edges])  # noqa: E731
