@@ -102,7 +102,6 @@ def split_rejections(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 # The allow-list: only operators registered by these modules can be named in a recipe.
 STAGE_MODULES = (
     "curate.prune.filters",
-    "curate.prune.select",
     "curate.prune.steps",
     "curate.prune.rewrite",
     "curate.select.operators",
