@@ -165,3 +165,8 @@ def problem_id_expr(problem: pl.Expr) -> pl.Expr:
 
 def trace_id(problem_id: str, teacher: str, model: str, sample_index: int, params: dict) -> str:
     return content_hash(problem_id, teacher, model, str(sample_index), json.dumps(params, sort_keys=True))
+
+
+def completion_tokens() -> pl.Expr:
+    """Tokens the teacher produced: reasoning plus final answer."""
+    return pl.col("reasoning_tokens").cast(pl.Int64) + pl.col("answer_tokens").cast(pl.Int64)

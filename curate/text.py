@@ -1,8 +1,11 @@
-"""Text keys for dedup as polars expressions: normalised text and hashed word n-grams.
+"""Text keys as polars expressions: normalised text, word tokens, hashed n-grams (the one
+n-gram hasher: dedup, decontamination, prune's repetition measure and select_traces'
+diversity all use it).
 
 Everything here runs inside polars (no per-row Python), so it scales to millions of
 rows. The n-gram hashes use polars' own hash: stable within one process, which is all
-they are used for (they are compared, never stored).
+they are used for (they are compared, never stored). Content hashes that are stored
+(problem_id, trace_id) are in curate.schema.
 """
 
 from __future__ import annotations
@@ -43,29 +46,46 @@ def word_tokens(text: pl.Expr) -> pl.Expr:
     return text.str.extract_all(r"[^\W_]+")
 
 
+def words(text: pl.Expr) -> pl.Expr:
+    """The text split at spaces and newlines, as written (case and punctuation kept)."""
+    split = text.str.replace_all("\n", " ", literal=True).str.split(" ")
+    return split.list.eval(pl.element().filter(pl.element().str.len_bytes() > 0))
+
+
+def _gram_hashes(n: int, whole_if_short: bool) -> pl.Expr:
+    """Inside list.eval over tokens: one hash per token n-gram, in order, repeats kept.
+
+    Each token is hashed, and a gram hashes the struct of n consecutive token hashes. With
+    `whole_if_short`, a list of fewer than n tokens (but at least one) gives one gram: all
+    its tokens; otherwise it gives none.
+    """
+    token_hash = pl.element().hash(7)
+    gram = pl.struct(*[token_hash.shift(-offset).alias(f"t{offset}") for offset in range(n)]).hash(11)
+    position = pl.int_range(pl.len())
+    starts = position + n <= pl.len()
+    if whole_if_short:
+        starts = starts | ((position == 0) & (pl.len() < n))
+    return gram.filter(starts)
+
+
+def ngram_hash_list(tokens: pl.Expr, n: int, whole_if_short: bool = True) -> pl.Expr:
+    """Per row, the list of hashes of the n-grams of its token list (see _gram_hashes)."""
+    return tokens.list.eval(_gram_hashes(n, whole_if_short))
+
+
+def word_ngram_hashes(text: pl.Expr, n: int) -> pl.Expr:
+    """Per text, the hashes of its n-grams of `words` (none for fewer than n words)."""
+    return ngram_hash_list(words(text), n, whole_if_short=False)
+
+
 def ngram_hashes(frame: pl.DataFrame, key: str, tokens: str, n: int) -> pl.DataFrame:
-    """Distinct (key, hash) pairs of the word n-grams of each row's token list.
+    """Distinct (key, gram) pairs of the n-grams of each row's token list.
 
     A row with fewer than n tokens (but at least one) gives one gram: all its tokens.
     """
-    exploded = (
-        frame.select(key, tokens, length=pl.col(tokens).list.len())
-        .filter(pl.col("length") > 0)
-        .explode(tokens)
-        .with_columns(position=pl.int_range(pl.len()).over(key), token_hash=pl.col(tokens).hash(7))
-    )
-    # Shifting the whole exploded column is cheaper than a window per key; positions
-    # past the row's own end are masked to null so grams never span two rows.
-    window = [
-        pl.when(pl.col("position") + offset < pl.col("length")).then(pl.col("token_hash").shift(-offset))
-        for offset in range(n)
-    ]
-    starts = (pl.col("position") + n <= pl.col("length")) | (
-        (pl.col("position") == 0) & (pl.col("length") < n)
-    )
     return (
-        exploded.with_columns(gram=pl.struct(*[w.alias(f"t{i}") for i, w in enumerate(window)]).hash(11))
-        .filter(starts)
-        .select(key, "gram")
+        frame.select(key, gram=ngram_hash_list(pl.col(tokens), n))
+        .explode("gram")
+        .drop_nulls("gram")
         .unique()
     )

@@ -2,7 +2,8 @@
 
 Each extractor returns the answer string or None. `extract_answer` tries a list of them in
 order and reports which one matched, so an audit can tell a boxed answer from a guess
-(the last number in the text).
+(the last number in the text). `last_boxed_expr` and `stated_answer` do the same over a
+whole column in polars (no Python per row), for filters over millions of long traces.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Literal
+
+import polars as pl
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 # "The answer is 12." / "the final answer is: $\frac{1}{2}$" (up to the end of the sentence).
@@ -26,9 +29,20 @@ _CHOICE_ALONE = re.compile(r"^\s*[\(\[]?([A-J])[\)\]\.:]?\s*$", re.MULTILINE)
 _VERDICT_WORDS = {"correct", "incorrect", "right", "wrong", "consistent", "confirmed", "verified"}
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _CODE_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+# \boxed{...} with up to three levels of nested braces: regexes cannot balance braces in
+# general, but real answers (\frac{\sqrt{2}}{3}) stay well within three levels.
+_BRACED = r"(?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*"
+BOXED = r"\\(?:boxed|fbox)\s*\{(" + _BRACED + r")\}"
+# "the answer is X" / "final answer: X", the stated result when nothing is boxed. The
+# value must look like math (digit, sign, bracket, backslash, $): "the answer is indeed
+# 12" or "the answer is two y-intercepts" state no comparable value.
+_STATED = (
+    r"(?is)(?:final answer|the answer)\s*(?:is|:|=)\s*:?\s*"
+    r"((?:\\\(|\$)?\s*[-+\d(\[\\][^\n]*?)\s*(?:\.\s|\.?$|\n)"
+)
 
-Method = Literal["boxed", "gsm8k", "answer_is", "choice", "regex", "last_number"]
-DEFAULT_METHODS: tuple[Method, ...] = ("boxed", "gsm8k", "answer_is", "last_number")
+ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "regex", "last_number"]
+DEFAULT_METHODS: tuple[ExtractionMethod, ...] = ("boxed", "gsm8k", "answer_is", "last_number")
 
 
 def last_boxed(text: str | None) -> str | None:
@@ -173,3 +187,20 @@ def math_reference(solution: str | None) -> str | None:
 def gsm8k_reference(answer: str | None) -> str | None:
     """GSM8K: the number after '####'."""
     return gsm8k_final(answer)
+
+
+# Vectorised: the same ideas as polars expressions over a text column.
+def last_group(text: pl.Expr, pattern: str) -> pl.Expr:
+    """Group 1 of the last match of `pattern` (all matches, then the last one re-matched:
+    several times faster than a leading `.*` in the regex)."""
+    return text.str.extract_all(pattern).list.last().str.extract(pattern, 1).str.strip_chars()
+
+
+def last_boxed_expr(text: pl.Expr) -> pl.Expr:
+    """`last_boxed` over a column, in polars: braces nest at most three levels deep."""
+    return last_group(text, BOXED)
+
+
+def stated_answer(text: pl.Expr) -> pl.Expr:
+    """The last boxed answer, else the last "the answer is X"; null when neither."""
+    return pl.coalesce(last_boxed_expr(text), last_group(text, _STATED))

@@ -10,10 +10,9 @@ carries a status, so a timeout or an unparsable answer is never reported as wron
 from __future__ import annotations
 
 import multiprocessing
-import re
 from typing import NamedTuple
 
-_NOISE = re.compile(r"\s+|\\!|\\,|\\;|\\left|\\right|^\$|\$$")
+from curate.answers.normalise import normal_form
 
 
 class Verdict(NamedTuple):
@@ -22,13 +21,9 @@ class Verdict(NamedTuple):
     reason: str
 
 
-def _normal_form(answer: str) -> str:
-    return _NOISE.sub("", answer).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-
-
 def verify_one(reference: str, answer: str, timeout_s: int) -> Verdict:
     """Compare one answer with its reference. Call in a process's main thread."""
-    if _normal_form(reference) == _normal_form(answer):
+    if normal_form(reference) == normal_form(answer):
         return Verdict(True, "correct", "same normal form")
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException

@@ -10,6 +10,8 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field, model_validator
 
+from curate.answers.extract import stated_answer
+from curate.answers.normalise import normalise_answer
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
 from curate.prune import text as T
 
@@ -287,13 +289,13 @@ class AnswerConsistencyFilter(TraceFilter):
 
     def evidence(self):
         return {
-            "reasoning_result": T.stated_answer(pl.col("reasoning").str.slice(-self.config.tail_chars)),
-            "final_answer": T.stated_answer(pl.col("answer_text").str.slice(-self.config.tail_chars)),
+            "reasoning_result": stated_answer(pl.col("reasoning").str.slice(-self.config.tail_chars)),
+            "final_answer": stated_answer(pl.col("answer_text").str.slice(-self.config.tail_chars)),
         }
 
     def rejects(self, measures):
         # Normalised spellings that differ are only candidates; `refine` confirms them.
-        stated, final = (T.normalise_answer(measures[k]) for k in ("reasoning_result", "final_answer"))
+        stated, final = (normalise_answer(measures[k]) for k in ("reasoning_result", "final_answer"))
         return pl.when(stated != final).then(pl.lit("answer_inconsistent"))
 
     def refine(self, marked):

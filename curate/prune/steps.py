@@ -11,6 +11,8 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
+from curate.answers.extract import stated_answer
+from curate.answers.normalise import normalise_answer
 from curate.core.operator import Operator, OperatorConfig, StepContext, register
 from curate.prune import text as T
 from curate.prune.filters import DEFAULT_HESITATION_MARKERS
@@ -81,8 +83,8 @@ class PruneSteps(Operator):
         """(row, new_reasoning) for traces with a step that states the answer early."""
         config = self.config
         answers = [
-            T.normalise_answer(pl.col("reference_answer")),
-            T.normalise_answer(T.stated_answer(pl.col("answer_text"))),
+            normalise_answer(pl.col("reference_answer")),
+            normalise_answer(stated_answer(pl.col("answer_text"))),
         ]
         alternatives = pl.concat_list([a.str.escape_regex() for a in answers]).list.eval(
             pl.element().filter(pl.element().str.len_chars() > 0)
@@ -104,7 +106,7 @@ class PruneSteps(Operator):
         )
         hits = steps.with_columns(
             hit=pl.col("step").str.contains(_CONCLUSION)
-            & T.normalise_answer(pl.col("step")).str.contains(pl.col("pattern"))
+            & normalise_answer(pl.col("step")).str.contains(pl.col("pattern"))
         )
         first_hit = pl.col("index").filter(pl.col("hit")).min().over(_ROW)
         conclusion_start = pl.col("step_count") - config.conclusion_steps

@@ -11,8 +11,8 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
-from curate.prune import text as T
-from curate.schema import content_hash
+from curate.schema import completion_tokens, content_hash
+from curate.text import word_ngram_hashes
 
 
 class SampleConfig(OperatorConfig):
@@ -145,7 +145,7 @@ class SelectTraces(Filter):
                 f"select_traces needs column {config.correct_column!r} from verification; "
                 f"the table has: {', '.join(frame.columns)}"
             )
-        frame = frame.with_row_index(_ROW).with_columns(**{_TOKENS: T.completion_tokens()})
+        frame = frame.with_row_index(_ROW).with_columns(**{_TOKENS: completion_tokens()})
         correct = pl.col(config.correct_column)
         candidates = frame.filter(correct.fill_null(False))
         chosen = {
@@ -176,7 +176,7 @@ class SelectTraces(Filter):
         config, group = self.config, self.config.group_by
         sketches = candidates.select(
             _ROW, group,
-            sketch=T.word_ngram_hashes(pl.col("completion"), config.ngram).list.eval(
+            sketch=word_ngram_hashes(pl.col("completion"), config.ngram).list.eval(
                 pl.element().unique().bottom_k(config.sketch_size)
             ),
         )

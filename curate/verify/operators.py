@@ -1,4 +1,5 @@
-"""The `verify` operator: extract each trace's final answer and check it.
+"""The `verify` operator: extract each trace's final answer and check it (see
+`curate.answers.check`, which does the work).
 
 Math rows are compared with `reference_answer` by math-verify in worker processes; code
 rows are run against the problem's `tests` in the sandbox. Every row gets a
@@ -9,46 +10,12 @@ Code that runs past its time limit counts as failed (HumanEval's convention).
 
 from __future__ import annotations
 
-import json
-from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
-
 import polars as pl
-from pydantic import Field
 
-from curate.answers.extract import DEFAULT_METHODS, answer_extractor, extract_code
-from curate.core.operator import Operator, OperatorConfig, StepContext, register
+from curate.answers.check import VERIFY_COLUMNS, AnswerChecker, VerifyConfig, checked_columns
+from curate.core.operator import Operator, StepContext, register
 
-ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "regex", "last_number"]
-
-
-class VerifyConfig(OperatorConfig):
-    text_columns: list[str] = Field(
-        ["answer_text", "completion"],
-        description="Columns to take the answer from, in order: the first that yields one wins.",
-    )
-    methods: list[ExtractionMethod] = Field(
-        list(DEFAULT_METHODS),
-        description="Math answer extractors tried in order: boxed, gsm8k ('#### N'), answer_is "
-        "('the answer is ...'), choice (multiple-choice letter), regex (answer_regex), last_number.",
-    )
-    answer_regex: str | None = Field(
-        None, description="Pattern for the 'regex' method: its first group (or the match) is the answer."
-    )
-    timeout_s: int = Field(5, ge=1, description="Math: seconds allowed to parse or compare one answer.")
-    workers: int = Field(2, ge=1, description="Worker processes for math-verify and parallel sandboxes.")
-    truncated_as_no_answer: bool = Field(
-        True,
-        description="Rows with finish_reason 'length' get status no_answer (counted as failed): "
-        "a truncated trace did not finish its answer.",
-    )
-    code_language: str = Field("python", description="Code: language tag of the fenced block to run.")
-    code_timeout_s: float = Field(10.0, gt=0, description="Code: wall-clock seconds for one program and its tests.")
-    test_timeout_s: float = Field(3.0, gt=0, description="Code: seconds allowed per test assertion.")
-    code_memory_mb: int = Field(1024, ge=64, description="Code: address-space limit of the sandbox.")
-    isolate: bool = Field(
-        True, description="Code: use network/mount namespaces when the machine allows it (see sandbox.py)."
-    )
+__all__ = ["Verify", "VerifyConfig"]
 
 
 @register
@@ -61,112 +28,17 @@ class Verify(Operator):
     Config = VerifyConfig
     scope = "batch"
     default_chunk_size = 20_000
-    adds = ("extracted_answer", "extraction_method", "correct", "verify_status", "verify_detail")
+    adds = tuple(VERIFY_COLUMNS)
 
     def input_columns(self) -> set[str]:
-        return {"domain", "reference_answer", "tests", *self.config.text_columns}
+        return checked_columns(self.config)
 
     def setup(self, ctx: StepContext) -> None:
-        self._extract = answer_extractor(tuple(self.config.methods), self.config.answer_regex)
+        self._checker = AnswerChecker(self.config)
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
-        if not hasattr(self, "_extract"):
+        if not hasattr(self, "_checker"):
             self.setup(ctx)
-        rows = frame.select(
-            "domain", "reference_answer", "tests", *self.config.text_columns,
-            problem=pl.col("problem") if "problem" in frame.columns else pl.lit(None, pl.String),
-            finish_reason=pl.col("finish_reason") if "finish_reason" in frame.columns else pl.lit(None, pl.String),
-        ).rows(named=True)
-        outcomes = [self._extract_row(row) for row in rows]
-        self._verify_math(outcomes)
-        self._verify_code(outcomes, rows)
-        for outcome in outcomes:
-            ctx.count(f"verify_{outcome['verify_status']}")
+        checked = self._checker.check(frame, ctx.count)
         ctx.on_progress(len(frame))
-        return frame.with_columns(
-            pl.Series(name, [o[name] for o in outcomes], dtype=dtype)
-            for name, dtype in (
-                ("extracted_answer", pl.String), ("extraction_method", pl.String), ("correct", pl.Boolean),
-                ("verify_status", pl.String), ("verify_detail", pl.String),
-            )
-        )
-
-    def _extract_row(self, row: dict) -> dict:
-        """Answer and method, or a final status where nothing is left to check."""
-        texts = [row[c] for c in self.config.text_columns]
-        domain = row["domain"]
-        outcome = {"extracted_answer": None, "extraction_method": None, "correct": None,
-                   "verify_status": None, "verify_detail": None, "_reference": row["reference_answer"],
-                   "_domain": domain}
-        if domain == "code":
-            answer, method = next((found for t in texts if (found := extract_code(t, self.config.code_language))[0]),
-                                  (None, None))
-        elif domain == "math":
-            answer, method = next((found for t in texts if (found := self._extract(t))[0] is not None),
-                                  (None, None))
-        else:
-            return _final(outcome, None, "error", f"unknown domain {domain!r} (expected 'math' or 'code')")
-        outcome.update(extracted_answer=answer, extraction_method=method)
-        if self.config.truncated_as_no_answer and row["finish_reason"] == "length":
-            return _final(outcome, False, "no_answer", "truncated: finish_reason is 'length'")
-        if answer is None:
-            return _final(outcome, False, "no_answer", f"no answer found in {', '.join(self.config.text_columns)}")
-        if domain == "math" and not row["reference_answer"]:
-            return _final(outcome, None, "error", "the problem has no reference_answer")
-        if domain == "code" and not row["tests"]:
-            return _final(outcome, None, "error", "the problem has no tests")
-        return outcome
-
-    def _verify_math(self, outcomes: list[dict]) -> None:
-        from curate.answers.math import verify_pairs
-
-        todo = [o for o in outcomes if o["verify_status"] is None and o["_domain"] == "math"]
-        # Many samples share an answer: check each distinct (reference, answer) pair once.
-        pairs = sorted({(o["_reference"], o["extracted_answer"]) for o in todo})
-        verdicts = dict(zip(pairs, verify_pairs(pairs, self.config.timeout_s, self.config.workers), strict=True))
-        for outcome in todo:
-            verdict = verdicts[(outcome["_reference"], outcome["extracted_answer"])]
-            _final(outcome, verdict.correct, verdict.status, verdict.reason)
-
-    def _verify_code(self, outcomes: list[dict], rows: list[dict]) -> None:
-        from curate.answers.sandbox import SandboxLimits, run_tests
-
-        config = self.config
-        limits = SandboxLimits(wall_timeout_s=config.code_timeout_s, test_timeout_s=config.test_timeout_s,
-                               cpu_seconds=int(config.code_timeout_s) + 1,
-                               memory_bytes=config.code_memory_mb << 20)
-        todo = [(o, row) for o, row in zip(outcomes, rows, strict=True) if o["verify_status"] is None and o["_domain"] == "code"]
-
-        def run(item):
-            outcome, row = item
-            tests = _parse_tests(row["tests"])
-            if isinstance(tests, str):
-                return _final(outcome, None, "error", tests)
-            code = outcome["extracted_answer"]
-            # Completion-style answers continue the prompt's signature instead of repeating it.
-            if tests["entry_point"] and f"def {tests['entry_point']}" not in code:
-                code = (row.get("problem") or "") + code
-            result = run_tests(code, tests["test"], tests["entry_point"], limits, config.isolate)
-            detail = {"tests": result.tests, "message": result.message, "sandbox": result.mode}
-            correct = None if result.status == "error" else result.status == "correct"
-            return _final(outcome, correct, result.status, detail)
-
-        with ThreadPoolExecutor(config.workers) as pool:
-            list(pool.map(run, todo))
-
-
-def _parse_tests(tests: str) -> dict | str:
-    """The tests object, or an error message naming what is wrong with it."""
-    try:
-        parsed = json.loads(tests)
-    except json.JSONDecodeError as error:
-        return f"tests is not valid JSON: {error}"
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("test"), str):
-        return "tests must be a JSON object with a 'test' program (and an 'entry_point')"
-    return {"test": parsed["test"], "entry_point": parsed.get("entry_point")}
-
-
-def _final(outcome: dict, correct: bool | None, status: str, detail: str | dict) -> dict:
-    outcome.update(correct=correct, verify_status=status,
-                   verify_detail=json.dumps(detail if isinstance(detail, dict) else {"reason": detail}))
-    return outcome
+        return checked

@@ -1,0 +1,3 @@
+"""Everything about answers, for any stage: extraction (`extract`), spellings
+(`normalise`), math-verify comparison in worker processes (`math`), the code sandbox
+(`sandbox`) and the frame-level check the `verify` operator wraps (`check`)."""
