@@ -15,7 +15,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +26,7 @@ from curate import models
 from curate.core.executor import LocalExecutor
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext, split_rejections
+from curate.core.versions import package_versions
 from curate.recipe import Recipe, Step
 from curate.schema import PROBLEM_COLUMNS
 from curate.sources.problems import load_problems, source_fingerprint
@@ -251,7 +251,7 @@ class _Run:
                 "steps": [r.__dict__ for r in self.records],
                 "output": "output.parquet" if finished else None,
                 "rejections": "rejections.parquet" if finished else None,
-                "packages": _package_versions(),
+                "packages": package_versions(PACKAGES),
             },
             self.run_dir / "run.json",
         )
@@ -280,16 +280,6 @@ def _code_version(obj) -> str:
     invalidates its checkpoints, editing another one does not."""
     source = inspect.getsource(inspect.getmodule(obj))
     return f"{curate.__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def _now() -> str:

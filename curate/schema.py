@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
 from dataclasses import dataclass
 
 import polars as pl
+
+from curate.text import collapsed_text
 
 
 @dataclass(frozen=True)
@@ -136,14 +136,6 @@ def json_schema(table: str) -> dict:
     }
 
 
-_SPACE = re.compile(r"\s+")
-
-
-def normalise_text(text: str) -> str:
-    """Whitespace- and Unicode-normalised text: what content hashes are taken of."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
-
-
 def content_hash(*parts: str) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -154,13 +146,15 @@ def content_hash(*parts: str) -> str:
 
 def problem_id_expr(problem: pl.Expr) -> pl.Expr:
     """problem_id as a polars expression (vectorised over millions of rows)."""
-    normalised = (
-        problem.str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars()
-    )
-    return normalised.map_batches(
+    return collapsed_text(problem).map_batches(
         lambda s: pl.Series([content_hash(t) for t in s.to_list()], dtype=pl.String),
         return_dtype=pl.String,
     )
+
+
+def problem_id(problem: str) -> str:
+    """problem_id of one problem text (the same as problem_id_expr)."""
+    return pl.select(problem_id_expr(pl.lit(problem, pl.String))).item()
 
 
 def trace_id(problem_id: str, teacher: str, model: str, sample_index: int, params: dict) -> str:

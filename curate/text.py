@@ -25,6 +25,12 @@ def _without_thousands_separators(text: pl.Expr) -> pl.Expr:
     return text
 
 
+def collapsed_text(text: pl.Expr) -> pl.Expr:
+    """Unicode (NFKC) normalised text with runs of white space as one space, trimmed: what
+    content ids (problem_id) are taken of."""
+    return text.str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars()
+
+
 def normalised_text(text: pl.Expr) -> pl.Expr:
     """Text with formatting removed: Unicode (NFKC), case, whitespace, LaTeX spacing
     and math delimiters, thousands separators and trailing decimal zeros, and spaces

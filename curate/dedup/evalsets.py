@@ -4,22 +4,25 @@ A recipe names each set as a string (`aime24`, `aime25`, `amc23`, `math500` are
 bundled in curate/data/evalsets; any other string is a file path) or as a mapping:
 `{path: evals/mine.parquet, field: question}` or
 `{hf_dataset: HuggingFaceH4/MATH-500, split: test, field: problem}` (loaded with
-`datasets.load_dataset`, so it needs the Hub or a local HF cache).
+`datasets.load_dataset`, so it needs the Hub or a local HF cache). Files and datasets are
+read by the source readers (curate.sources.readers), as a recipe's sources are.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
 from pydantic import Field, model_validator
 
 from curate.core.operator import OperatorConfig
+from curate.sources.config import Source
+from curate.sources.readers import SourceError, read_source
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "evalsets"
 BUNDLED = ("aime24", "aime25", "amc23", "math500")
 _ID_FIELDS = ("unique_id", "id", "task_id")
+_SCHEMA = {"eval_set": pl.String, "eval_id": pl.String, "eval_problem": pl.String}
 
 
 class EvalSetSpec(OperatorConfig):
@@ -36,12 +39,16 @@ class EvalSetSpec(OperatorConfig):
             raise ValueError("an eval set needs exactly one of path or hf_dataset")
         return self
 
+    def source(self) -> Source:
+        """The eval set as a source (path or hub, config, split) for the source readers."""
+        name = self.name or (self.hf_dataset or Path(self.path).stem)
+        return Source(name=name, path=self.path, hub=self.hf_dataset, hub_config=self.hf_config, split=self.split)
+
 
 def load_eval_sets(sets: list[str | EvalSetSpec]) -> pl.DataFrame:
     """All eval problems: eval_set, eval_id, eval_problem (nulls and blanks dropped)."""
     frames = [_load_one(_spec(item)) for item in sets]
-    frame = pl.concat(frames) if frames else pl.DataFrame(
-        schema={"eval_set": pl.String, "eval_id": pl.String, "eval_problem": pl.String})
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=_SCHEMA)
     return frame.filter(pl.col("eval_problem").str.strip_chars().str.len_chars() > 0)
 
 
@@ -59,11 +66,13 @@ def _spec(item: str | EvalSetSpec) -> EvalSetSpec:
 
 
 def _load_one(spec: EvalSetSpec) -> pl.DataFrame:
+    source = spec.source()
+    name = source.name
     if spec.hf_dataset is not None:
-        records, where = _hf_records(spec), f"HF dataset {spec.hf_dataset!r} split {spec.split!r}"
+        where = f"HF dataset {spec.hf_dataset!r} split {spec.split!r}"
     else:
-        records, where = _file_records(Path(spec.path)), f"file {spec.path}"
-    name = spec.name or (spec.hf_dataset or Path(spec.path).stem)
+        where = f"file {spec.path}"
+    records = _records(spec, source)
     if records and spec.field not in records[0]:
         raise ValueError(f"eval set {name!r}: {where} has no field {spec.field!r} "
                          f"(fields: {', '.join(sorted(records[0]))})")
@@ -77,43 +86,28 @@ def _load_one(spec: EvalSetSpec) -> pl.DataFrame:
         ids.append(str(id_value))
         problems.append(problem)
     return pl.DataFrame({"eval_set": [name] * len(problems), "eval_id": ids, "eval_problem": problems},
-                        schema={"eval_set": pl.String, "eval_id": pl.String, "eval_problem": pl.String})
+                        schema=_SCHEMA)
 
 
-def _file_records(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"eval set file {path} does not exist")
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path).to_dicts()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"eval set file {path}: not valid JSON ({error})") from None
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise ValueError(f"eval set file {path}: expected a JSON list of objects")
-        return records
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"eval set file {path}, line {number}: not valid JSON ({error})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"eval set file {path}, line {number}: expected a JSON object")
-        records.append(record)
-    return records
-
-
-def _hf_records(spec: EvalSetSpec) -> list[dict]:
-    import datasets
-
+def _records(spec: EvalSetSpec, source: Source) -> list[dict]:
+    """The set's records, read like a recipe source; errors name the eval set file or dataset."""
+    path = Path(spec.path) if spec.path is not None else None
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"eval set file {path} does not exist")
+        if path.stat().st_size == 0:
+            return []
     try:
-        dataset = datasets.load_dataset(spec.hf_dataset, spec.hf_config, split=spec.split)
-    except Exception as error:  # the datasets library raises many types; name the set
-        raise ValueError(f"could not load HF dataset {spec.hf_dataset!r} (split {spec.split!r}): "
-                         f"{type(error).__name__}: {error}") from error
-    return dataset.to_list()
+        frame = read_source(source, path)
+    except SourceError as error:
+        if path is None:
+            raise ValueError(f"could not load HF dataset {spec.hf_dataset!r} (split {spec.split!r}): "
+                             f"{error}") from error
+        if error.line is not None:
+            raise ValueError(f"eval set file {path}, line {error.line}: {error.reason} ({error})") from None
+        raise ValueError(f"eval set file {path}: {error}") from None
+    # Only the id and problem fields are read; the first record's fields name the missing one.
+    columns = [c for c in (*_ID_FIELDS, spec.field) if c in frame.columns]
+    if spec.field not in frame.columns:
+        return [dict.fromkeys(frame.columns)]
+    return frame.select(columns).to_dicts()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import re
 
 import polars as pl
 
+from curate.core.versions import package_versions
 from curate.publish.card import model_revisions
 from curate.publish.config import PublishConfig
 from curate.publish.rows import LINEAGE_COLUMNS, column_types
@@ -50,7 +50,7 @@ def build_lineage(
         "steps": [{k: step.get(k) for k in _STEP_FIELDS} for step in run.steps],
         "sources": run.sources,
         "models": _models(run),
-        "packages": {"run": run.packages, "publish": _package_versions()},
+        "packages": {"run": run.packages, "publish": package_versions(_PUBLISH_PACKAGES)},
         "publish_config": config.model_dump(mode="json"),
     }
 
@@ -63,16 +63,6 @@ def _models(run: Run) -> list[dict]:
     revisions = model_revisions(run)
     counts = frame.group_by(keys).len("rows").sort(keys)
     return [{**row, "revision": revisions.get(row["model"])} for row in counts.iter_rows(named=True)]
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in _PUBLISH_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def redact(text: str) -> str:

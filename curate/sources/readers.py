@@ -15,7 +15,12 @@ from curate.sources.config import Source
 
 
 class SourceError(Exception):
-    """Bad source data. The message names the file, the record (or line) and the field."""
+    """Bad source data. The message names the file, the record (or line) and the field;
+    for a bad line of a JSON Lines file, `line` and `reason` say which and what."""
+
+    def __init__(self, message: str, line: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.line, self.reason = line, reason
 
 
 def source_format(source: Source, path: Path) -> str:
@@ -64,15 +69,18 @@ def _jsonl_records(path: Path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise SourceError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start})") from None
+                raise SourceError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start})",
+                                  line_number, "not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise SourceError(f"{path}:{line_number}: malformed JSON: {error.msg} (column {error.colno})") from None
+                raise SourceError(f"{path}:{line_number}: malformed JSON: {error.msg} (column {error.colno})",
+                                  line_number, "not valid JSON") from None
             if not isinstance(record, dict):
-                raise SourceError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+                raise SourceError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}",
+                                  line_number, "expected a JSON object")
             yield record
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.schema import conform, content_hash
+from curate.schema import conform, problem_id, trace_id
 
 THOUGHT_OPEN, THOUGHT_CLOSE = "<|begin_of_thought|>", "<|end_of_thought|>"
 SOLUTION_TAGS = ("<|begin_of_solution|>", "<|end_of_solution|>")
@@ -49,14 +49,14 @@ def read_skythought(
             problem, reference = record["question"], str(record["gt"])
         except (json.JSONDecodeError, KeyError) as error:
             raise ValueError(f"{path}:{line_number}: not a SkyThought output record ({error!r})") from None
-        problem_id = content_hash(problem)
+        pid = problem_id(problem)
         for index, (output, score) in enumerate(zip(outputs, scores, strict=True)):
             reasoning, answer = split_output(output)
             rows.append({
-                "problem_id": problem_id, "problem": problem, "reference_answer": reference,
+                "problem_id": pid, "problem": problem, "reference_answer": reference,
                 "source": Path(path).stem, "domain": "math", "tests": None,
                 "metadata": json.dumps({"idx": record.get("idx"), "level": record.get("level")}),
-                "trace_id": content_hash(problem_id, teacher, str(index)), "teacher": teacher,
+                "trace_id": trace_id(pid, teacher, teacher, index, {}), "teacher": teacher,
                 "model": teacher, "sample_index": index, "prompt": problem, "completion": output,
                 "reasoning": reasoning, "answer_text": answer, "prompt_tokens": count_tokens(problem),
                 "reasoning_tokens": count_tokens(reasoning), "answer_tokens": count_tokens(answer),
