@@ -83,14 +83,20 @@ def _strip_math(answer: str) -> str | None:
     return answer or None
 
 
-def answer_is(text: str | None) -> str | None:
-    """The phrase after the last "the answer is" / "final answer:"."""
+def _last_match(pattern: re.Pattern, text: str | None) -> re.Match | None:
+    """The last match of `pattern` in `text` (None for no text or no match)."""
     if not text:
         return None
-    matches = list(_ANSWER_IS.finditer(text))
-    if not matches:
+    matches = list(pattern.finditer(text))
+    return matches[-1] if matches else None
+
+
+def answer_is(text: str | None) -> str | None:
+    """The phrase after the last "the answer is" / "final answer:"."""
+    last = _last_match(_ANSWER_IS, text)
+    if last is None:
         return None
-    answer = _strip_math(matches[-1].group(1) or matches[-1].group(2))
+    answer = _strip_math(last.group(1) or last.group(2))
     # "the answer is correct" / "the answer is that the boxes are empty": prose, not an answer.
     if answer is None or answer.lower() in _VERDICT_WORDS:
         return None
@@ -120,12 +126,9 @@ def regex_extractor(pattern: str) -> Callable[[str | None], str | None]:
     compiled = re.compile(pattern, re.MULTILINE)
 
     def extract(text: str | None) -> str | None:
-        if not text:
+        last = _last_match(compiled, text)
+        if last is None:
             return None
-        matches = list(compiled.finditer(text))
-        if not matches:
-            return None
-        last = matches[-1]
         return (last.group(1) if compiled.groups else last.group(0)).strip() or None
 
     return extract
