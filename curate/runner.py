@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import curate
-from curate import models
 from curate.core.executor import LocalExecutor
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext, split_rejections
+from curate.core.paths import default_cache_dir as _default_cache_dir
 from curate.recipe import Recipe, Step
 from curate.schema import PROBLEM_COLUMNS
 from curate.sources.problems import load_problems, source_fingerprint
@@ -63,7 +63,7 @@ class RunResult:
 
 
 def default_cache_dir(recipe: Recipe) -> Path:
-    return recipe.cache_dir or models.default_cache_dir()
+    return recipe.cache_dir or _default_cache_dir()
 
 
 def run_recipe(recipe: Recipe, output_dir: Path | None = None, console: Console | None = None,
