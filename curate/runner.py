@@ -10,6 +10,7 @@ each chunk as it finishes, so an interrupted step resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import time
@@ -276,9 +277,11 @@ def _hash(data: dict) -> str:
 
 
 def _code_version(obj) -> str:
-    """curate's version plus a hash of the module that defines `obj`: editing an operator
-    invalidates its checkpoints, editing another one does not."""
-    source = inspect.getsource(inspect.getmodule(obj))
+    """curate's version plus a hash of the module that defines `obj`, and of the modules it
+    names in `code_modules` (code it runs that lives elsewhere, e.g. the teacher engine):
+    editing an operator invalidates its checkpoints, editing another one does not."""
+    modules = [inspect.getmodule(obj), *(importlib.import_module(m) for m in getattr(obj, "code_modules", ()))]
+    source = "".join(inspect.getsource(module) for module in modules)
     return f"{curate.__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
 
 

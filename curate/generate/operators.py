@@ -55,6 +55,8 @@ class Generate(Operator):
     # Problems per chunk: big enough for vLLM to batch well, small enough that a chunk's
     # step checkpoint comes often (completions themselves are cached one by one anyway).
     default_chunk_size = 512
+    # The engine makes the rows: editing it invalidates this step's checkpoints (runner fingerprint).
+    code_modules = ("curate.llm.engine",)
 
     def input_columns(self) -> set[str]:
         columns = set(self.reads)
@@ -122,6 +124,7 @@ class AdaptiveGenerate(Operator):
     name = "adaptive_generate"
     Config = AdaptiveGenerateConfig
     scope = "global"  # each round depends on every problem's results so far
+    code_modules = ("curate.llm.engine", "curate.passrate")
     reads = Generate.reads
     adds = Generate.adds + Verify.adds
 

@@ -112,6 +112,7 @@ class RewriteTraces(Operator):
     scope = "batch"
     reads = ("completion", "answer_text", "reference_answer", "domain")
     default_chunk_size = 512  # as generate: each chunk's checkpoint comes often
+    code_modules = ("curate.llm.engine",)  # the rewrites come from the teacher engine
 
     def input_columns(self) -> set[str]:
         config = self.config
