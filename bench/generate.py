@@ -28,9 +28,10 @@ from pathlib import Path
 import polars as pl
 
 from curate.core.operator import StepContext
-from curate.generate.backends.hf_transformers import cut_at_stop
-from curate.generate.cache import ResponseCache
-from curate.generate.operator import CACHE_FILE, Generate, build_requests
+from curate.generate.operators import Generate
+from curate.llm.backends.hf_transformers import cut_at_stop
+from curate.llm.cache import CACHE_FILE, ResponseCache
+from curate.llm.engine import build_requests
 from curate.schema import problem_id_expr
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "generate" / "gsm8k_test_20.jsonl"
@@ -58,12 +59,12 @@ def teacher_config(backend: str, args) -> dict:
 
 def run_operator(operator: Generate, frame: pl.DataFrame, run_dir: Path) -> tuple[float, int, dict[str, str]]:
     """One operator run against an empty response cache, reusing the loaded model."""
-    operator.cache = ResponseCache(run_dir / CACHE_FILE)
+    operator.engine.cache = ResponseCache(run_dir / CACHE_FILE)
     ctx = StepContext(step_id="bench", step_dir=run_dir, cache_dir=run_dir)
     started = time.perf_counter()
     out = operator.apply(frame, ctx)
     seconds = time.perf_counter() - started
-    operator.cache.close()
+    operator.engine.cache.close()
     return seconds, int(ctx.metrics["completion_tokens"]), out["completion"].to_list()
 
 

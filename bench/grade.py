@@ -18,9 +18,8 @@ import numpy as np
 import polars as pl
 
 from curate.core.operator import StepContext, split_rejections
-from curate.grade.adaptive import AdaptiveConfig, run_adaptive
 from curate.grade.operators import Grade
-from curate.grade.stats import band_expr
+from curate.passrate import AdaptiveConfig, band_expr, run_adaptive
 from curate.select.operators import SelectDifficulty
 
 

@@ -195,7 +195,7 @@ def real_report(path: Path, tmp: Path) -> None:
     them in sequence (what a recipe would keep)."""
     from transformers import AutoTokenizer
 
-    from curate.models import smollm2_gguf
+    from curate.models.bundled import smollm2_gguf
 
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -202,8 +202,8 @@ def plan(recipe: RecipeArg, set_: SetOption = None) -> None:
     """Before spending anything: requests, cached completions and estimated tokens per
     teacher for the first generate step (earlier, cheap steps are run to get its input).
     For adaptive_generate it shows the most the step can request: every problem at its cap."""
-    from curate.generate.adaptive import fixed_k_teachers
-    from curate.generate.operator import plan_requests
+    from curate.generate.operators import fixed_k_teachers
+    from curate.llm.engine import plan_requests
     from curate.runner import default_cache_dir, run_recipe
 
     loaded = _load(recipe, set_)

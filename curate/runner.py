@@ -10,6 +10,7 @@ each chunk as it finishes, so an interrupted step resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import time
@@ -22,10 +23,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import curate
-from curate import models
 from curate.core.executor import LocalExecutor
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext, split_rejections
+from curate.core.paths import default_cache_dir as _default_cache_dir
 from curate.core.versions import package_versions
 from curate.recipe import Recipe, Step
 from curate.schema import PROBLEM_COLUMNS
@@ -63,7 +64,7 @@ class RunResult:
 
 
 def default_cache_dir(recipe: Recipe) -> Path:
-    return recipe.cache_dir or models.default_cache_dir()
+    return recipe.cache_dir or _default_cache_dir()
 
 
 def run_recipe(recipe: Recipe, output_dir: Path | None = None, console: Console | None = None,
@@ -276,9 +277,11 @@ def _hash(data: dict) -> str:
 
 
 def _code_version(obj) -> str:
-    """curate's version plus a hash of the module that defines `obj`: editing an operator
-    invalidates its checkpoints, editing another one does not."""
-    source = inspect.getsource(inspect.getmodule(obj))
+    """curate's version plus a hash of the module that defines `obj`, and of the modules it
+    names in `code_modules` (code it runs that lives elsewhere, e.g. the teacher engine):
+    editing an operator invalidates its checkpoints, editing another one does not."""
+    modules = [inspect.getmodule(obj), *(importlib.import_module(m) for m in getattr(obj, "code_modules", ()))]
+    source = "".join(inspect.getsource(module) for module in modules)
     return f"{curate.__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
 
 

@@ -15,11 +15,12 @@ import pytest
 from pydantic import ValidationError
 
 from curate.core.operator import StepContext, registry
-from curate.generate.backends.base import GenerationError
-from curate.generate.config import GenerateConfig, PromptConfig, TeacherConfig
-from curate.generate.operator import Generate, build_requests
-from curate.generate.prompts import fill, render, template_fields
-from curate.generate.reasoning import split_reasoning, split_token_counts
+from curate.generate.operators import Generate
+from curate.llm.backends.base import GenerationError
+from curate.llm.config import GenerateConfig, PromptConfig, TeacherConfig
+from curate.llm.engine import build_requests
+from curate.llm.prompts import fill, render, template_fields
+from curate.llm.reasoning import split_reasoning, split_token_counts
 from curate.schema import problem_id_expr
 
 FIXTURE = Path(__file__).parent / "fixtures" / "generate" / "gsm8k_test_20.jsonl"
@@ -148,7 +149,7 @@ def test_registered_with_its_columns():
 
 
 def test_importing_the_operator_loads_no_heavy_library():
-    code = ("import sys, curate.generate.operator, curate.generate.backends; "
+    code = ("import sys, curate.generate.operators, curate.llm.backends; "
             "heavy = [m for m in ('torch', 'transformers', 'httpx', 'vllm', 'llama_cpp') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -179,7 +180,7 @@ def test_progress_counts_problems(tmp_path, monkeypatch):
     backend = operator.backends["t"]
 
     def fake_generate(requests, sink):
-        from curate.generate.backends.base import Completion
+        from curate.llm.backends.base import Completion
         for start in range(0, len(requests), 4):
             sink.done([(r, Completion("ok", "stop", 3, 1)) for r in requests[start:start + 4]])
 
@@ -243,8 +244,8 @@ def test_vllm_on_gpu_with_smollm2(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from curate.generate.backends.hf_transformers import converted_gguf_dir
-    from curate.models import smollm2_gguf
+    from curate.models.bundled import smollm2_gguf
+    from curate.models.gguf import converted_gguf_dir
 
     model_dir = converted_gguf_dir(smollm2_gguf(), tmp_path / "cache")
     operator = setup_only(teacher(backend="vllm", model=str(model_dir), sampling={"n": 4, "max_tokens": 32},
@@ -267,7 +268,7 @@ def test_llama_cpp_backend_with_smollm2(tmp_path):
 
 
 def test_ray_resources_follow_the_teachers():
-    from curate.generate.operator import Generate
+    from curate.generate.operators import Generate
 
     def config(*teachers):
         return Generate.Config.model_validate({"teachers": list(teachers)})

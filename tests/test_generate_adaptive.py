@@ -17,12 +17,12 @@ import pytest
 from pydantic import ValidationError
 
 from curate.core.operator import StepContext
-from curate.generate import backends
-from curate.generate.adaptive import AdaptiveGenerate, fixed_k_teachers
-from curate.generate.backends.base import Backend, Completion
-from curate.generate.operator import Generate, plan_requests
+from curate.generate.operators import AdaptiveGenerate, Generate, fixed_k_teachers
 from curate.grade.operators import Grade, GradeConfig
-from curate.grade.stats import band_expr
+from curate.llm import backends
+from curate.llm.backends.base import Backend, Completion
+from curate.llm.engine import plan_requests
+from curate.passrate import band_expr
 from curate.recipe import load_recipe
 from curate.runner import run_recipe
 from curate.schema import problem_id_expr

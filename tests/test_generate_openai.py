@@ -26,8 +26,10 @@ import polars as pl
 import pytest
 
 from curate.core.operator import StepContext, split_rejections
-from curate.generate.backends.base import GenerationError
-from curate.generate.operator import CACHE_FILE, Generate, plan_requests
+from curate.generate.operators import Generate
+from curate.llm.backends.base import GenerationError
+from curate.llm.cache import CACHE_FILE
+from curate.llm.engine import plan_requests
 from curate.schema import TRACE_COLUMNS, problem_id_expr
 
 FIXTURE = Path(__file__).parent / "fixtures" / "generate" / "gsm8k_test_20.jsonl"

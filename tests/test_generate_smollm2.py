@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from curate.core.operator import StepContext
-from curate.generate.operator import CACHE_FILE, Generate
+from curate.generate.operators import Generate
+from curate.llm.cache import CACHE_FILE
 from curate.schema import TRACE_COLUMNS, problem_id_expr
 
 FIXTURE = Path(__file__).parent / "fixtures" / "generate" / "gsm8k_test_20.jsonl"

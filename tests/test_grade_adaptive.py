@@ -5,8 +5,7 @@ import math
 import polars as pl
 import pytest
 
-from curate.grade.adaptive import AdaptiveConfig, run_adaptive
-from curate.grade.stats import band_expr
+from curate.passrate import AdaptiveConfig, band_expr, run_adaptive
 
 # Known per-problem success probabilities, away from the band edges 0.3 / 0.7.
 TRUTH = {"p0": 0.0, "p1": 0.1, "p2": 0.15, "p3": 0.45, "p4": 0.55, "p5": 0.85, "p6": 0.9, "p7": 1.0,

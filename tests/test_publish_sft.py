@@ -14,7 +14,7 @@ FIXTURE_RUN = Path(__file__).parent / "fixtures" / "publish" / "run"
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from curate.models import ModelNotFoundError, smollm2_gguf
+    from curate.models.bundled import ModelNotFoundError, smollm2_gguf
 
     try:
         gguf = smollm2_gguf()

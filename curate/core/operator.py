@@ -107,8 +107,7 @@ STAGE_MODULES = (
     "curate.select.operators",
     "curate.verify.operators",
     "curate.grade.operators",
-    "curate.generate.operator",
-    "curate.generate.adaptive",
+    "curate.generate.operators",
     "curate.dedup.operators",
 )
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.core.io import atomic_path
-from curate.models import resolve_model
+from curate.models.bundled import resolve_model
 
 STATIC_MINILM = "bundled:minilm-static"
 STATIC_PCA_DIMS = 256

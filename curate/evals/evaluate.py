@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext
+from curate.core.paths import default_cache_dir
 from curate.evals.metrics import summarise
-from curate.generate.config import TeacherConfig
-from curate.models import default_cache_dir
-from curate.verify.operators import VerifyConfig
+from curate.llm.config import TeacherConfig
+from curate.answers.check import AnswerChecker, VerifyConfig
 
 TRACE_COLUMNS = (
     "problem_id", "source", "problem", "reference_answer", "sample_index", "completion", "extracted_answer",
@@ -81,19 +81,16 @@ class EvalReport:
 
 def evaluate(config: EvalConfig, problems: pl.DataFrame) -> EvalReport:
     """Sample `config.model` on `problems` (a problem table), verify, and summarise."""
-    from curate.generate.operator import Generate, GenerateConfig
-    from curate.verify.operators import Verify
+    from curate.llm.engine import Engine
 
     cache_dir = Path(config.cache_dir or default_cache_dir())
     ctx = StepContext(step_id="eval", step_dir=cache_dir / "eval", cache_dir=cache_dir)
-    generate = Generate(GenerateConfig(teachers=[config.model]))
-    generate.setup(ctx)
-    traces = generate.apply(problems, ctx)
+    engine = Engine([config.model])
+    engine.setup(ctx)
+    traces = engine.generate(problems, ctx)
 
     failed = traces.filter(pl.col("reject_reason").is_not_null())
-    verifier = Verify(config.verify)
-    verifier.setup(ctx)
-    verified = verifier.apply(traces.filter(pl.col("reject_reason").is_null()), ctx)
+    verified = AnswerChecker(config.verify).check(traces.filter(pl.col("reject_reason").is_null()), ctx.count)
     # A sample the backend could not produce is a failed sample, not a missing one.
     failed = failed.with_columns(
         correct=pl.lit(False), verify_status=pl.col("reject_reason"), extracted_answer=pl.lit(None, pl.String)

@@ -1,1 +1,1 @@
-"""Teacher generation: problem table -> trace table (see `operator.Generate`)."""
+"""Teacher generation: problem table -> trace table (see `operators.Generate`)."""

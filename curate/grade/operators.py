@@ -11,29 +11,15 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from curate.core.operator import Operator, OperatorConfig, StepContext, register
-from curate.grade.stats import band_expr, check_bands, interval
+from curate.passrate import BandConfig, band_expr, interval
 
 GRADE_COLUMNS = (
     "n_samples", "n_correct", "pass_rate", "wilson_low", "wilson_high", "n_teachers",
     "teacher_pass_rates", "teacher_variance", "teacher_cv", "teacher_disagreement", "band",
 )
-
-
-class BandConfig(OperatorConfig):
-    band_edges: list[float] = Field(
-        [0.3, 0.7], description="Pass-rate cut points inside (0, 1); 0 is 'unsolved', 1 is 'trivial'."
-    )
-    band_names: list[str] = Field(
-        ["hard", "medium", "easy"], description="Names of the slices between the edges, hardest first."
-    )
-
-    @model_validator(mode="after")
-    def _bands(self):
-        check_bands(self.band_edges, self.band_names)
-        return self
 
 
 class GradeConfig(BandConfig):

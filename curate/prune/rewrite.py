@@ -1,8 +1,8 @@
 """LLM rewriting: a teacher shortens a trace's reasoning, and the rewrite is re-verified.
 
-The rewriter is an ordinary `generate` teacher (any backend), run through the `generate`
-operator itself, so its requests share the response cache, budgets and metrics of
-generation: a rerun or a resumed run never sends a rewrite request twice.
+The rewriter is an ordinary `generate` teacher (any backend), run through the same
+teacher engine as `generate` (`curate.llm.engine`), so its requests share the response
+cache, budgets and metrics of generation: a rerun or a resumed run never sends a rewrite request twice.
 
 A rewrite replaces the reasoning only when it still states the trace's final answer
 (same extraction as `verify`; math-verify when the spellings differ) and is shorter.
@@ -16,12 +16,12 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from curate.answers.extract import DEFAULT_METHODS
+from curate.answers.extract import DEFAULT_METHODS, ExtractionMethod
 from curate.core.operator import Operator, OperatorConfig, StepContext, register
-from curate.generate.config import GenerateConfig, TeacherConfig
+from curate.llm.config import TeacherConfig
 from curate.prune import text as T
 from curate.prune.filters import DEFAULT_HESITATION_MARKERS
-from curate.prune.steps import _append_marker, _existing
+from curate.prune.steps import append_marker, existing_column
 from curate.schema import PROBLEM_COLUMNS
 
 _ROW = "__rewrite_row"
@@ -47,9 +47,6 @@ DEFAULT_PROMPTS = {
 # shortening is kept.
 TOKENS = {"reasoning": "reasoning_tokens", "answer_text": "answer_tokens"}
 TOKENS_BEFORE = {"reasoning": "reasoning_tokens_before", "answer_text": "answer_tokens_before"}
-
-ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "last_number"]
-
 
 class RewriteConfig(OperatorConfig):
     teacher: TeacherConfig = Field(
@@ -95,6 +92,8 @@ class RewriteConfig(OperatorConfig):
     def _one_sample(self) -> RewriteConfig:
         if self.teacher.sampling.n != 1:
             raise ValueError(f"rewrite_traces: teacher.sampling.n must be 1 (one rewrite per trace), got {self.teacher.sampling.n}")
+        if "regex" in self.methods:
+            raise ValueError("rewrite_traces: extraction method 'regex' is not supported here (it needs a pattern)")
         return self
 
 
@@ -112,6 +111,7 @@ class RewriteTraces(Operator):
     scope = "batch"
     reads = ("completion", "answer_text", "reference_answer", "domain")
     default_chunk_size = 512  # as generate: each chunk's checkpoint comes often
+    code_modules = ("curate.llm.engine",)  # the rewrites come from the teacher engine
 
     def input_columns(self) -> set[str]:
         config = self.config
@@ -124,10 +124,10 @@ class RewriteTraces(Operator):
 
     def setup(self, ctx: StepContext) -> None:
         from curate.answers.extract import answer_extractor
-        from curate.generate.operator import Generate
+        from curate.llm.engine import Engine
 
-        self._generate = Generate(GenerateConfig(teachers=[self.config.teacher]))
-        self._generate.setup(ctx)
+        self._engine = Engine([self.config.teacher])
+        self._engine.setup(ctx)
         self._extract = answer_extractor(tuple(self.config.methods))
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
@@ -146,9 +146,9 @@ class RewriteTraces(Operator):
             pl.when(accepted).then("new_completion").otherwise("completion").alias("completion"),
             pl.when(accepted).then("new_text").otherwise(text).alias(text),
             pl.when(accepted).then(tokens_after).otherwise(tokens).cast(pl.Int32).alias(tokens),
-            _existing(frame, before, pl.Int32).fill_null(pl.when(accepted).then(pl.col(tokens)))
+            existing_column(frame, before, pl.Int32).fill_null(pl.when(accepted).then(pl.col(tokens)))
             .cast(pl.Int32).alias(before),
-            pruned_by=_append_marker(frame, accepted, self.name),
+            pruned_by=append_marker(frame, accepted, self.name),
             rewrite_status=pl.col("rewrite_status").fill_null("skipped"),
         )
         self._count(frame, result, ctx)
@@ -171,7 +171,7 @@ class RewriteTraces(Operator):
     def _rewrite(self, selected: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         """(row, rewrite_status, new_text, new_completion) for the selected rows."""
         fields = [*_PROBLEM_NAMES, *sorted(self.config.teacher.prompt.fields() - set(_PROBLEM_NAMES))]
-        replies = self._generate.apply(selected.select(fields), ctx)  # one reply per row, in order
+        replies = self._engine.generate(selected.select(fields), ctx)  # one reply per row, in order
         rows = selected.select(
             _ROW, "completion", "answer_text", "reference_answer", original_text=self.config.text,
             original=pl.col("extracted_answer") if "extracted_answer" in selected.columns else pl.lit(None, pl.String),

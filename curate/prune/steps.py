@@ -71,10 +71,10 @@ class PruneSteps(Operator):
             completion=pl.when(changed).then(_replace_reasoning()).otherwise(pl.col("completion")),
             reasoning=pl.coalesce("new_reasoning", "reasoning"),
             reasoning_tokens=pl.when(changed).then(estimate.cast(pl.Int32)).otherwise(pl.col("reasoning_tokens")),
-            reasoning_tokens_before=_existing(frame, "reasoning_tokens_before", pl.Int32).fill_null(
+            reasoning_tokens_before=existing_column(frame, "reasoning_tokens_before", pl.Int32).fill_null(
                 pl.when(changed).then(pl.col("reasoning_tokens"))
             ),
-            pruned_by=_append_marker(frame, changed, self.name),
+            pruned_by=append_marker(frame, changed, self.name),
         )
         self._count(frame, result, ctx)
         return result.drop(_ROW, "new_reasoning")
@@ -166,12 +166,13 @@ def _replace_reasoning() -> pl.Expr:
     return pl.concat_str(parts.list.first(), pl.col("new_reasoning"), parts.list.last())
 
 
-def _existing(frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+def existing_column(frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+    """The column if the frame has it, else nulls of `dtype`."""
     return pl.col(column) if column in frame.columns else pl.lit(None, dtype)
 
 
-def _append_marker(frame: pl.DataFrame, changed: pl.Expr, marker: str) -> pl.Expr:
+def append_marker(frame: pl.DataFrame, changed: pl.Expr, marker: str) -> pl.Expr:
     """pruned_by with `marker` appended where this operator changed the row."""
-    previous = _existing(frame, "pruned_by", pl.String)
+    previous = existing_column(frame, "pruned_by", pl.String)
     appended = pl.when(previous.is_null()).then(pl.lit(marker)).otherwise(pl.format("{},{}", previous, pl.lit(marker)))
     return pl.when(changed).then(appended).otherwise(previous)

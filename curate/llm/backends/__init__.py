@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from curate.generate.backends.base import Backend
-    from curate.generate.config import TeacherConfig
+    from curate.llm.backends.base import Backend
+    from curate.llm.config import TeacherConfig
 
 _BACKENDS = {
-    "transformers": ("curate.generate.backends.hf_transformers", "TransformersBackend"),
-    "openai": ("curate.generate.backends.openai_http", "OpenAIBackend"),
-    "vllm": ("curate.generate.backends.vllm_offline", "VLLMBackend"),
-    "llama_cpp": ("curate.generate.backends.llama_cpp", "LlamaCppBackend"),
+    "transformers": ("curate.llm.backends.hf_transformers", "TransformersBackend"),
+    "openai": ("curate.llm.backends.openai_http", "OpenAIBackend"),
+    "vllm": ("curate.llm.backends.vllm_offline", "VLLMBackend"),
+    "llama_cpp": ("curate.llm.backends.llama_cpp", "LlamaCppBackend"),
 }
 
 

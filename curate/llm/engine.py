@@ -1,4 +1,4 @@
-"""`generate`: problem table in, trace table out (problem x teacher x sample).
+"""The teacher engine: a problem frame in, cached and budgeted completions out, as trace rows.
 
 Every completion is looked up in, and stored to, the response cache under
 `<cache_dir>/generate/responses.sqlite` as soon as it exists, so reruns, resumed runs
@@ -7,6 +7,9 @@ and other recipes pointed at the same cache never pay twice for one completion.
 Rows are never dropped: a sample beyond a teacher's budget comes out with
 reject_reason 'over_budget', a request the server refused (e.g. prompt too long) with
 'generation_error'; the runner files both in the run's rejections table.
+
+`generate`, `adaptive_generate`, `rewrite_traces` and evals all run teachers through
+`Engine`, so they share the cache, the budgets and the metrics.
 """
 
 from __future__ import annotations
@@ -20,20 +23,19 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.core.operator import Operator, StepContext, register
-from curate.generate.backends.base import Backend, Completion, Request, seed_for
-from curate.generate.cache import ResponseCache, request_key
-from curate.generate.config import RUNTIME_OPTIONS, GenerateConfig, TeacherConfig
-from curate.generate.prompts import check_columns, prompt_text, render
-from curate.generate.reasoning import split_reasoning, split_token_counts
-from curate.models import model_identity
+from curate.core.operator import StepContext
+from curate.llm.backends.base import Backend, Completion, Request, seed_for
+from curate.llm.cache import CACHE_FILE, ResponseCache, request_key
+from curate.llm.config import RUNTIME_OPTIONS, GenerateConfig, TeacherConfig
+from curate.llm.prompts import check_columns, prompt_text, render
+from curate.llm.reasoning import split_reasoning, split_token_counts
+from curate.models.identity import model_identity
 from curate.schema import PROBLEM_COLUMNS, TRACE_COLUMNS, conform, content_hash, trace_id
 
 log = logging.getLogger(__name__)
 
-CACHE_FILE = Path("generate") / "responses.sqlite"
 _PROBLEM_NAMES = {c.name for c in PROBLEM_COLUMNS}
-_TRACE_ONLY = tuple(c.name for c in TRACE_COLUMNS if c.name not in _PROBLEM_NAMES)
+TRACE_ONLY = tuple(c.name for c in TRACE_COLUMNS if c.name not in _PROBLEM_NAMES)
 _CHARS_PER_TOKEN = 4.0  # prompt-size guess for `plan` until the cache has real counts
 
 
@@ -146,69 +148,40 @@ class _Progress:
             self.reported = self.problems
 
 
-@register
-class Generate(Operator):
-    """Sample n completions per problem from each teacher (transformers, OpenAI-compatible
-    server, vLLM or llama.cpp), split reasoning from answer, and cache every completion
-    durably so that nothing is generated twice."""
+class Engine:
+    """Runs a set of teachers: `setup` opens the cache and checks every backend (a bad
+    model, server or key fails there, before any request); `generate` turns a problem
+    frame into trace rows. `spend` is what each teacher has used of its budget so far."""
 
-    name = "generate"
-    Config = GenerateConfig
-    scope = "batch"
-    reads = ("problem_id",)
-    adds = _TRACE_ONLY + ("reject_reason", "reject_detail")
-    # Problems per chunk: big enough for vLLM to batch well, small enough that a chunk's
-    # step checkpoint comes often (completions themselves are cached one by one anyway).
-    default_chunk_size = 512
-
-    def input_columns(self) -> set[str]:
-        columns = set(self.reads)
-        for teacher in self.config.teachers:
-            columns |= teacher.prompt.fields()
-        return columns
-
-    def resources(self) -> dict[str, float]:
-        """One Ray actor holds every teacher's engine: it needs the GPUs of the largest
-        vLLM teacher (its tensor-parallel size), or one GPU for a transformers teacher
-        placed on CUDA."""
-        gpus = 0
-        for teacher in self.config.teachers:
-            options = teacher.backend_options()
-            if teacher.backend == "vllm":
-                gpus = max(gpus, options.tensor_parallel_size)
-            elif teacher.backend == "transformers" and options.device.startswith("cuda"):
-                gpus = max(gpus, 1)
-        return {"num_gpus": gpus} if gpus else {}
+    def __init__(self, teachers: list[TeacherConfig]):
+        self.teachers = teachers
 
     def setup(self, ctx: StepContext) -> None:
-        from curate.generate.backends import make_backend
+        from curate.llm.backends import make_backend
 
         self.cache = ResponseCache(ctx.cache_dir / CACHE_FILE)
         self.backends: dict[str, Backend] = {}
-        for teacher in self.config.teachers:
+        for teacher in self.teachers:
             backend = make_backend(teacher, ctx.cache_dir)
             backend.check()  # bad model / server / key fail here, before any request
             self.backends[teacher.name] = backend
-        self.spend = {teacher.name: _Spend() for teacher in self.config.teachers}
-
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
-        return self.generate(frame, ctx)
+        self.spend = {teacher.name: _Spend() for teacher in self.teachers}
 
     def generate(self, frame: pl.DataFrame, ctx: StepContext,
                  sample_indices: dict[str, list[list[int]]] | None = None) -> pl.DataFrame:
         """Trace rows for `frame`: each teacher's n samples per problem, or, where
         `sample_indices` names the teacher, the listed samples of each problem row."""
-        for teacher in self.config.teachers:
+        for teacher in self.teachers:
             check_columns(teacher.prompt, frame.columns, teacher.name)
         sample_indices = sample_indices or {}
-        plans = {t.name: build_requests(t, frame, sample_indices.get(t.name)) for t in self.config.teachers}
+        plans = {t.name: build_requests(t, frame, sample_indices.get(t.name)) for t in self.teachers}
         total = sum(len(samples) for plan in plans.values() for samples in plan)
         progress = _Progress(ctx, frame.height, total)
         problem_ids = frame["problem_id"].to_list()
-        parts = [self._run_teacher(t, plans[t.name], problem_ids, ctx, progress) for t in self.config.teachers]
+        parts = [self._run_teacher(t, plans[t.name], problem_ids, ctx, progress) for t in self.teachers]
         progress.close()
         traces = pl.concat(parts, how="vertical")
-        problems = frame.with_row_index("_row").drop([c for c in _TRACE_ONLY if c in frame.columns])
+        problems = frame.with_row_index("_row").drop([c for c in TRACE_ONLY if c in frame.columns])
         joined = traces.join(problems, on="_row", how="left", maintain_order="left").drop("_row")
         return conform(joined, "trace")
 
@@ -275,7 +248,7 @@ class Generate(Operator):
             record["reasoning_tokens"], record["answer_tokens"] = split_token_counts(
                 record["_completion_tokens"], record["reasoning"], record["answer_text"], count
             )
-        columns = ["_row", *_TRACE_ONLY, "reject_reason", "reject_detail"]
+        columns = ["_row", *TRACE_ONLY, "reject_reason", "reject_detail"]
         schema = {c.name: c.dtype for c in TRACE_COLUMNS if c.name in columns}
         return pl.DataFrame(
             {c: [r[c] for r in records] for c in columns},

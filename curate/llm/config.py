@@ -1,4 +1,5 @@
-"""Recipe-facing configuration of `generate`: teachers, prompts, sampling, budgets.
+"""Teachers as recipes configure them: model, backend, prompts, sampling, budgets (used by
+`generate`, `adaptive_generate`, `rewrite_traces` and evals).
 
 Everything here is cheap to import (pydantic only): `curate operators` and `curate plan`
 read it without loading torch, httpx or vllm.
@@ -11,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate.core.operator import OperatorConfig
-from curate.generate.prompts import template_fields
+from curate.llm.prompts import template_fields
 
 
 class _Strict(BaseModel):

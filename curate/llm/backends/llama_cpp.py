@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.generate.backends.base import Backend, Completion, GenerationError, Request, Sink
-from curate.models import resolve_model
+from curate.llm.backends.base import Backend, Completion, GenerationError, Request, Sink
+from curate.models.bundled import resolve_model
 
 
 class LlamaCppBackend(Backend):

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from curate.generate.config import TeacherConfig
-    from curate.generate.prompts import Prompt
+    from curate.llm.config import TeacherConfig
+    from curate.llm.prompts import Prompt
 
 
 class GenerationError(RuntimeError):

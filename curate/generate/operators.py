@@ -1,8 +1,10 @@
-"""`adaptive_generate`: generate and verify in rounds, stopping where difficulty is decided.
+"""The generation operators: `generate` (n samples per problem from each teacher) and
+`adaptive_generate` (generate and verify in rounds). Both run their teachers through
+`curate.llm.engine.Engine`: prompts, backends, the response cache and budgets live there.
 
-A fixed-k run spends k samples on every problem, although 4 failures out of 4 already
-say "hard" and 4 successes "easy". This step samples in rounds (the policy is in
-`curate.grade.adaptive`): after each round it verifies the new traces, settles every
+`adaptive_generate`: a fixed-k run spends k samples on every problem, although 4 failures
+out of 4 already say "hard" and 4 successes "easy". This step samples in rounds (the
+policy is in `curate.passrate`): after each round it verifies the new traces, settles every
 problem whose pass-rate interval lies inside one difficulty band, and gives the next
 round only to the unsettled ones, up to a per-problem cap (the fixed-k it replaces) and
 a total budget. The step metrics report samples drawn, the fixed-k count and the saving.
@@ -28,13 +30,59 @@ from pydantic import Field, model_validator
 
 from curate.core.io import write_parquet
 from curate.core.operator import Operator, StepContext, register
-from curate.generate.config import GenerateConfig, TeacherConfig
-from curate.generate.operator import Generate
-from curate.grade.adaptive import AdaptiveConfig, run_adaptive
+from curate.llm.config import GenerateConfig, TeacherConfig
+from curate.llm.engine import TRACE_ONLY, Engine
+from curate.passrate import AdaptiveConfig, run_adaptive
 from curate.schema import content_hash
-from curate.verify.operators import Verify, VerifyConfig
+
+from curate.answers.check import VERIFY_COLUMNS, AnswerChecker, VerifyConfig, checked_columns
 
 log = logging.getLogger(__name__)
+
+
+@register
+class Generate(Operator):
+    """Sample n completions per problem from each teacher (transformers, OpenAI-compatible
+    server, vLLM or llama.cpp), split reasoning from answer, and cache every completion
+    durably so that nothing is generated twice."""
+
+    name = "generate"
+    Config = GenerateConfig
+    scope = "batch"
+    reads = ("problem_id",)
+    adds = TRACE_ONLY + ("reject_reason", "reject_detail")
+    # Problems per chunk: big enough for vLLM to batch well, small enough that a chunk's
+    # step checkpoint comes often (completions themselves are cached one by one anyway).
+    default_chunk_size = 512
+    # The engine makes the rows: editing it invalidates this step's checkpoints (runner fingerprint).
+    code_modules = ("curate.llm.engine",)
+
+    def input_columns(self) -> set[str]:
+        columns = set(self.reads)
+        for teacher in self.config.teachers:
+            columns |= teacher.prompt.fields()
+        return columns
+
+    def resources(self) -> dict[str, float]:
+        """One Ray actor holds every teacher's engine: it needs the GPUs of the largest
+        vLLM teacher (its tensor-parallel size), or one GPU for a transformers teacher
+        placed on CUDA."""
+        gpus = 0
+        for teacher in self.config.teachers:
+            options = teacher.backend_options()
+            if teacher.backend == "vllm":
+                gpus = max(gpus, options.tensor_parallel_size)
+            elif teacher.backend == "transformers" and options.device.startswith("cuda"):
+                gpus = max(gpus, 1)
+        return {"num_gpus": gpus} if gpus else {}
+
+    def setup(self, ctx: StepContext) -> None:
+        self.engine = Engine(self.config.teachers)
+        self.engine.setup(ctx)
+        self.backends = self.engine.backends
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        return self.engine.generate(frame, ctx)
 
 
 class AdaptiveGenerateConfig(GenerateConfig):
@@ -75,21 +123,21 @@ class AdaptiveGenerate(Operator):
     name = "adaptive_generate"
     Config = AdaptiveGenerateConfig
     scope = "global"  # each round depends on every problem's results so far
+    code_modules = ("curate.llm.engine", "curate.passrate")
     reads = Generate.reads
-    adds = Generate.adds + Verify.adds
+    adds = Generate.adds + tuple(VERIFY_COLUMNS)
 
     def input_columns(self) -> set[str]:
-        verify_reads = Verify(self.config.verify).input_columns() - set(Generate.adds)
+        verify_reads = checked_columns(self.config.verify) - set(Generate.adds)
         return self._generate().input_columns() | verify_reads
 
     def _generate(self) -> Generate:
         return Generate(GenerateConfig(teachers=self.config.teachers))
 
     def setup(self, ctx: StepContext) -> None:
-        self.generator = self._generate()
-        self.generator.setup(ctx)
-        self.verifier = Verify(self.config.verify)
-        self.verifier.setup(ctx)
+        self.engine = Engine(self.config.teachers)
+        self.engine.setup(ctx)
+        self.checker = AnswerChecker(self.config.verify)
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         problems = frame.unique("problem_id", keep="first", maintain_order=True)
@@ -117,7 +165,7 @@ class AdaptiveGenerate(Operator):
                 traces = pl.read_parquet(part)
                 self._count_spend(traces)
             else:
-                traces = self._verified(self.generator.generate(rows.drop("n"), round_ctx, indices), round_ctx)
+                traces = self._verified(self.engine.generate(rows.drop("n"), round_ctx, indices), round_ctx)
                 write_parquet(traces, part)
             log.info("adaptive round %d: %d problem(s) sampled, %d trace(s)", rounds, plan.height, traces.height)
             return traces
@@ -126,7 +174,7 @@ class AdaptiveGenerate(Operator):
         for name, value in result.summary().items():
             ctx.metrics[name] = value
         if result.samples.is_empty():
-            return self._verified(self.generator.generate(problems.clear(), round_ctx), round_ctx)
+            return self._verified(self.engine.generate(problems.clear(), round_ctx), round_ctx)
         return self._in_input_order(result.samples.drop("round"), problems)
 
     def _in_input_order(self, traces: pl.DataFrame, problems: pl.DataFrame) -> pl.DataFrame:
@@ -152,12 +200,12 @@ class AdaptiveGenerate(Operator):
         produced = traces.filter(pl.col("reject_reason").ne_missing("over_budget"))
         tokens = pl.sum_horizontal("prompt_tokens", "reasoning_tokens", "answer_tokens").fill_null(0)
         for teacher, requests, used in produced.group_by("teacher").agg(pl.len(), tokens.sum()).iter_rows():
-            self.generator.spend[teacher].requests += requests
-            self.generator.spend[teacher].tokens += used
+            self.engine.spend[teacher].requests += requests
+            self.engine.spend[teacher].tokens += used
 
     def _verified(self, traces: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         # Rows generate could not produce (over budget, server errors) keep their reason
         # and have nothing to verify; they are drawn samples that count as no sample.
         failed = pl.col("reject_reason").is_not_null()
-        verified = self.verifier.apply(traces.filter(~failed), ctx)
+        verified = self.checker.check(traces.filter(~failed), ctx.count)
         return pl.concat([verified, traces.filter(failed)], how="diagonal_relaxed")

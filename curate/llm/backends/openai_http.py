@@ -17,7 +17,7 @@ import os
 import random
 import time
 
-from curate.generate.backends.base import Backend, Completion, GenerationError, Request, Sink
+from curate.llm.backends.base import Backend, Completion, GenerationError, Request, Sink
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ that chunk only, so the step's `chunk_size` bounds what a crash can cost.
 
 from __future__ import annotations
 
-from curate.generate.backends.base import (
+from curate.llm.backends.base import (
     Backend,
     Completion,
     GenerationError,
@@ -18,7 +18,7 @@ from curate.generate.backends.base import (
     Sink,
     local_model_path,
 )
-from curate.models import resolve_model
+from curate.models.bundled import resolve_model
 
 
 class VLLMBackend(Backend):
