@@ -302,7 +302,7 @@ def operators(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable listing.")] = False,
 ) -> None:
     """List the operators a recipe can name, with their config fields."""
-    from curate.core.operator import registry
+    from curate.catalogue import registry
 
     listing = {}
     for name, cls in registry().items():

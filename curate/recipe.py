@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from curate.core.operator import Operator, registry
+from curate.catalogue import registry
+from curate.core.operator import Operator
 from curate.evals.compare import CompareConfig
 from curate.evals.evaluate import EvalConfig
 from curate.publish.config import PublishConfig

@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from curate.core.operator import StepContext, registry
+from curate.catalogue import registry
+from curate.core.operator import StepContext
 from curate.generate.backends.base import GenerationError
 from curate.generate.config import GenerateConfig, PromptConfig, TeacherConfig
 from curate.generate.operator import Generate, build_requests

@@ -104,7 +104,8 @@ def test_real_operators_give_identical_frames_under_ray(tmp_path):
     import ray
 
     from curate.core.executor import LocalExecutor
-    from curate.core.operator import StepContext, registry, split_rejections
+    from curate.catalogue import registry
+    from curate.core.operator import StepContext, split_rejections
     from curate.core.ray_executor import RayExecutor
     from curate.prune.skythought import read_skythought
 
