@@ -19,8 +19,9 @@ import polars as pl
 
 from curate.core.operator import StepContext, split_rejections
 from curate.grade.adaptive import AdaptiveConfig, run_adaptive
-from curate.grade.operators import Grade, SelectDifficulty
+from curate.grade.operators import Grade
 from curate.grade.stats import band_expr
+from curate.select.operators import SelectDifficulty
 
 
 def true_rates(problems: int, rng: np.random.Generator) -> np.ndarray:

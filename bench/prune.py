@@ -28,9 +28,9 @@ import pyarrow as pa
 
 from curate.core.operator import StepContext, split_rejections
 from curate.prune import filters as F
-from curate.prune.select import SelectTraces
-from curate.prune.skythought import read_skythought
 from curate.prune.steps import PruneSteps
+from curate.select.operators import SelectTraces
+from curate.sources.skythought import read_skythought
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "prune" / "skyt1_longcot_subset.jsonl"
 RULE_FILTERS = [F.TruncationFilter, F.AnswerMissingFilter, F.LengthFilter, F.RepetitionFilter,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import polars as pl
 
+from curate.answers.extract import gsm8k_reference, math_reference
+from curate.answers.math import verify_pairs
 from curate.core.operator import StepContext
-from curate.verify.extract import gsm8k_reference, math_reference
-from curate.verify.math import verify_pairs
 from curate.verify.operators import Verify
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "verify"

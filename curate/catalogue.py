@@ -23,7 +23,6 @@ import curate.generate.operator
 import curate.grade.operators
 import curate.prune.filters
 import curate.prune.rewrite
-import curate.prune.select
 import curate.prune.steps
 import curate.select.operators
 import curate.verify.operators  # noqa: F401 - imported for their @register side effect

@@ -16,8 +16,8 @@ from curate.dedup.embed import Embedder
 from curate.dedup.evalsets import EvalSetSpec, load_eval_sets
 from curate.dedup.neighbours import greedy_keep, similar_pairs
 from curate.dedup.operators import REPORT_FILE, Decontaminate, ExactDedup, SemanticDedup, TraceDedup
-from curate.dedup.text import normalised_text
 from curate.schema import problem_id_expr
+from curate.text import normalised_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dedup"
 

@@ -61,7 +61,7 @@ def test_k_larger_than_the_samples_is_refused():
 @pytest.mark.slow
 def test_eval_of_the_bundled_model_matches_direct_verification(tmp_path):
     from curate.core.operator import StepContext
-    from curate.recipe import Source
+    from curate.sources.config import Source
     from curate.verify.operators import Verify, VerifyConfig
 
     source = Source(name="gsm8k", path=str(GSM8K_TEST), fields={"problem": "question", "answer": "answer"},

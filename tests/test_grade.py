@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from curate.core.operator import StepContext, split_rejections
-from curate.grade.operators import Grade, SelectDifficulty
+from curate.grade.operators import Grade
+from curate.select.operators import SelectDifficulty
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from curate.catalogue import registry
 from curate.core.operator import StepContext, split_rejections
 from curate.prune import filters as F
-from curate.prune.select import SelectTraces
-from curate.prune.skythought import read_skythought
 from curate.prune.steps import PruneSteps
 from curate.schema import conform
+from curate.select.operators import SelectTraces
+from curate.sources.skythought import read_skythought
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prune"
 CLEAN_REASONING = (
@@ -262,7 +262,7 @@ def test_prune_steps_keeps_original_when_recheck_fails(tmp_path):
 
 
 def test_prune_steps_on_real_traces_keeps_answers(real, tmp_path):
-    from curate.verify.extract import answer_extractor
+    from curate.answers.extract import answer_extractor
 
     result, metrics = run(PruneSteps, real, tmp_path)
     pruned = result.filter(pl.col("pruned_by").is_not_null())

@@ -107,7 +107,7 @@ def test_real_operators_give_identical_frames_under_ray(tmp_path):
     from curate.catalogue import registry
     from curate.core.operator import StepContext, split_rejections
     from curate.core.ray_executor import RayExecutor
-    from curate.prune.skythought import read_skythought
+    from curate.sources.skythought import read_skythought
 
     fixtures = Path(__file__).parent / "fixtures" / "prune"
     traces = pl.concat([read_skythought(fixtures / "skyt1_longcot_subset.jsonl", "skyt1"),

@@ -7,8 +7,8 @@ import sys
 import polars as pl
 import pytest
 
-from curate.recipe import Source
 from curate.schema import PROBLEM_COLUMNS, polars_schema
+from curate.sources.config import Source
 from curate.sources.problems import load_problems
 from curate.sources.readers import SourceError
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.verify.extract import (
+from curate.answers.extract import (
     answer_extractor,
     answer_is,
     choice_letter,
@@ -15,7 +15,7 @@ from curate.verify.extract import (
     last_number,
     math_reference,
 )
-from curate.verify.math import verify_pairs
+from curate.answers.math import verify_pairs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "verify"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from curate.answers.math import verify_pairs
 from curate.core.operator import StepContext
-from curate.verify.math import verify_pairs
 from curate.verify.operators import Verify
 
 FIXTURES = Path(__file__).parent / "fixtures" / "verify"

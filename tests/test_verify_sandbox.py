@@ -6,9 +6,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from curate.answers.sandbox import SandboxLimits, kernel_isolation_available, run_tests
 from curate.core.operator import StepContext
 from curate.verify.operators import Verify
-from curate.verify.sandbox import SandboxLimits, kernel_isolation_available, run_tests
 
 FIXTURES = Path(__file__).parent / "fixtures" / "verify"
 PROBLEMS = [json.loads(line) for line in (FIXTURES / "code_problems.jsonl").read_text().splitlines()]

@@ -19,7 +19,6 @@ from curate.core.operator import Filter, OperatorConfig, StepContext, register
 from curate.dedup.embed import DEFAULT_MAX_CHARS, Embedder
 from curate.dedup.evalsets import EvalSetSpec, load_eval_sets
 from curate.dedup.neighbours import IndexKind, SearchKind, components, greedy_keep, similar_pairs
-from curate.dedup.text import ngram_hashes, normalised_text, word_tokens
 from curate.dedup.units import (
     KEEP_DESCRIPTION,
     UNIT_DESCRIPTION,
@@ -33,6 +32,7 @@ from curate.dedup.units import (
     unit_key,
     units,
 )
+from curate.text import ngram_hashes, normalised_text, word_tokens
 
 DEFAULT_MODEL = "bundled:minilm"
 MODEL_DESCRIPTION = (

@@ -1,4 +1,4 @@
-"""`grade` (per-problem difficulty from verified traces) and `select_difficulty`.
+"""`grade`: per-problem difficulty from verified traces (`select_difficulty` is in select/).
 
 Grading aggregates the trace table twice (problem x teacher, then problem) and joins the
 per-problem columns back onto every trace row, so later stages and audits can read a
@@ -13,7 +13,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from curate.core.operator import Filter, Operator, OperatorConfig, StepContext, register
+from curate.core.operator import Operator, OperatorConfig, StepContext, register
 from curate.grade.stats import band_expr, check_bands, interval
 
 GRADE_COLUMNS = (
@@ -116,52 +116,3 @@ def grade_problems(frame: pl.DataFrame, config: GradeConfig) -> pl.DataFrame:
         .select("problem_id", *GRADE_COLUMNS)
         .collect()
     )
-
-
-class SelectDifficultyConfig(OperatorConfig):
-    bands: list[str] | None = Field(
-        None, description="Keep problems in these bands (e.g. [hard, medium]); null = any band."
-    )
-    min_pass_rate: float | None = Field(None, ge=0, le=1, description="Keep pass_rate >= this.")
-    max_pass_rate: float | None = Field(None, ge=0, le=1, description="Keep pass_rate <= this.")
-    min_samples: int = Field(0, ge=0, description="Reject problems graded on fewer verified samples.")
-
-
-@register
-class SelectDifficulty(Filter):
-    """Keep traces of problems in the chosen bands and/or pass-rate range (needs `grade`).
-    Reasons: too_few_samples, ungraded, band:<name>, pass_rate_below_min, pass_rate_above_max."""
-
-    name = "select_difficulty"
-    Config = SelectDifficultyConfig
-    scope = "batch"
-    reads = ("pass_rate", "band", "n_samples")
-    adds = ("reject_reason", "reject_detail")
-
-    def reason(self) -> pl.Expr:
-        config = self.config
-        pass_rate = pl.col("pass_rate")
-        checks = [
-            (pl.col("n_samples").fill_null(0) < config.min_samples, pl.lit("too_few_samples")),
-            (pass_rate.is_null(), pl.lit("ungraded")),
-        ]
-        if config.bands is not None:
-            checks.append((~pl.col("band").is_in(config.bands), pl.lit("band:") + pl.col("band")))
-        if config.min_pass_rate is not None:
-            checks.append((pass_rate < config.min_pass_rate, pl.lit("pass_rate_below_min")))
-        if config.max_pass_rate is not None:
-            checks.append((pass_rate > config.max_pass_rate, pl.lit("pass_rate_above_max")))
-        expression = pl.when(checks[0][0]).then(checks[0][1])
-        for condition, reason in checks[1:]:
-            expression = expression.when(condition).then(reason)
-        return expression.otherwise(pl.lit(None, pl.String))
-
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
-        missing = {"pass_rate", "band", "n_samples"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"select_difficulty needs the grade columns {sorted(missing)}: run `grade` first")
-        reason = self.reason()
-        detail = pl.struct("band", "pass_rate", "n_samples").struct.json_encode()
-        return frame.with_columns(
-            reject_reason=reason, reject_detail=pl.when(reason.is_not_null()).then(detail)
-        )

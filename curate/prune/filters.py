@@ -308,7 +308,7 @@ class AnswerConsistencyFilter(TraceFilter):
             else:
                 undecided.append((row, stated, final))
         if undecided and self.config.use_math_verify:
-            from curate.verify.math import verify_pairs
+            from curate.answers.math import verify_pairs
 
             verdicts = verify_pairs([(final, stated) for _, stated, final in undecided],
                                     timeout_s=self.config.timeout_seconds, workers=self.config.workers)

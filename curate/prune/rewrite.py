@@ -16,13 +16,13 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
+from curate.answers.extract import DEFAULT_METHODS
 from curate.core.operator import Operator, OperatorConfig, StepContext, register
 from curate.generate.config import GenerateConfig, TeacherConfig
 from curate.prune import text as T
 from curate.prune.filters import DEFAULT_HESITATION_MARKERS
 from curate.prune.steps import _append_marker, _existing
 from curate.schema import PROBLEM_COLUMNS
-from curate.verify.extract import DEFAULT_METHODS
 
 _ROW = "__rewrite_row"
 _PROBLEM_NAMES = [c.name for c in PROBLEM_COLUMNS]
@@ -123,8 +123,8 @@ class RewriteTraces(Operator):
         return {"rewrite_status", "pruned_by", TOKENS_BEFORE[self.config.text]}
 
     def setup(self, ctx: StepContext) -> None:
+        from curate.answers.extract import answer_extractor
         from curate.generate.operator import Generate
-        from curate.verify.extract import answer_extractor
 
         self._generate = Generate(GenerateConfig(teachers=[self.config.teacher]))
         self._generate.setup(ctx)
@@ -216,7 +216,7 @@ class RewriteTraces(Operator):
         unsure = [r for r in records if r["rewrite_status"] == "unsure"]
         if not unsure:
             return
-        from curate.verify.math import verify_pairs
+        from curate.answers.math import verify_pairs
 
         verdicts = verify_pairs([r["pair"] for r in unsure], workers=self.config.workers)
         for record, verdict in zip(unsure, verdicts, strict=True):

@@ -118,7 +118,7 @@ class PruneSteps(Operator):
     def _recheck(self, frame: pl.DataFrame, cut: pl.DataFrame) -> pl.DataFrame:
         """Keep only cuts that remove enough and whose final answer is unchanged (same
         extraction, or math-verify says equal), by the verify stage's extraction."""
-        from curate.verify.extract import answer_extractor
+        from curate.answers.extract import answer_extractor
 
         candidates = frame.join(cut, on=_ROW).filter(
             pl.col("new_reasoning").str.len_chars()
@@ -138,7 +138,7 @@ class PruneSteps(Operator):
                 continue
             (before_after if before == after else unsure).append((row, before, after))
         if unsure:
-            from curate.verify.math import verify_pairs
+            from curate.answers.math import verify_pairs
 
             verdicts = verify_pairs([(b, a) for _, b, a in unsure], workers=self.config.workers)
             before_after += [item for item, verdict in zip(unsure, verdicts, strict=True) if verdict.correct]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import polars as pl
 
+from curate.answers.extract import gsm8k_final, last_boxed
 from curate.core.io import file_sha256
-from curate.recipe import Source
 from curate.schema import PROBLEM_COLUMNS, conform, problem_id_expr
+from curate.sources.config import Source
 from curate.sources.readers import SourceError, read_source
-from curate.verify.extract import gsm8k_final, last_boxed
 
 
 def resolve_path(source: Source, recipe_dir: Path) -> Path | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.recipe import Source
+from curate.sources.config import Source
 
 
 class SourceError(Exception):

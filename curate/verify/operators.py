@@ -16,8 +16,8 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
+from curate.answers.extract import DEFAULT_METHODS, answer_extractor, extract_code
 from curate.core.operator import Operator, OperatorConfig, StepContext, register
-from curate.verify.extract import DEFAULT_METHODS, answer_extractor, extract_code
 
 ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "regex", "last_number"]
 
@@ -118,7 +118,7 @@ class Verify(Operator):
         return outcome
 
     def _verify_math(self, outcomes: list[dict]) -> None:
-        from curate.verify.math import verify_pairs
+        from curate.answers.math import verify_pairs
 
         todo = [o for o in outcomes if o["verify_status"] is None and o["_domain"] == "math"]
         # Many samples share an answer: check each distinct (reference, answer) pair once.
@@ -129,7 +129,7 @@ class Verify(Operator):
             _final(outcome, verdict.correct, verdict.status, verdict.reason)
 
     def _verify_code(self, outcomes: list[dict], rows: list[dict]) -> None:
-        from curate.verify.sandbox import SandboxLimits, run_tests
+        from curate.answers.sandbox import SandboxLimits, run_tests
 
         config = self.config
         limits = SandboxLimits(wall_timeout_s=config.code_timeout_s, test_timeout_s=config.test_timeout_s,
