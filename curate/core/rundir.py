@@ -66,7 +66,7 @@ class StepRecord(_Record):
 
 class RecipeRecord(_Record):
     name: str | None = None
-    version: str | None = None
+    version: str | int | None = None
     path: str | None = None
     sha256: str | None = None
     text: str | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import polars as pl
 from pydantic import Field, model_validator
@@ -29,7 +30,7 @@ from pydantic import Field, model_validator
 from curate.core.io import write_parquet
 from curate.core.operator import Operator, StepContext, register
 from curate.generate.config import GenerateConfig, TeacherConfig
-from curate.generate.operator import Generate
+from curate.generate.operator import Generate, plan_requests
 from curate.grade.adaptive import AdaptiveConfig, run_adaptive
 from curate.schema import content_hash
 from curate.verify.operators import Verify, VerifyConfig
@@ -73,10 +74,26 @@ class AdaptiveGenerate(Operator):
     undecided ones. Outputs verified trace rows, like generate + verify."""
 
     name = "adaptive_generate"
+    reject_reasons = ("over_budget", "generation_error")
     Config = AdaptiveGenerateConfig
     scope = "global"  # each round depends on every problem's results so far
     reads = Generate.reads
     adds = Generate.adds + Verify.adds
+    can_plan = True
+
+    def plan(self, frame: pl.DataFrame, cache_dir: Path) -> tuple[pl.DataFrame, str]:
+        """The most the step can request: every problem sampled up to its cap."""
+        return (plan_requests(frame, fixed_k_teachers(self.config), cache_dir),
+                " (adaptive: at most, if no problem settles before its cap)")
+
+    @classmethod
+    def summary(cls, metrics: dict[str, float]) -> str | None:
+        if "samples_saved" not in metrics:
+            return None
+        m = metrics
+        return (f"{m['samples_drawn']:,} samples in {m['rounds']} rounds vs "
+                f"{m['fixed_k_samples']:,} at fixed k (saved {m['saved_fraction']:.1%}); "
+                f"bands settled for {m['settled']:,} of {m['problems']:,} problems, the rest hit the cap or budget")
 
     def input_columns(self) -> set[str]:
         verify_reads = Verify(self.config.verify).input_columns() - set(Generate.adds)

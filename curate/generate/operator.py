@@ -153,6 +153,7 @@ class Generate(Operator):
     durably so that nothing is generated twice."""
 
     name = "generate"
+    reject_reasons = ("over_budget", "generation_error")
     Config = GenerateConfig
     scope = "batch"
     reads = ("problem_id",)
@@ -160,6 +161,10 @@ class Generate(Operator):
     # Problems per chunk: big enough for vLLM to batch well, small enough that a chunk's
     # step checkpoint comes often (completions themselves are cached one by one anyway).
     default_chunk_size = 512
+    can_plan = True
+
+    def plan(self, frame: pl.DataFrame, cache_dir: Path) -> tuple[pl.DataFrame, str]:
+        return plan_requests(frame, self.config, cache_dir), ""
 
     def input_columns(self) -> set[str]:
         columns = set(self.reads)

@@ -81,6 +81,7 @@ class AnswerMissingFilter(TraceFilter):
     """Reject traces that end without a recognisable final answer ('no_final_answer')."""
 
     name = "answer_missing_filter"
+    reject_reasons = ("no_final_answer",)
     Config = AnswerMissingConfig
     reads = TraceFilter.reads + ("answer_text", "completion")
 
@@ -108,6 +109,7 @@ class TruncationFilter(TraceFilter):
     a thought/solution block opened and never closed."""
 
     name = "truncation_filter"
+    reject_reasons = ("truncated",)
     Config = TruncationConfig
     reads = TraceFilter.reads + ("completion", "finish_reason")
 
@@ -140,6 +142,7 @@ class RepetitionFilter(TraceFilter):
     repeated lines (Data-Juicer's word_repetition_filter idea, on hashed n-grams)."""
 
     name = "repetition_filter"
+    reject_reasons = ("repetition",)
     Config = RepetitionConfig
 
     def input_columns(self):
@@ -174,6 +177,7 @@ class LanguageMixFilter(TraceFilter):
     switching to Chinese mid-reasoning."""
 
     name = "language_mix_filter"
+    reject_reasons = ("language_mix",)
     Config = LanguageMixConfig
 
     def input_columns(self):
@@ -206,6 +210,7 @@ class LengthFilter(TraceFilter):
     """Reject traces outside token bounds ('too_short' / 'too_long')."""
 
     name = "length_filter"
+    reject_reasons = ("too_short", "too_long")
     Config = LengthConfig
 
     def evidence(self):
@@ -239,6 +244,7 @@ class HesitationFilter(TraceFilter):
     'let me double-check' per 1000 tokens above a threshold."""
 
     name = "hesitation_filter"
+    reject_reasons = ("hesitation",)
     Config = HesitationConfig
 
     def input_columns(self):
@@ -282,6 +288,7 @@ class AnswerConsistencyFilter(TraceFilter):
     missing or the comparison cannot decide, the trace is kept."""
 
     name = "answer_consistency_filter"
+    reject_reasons = ("answer_inconsistent",)
     Config = AnswerConsistencyConfig
     reads = TraceFilter.reads + ("reasoning", "answer_text")
 
