@@ -29,8 +29,9 @@ _prune_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_prune_bench)
 synthetic_chunk = _prune_bench.synthetic_chunk  # the prune bench's realistic synthetic traces
 
+from curate.catalogue import registry  # noqa: E402
 from curate.core.executor import LocalExecutor  # noqa: E402
-from curate.core.operator import StepContext, registry, split_rejections  # noqa: E402
+from curate.core.operator import StepContext, split_rejections  # noqa: E402
 from curate.core.ray_executor import RayExecutor  # noqa: E402
 
 BATCH_STEPS = ("truncation_filter", "repetition_filter", "hesitation_filter")

@@ -72,6 +72,8 @@ def run(
 
 
 def _print_summary(result) -> None:
+    from curate.catalogue import registry
+
     table = Table(title="run summary", title_justify="left")
     for column in ("step", "status", "rows in", "rows out", "rejected", "time", "tokens"):
         table.add_column(column, justify="right" if column.startswith(("rows", "time", "tok")) else "left")
@@ -81,12 +83,11 @@ def _print_summary(result) -> None:
         table.add_row(record.id, record.status, f"{record.rows_in:,}", f"{record.rows_out:,}", rejected or "-",
                       f"{record.seconds:.1f}s", f"{tokens:,}" if tokens else "-")
     console.print(table)
+    operators = registry()
     for record in result.steps:
-        if "samples_saved" in record.metrics:
-            m = record.metrics
-            console.print(f"{record.id}: {m['samples_drawn']:,} samples in {m['rounds']} rounds vs "
-                          f"{m['fixed_k_samples']:,} at fixed k (saved {m['saved_fraction']:.1%}); "
-                          f"bands settled for {m['settled']:,} of {m['problems']:,} problems, the rest hit the cap or budget")
+        line = operators[record.op].summary(record.metrics) if record.op in operators else None
+        if line:
+            console.print(f"{record.id}: {line}")
     console.print(f"output: [bold]{result.output}[/bold]  ({result.seconds:.1f}s, run dir {result.run_dir})")
     if result.published is not None:
         _print_published(result.published)
@@ -118,17 +119,23 @@ def publish(
     """Publish a run as a new dataset version (same content: no new version)."""
     import yaml
 
+    from curate.core.overrides import OverrideError, apply_overrides
+    from curate.core.rundir import RunDir
     from curate.publish import PublishConfig, RunDirError, publish_run
 
     try:
-        recipe_text = json.loads((run_dir / "run.json").read_text())["recipe"]["text"]
+        recipe_text = RunDir(run_dir).read_manifest().recipe.text
+        if recipe_text is None:
+            raise ValueError("run.json records no recipe text")
         fields = dict((yaml.safe_load(recipe_text) or {}).get("publish") or {})
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, ValueError) as error:
         console.print(f"[red]error[/red] {run_dir}: not a finished run directory ({error})")
         raise typer.Exit(2) from None
-    for override in set_ or []:
-        name, _, value = override.partition("=")
-        fields[name] = yaml.safe_load(value)
+    try:
+        apply_overrides(fields, set_ or [])
+    except OverrideError as error:
+        console.print(f"[red]error[/red] --set {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if to is not None:
         fields["output_dir"] = str(to)
     try:
@@ -202,26 +209,21 @@ def plan(recipe: RecipeArg, set_: SetOption = None) -> None:
     """Before spending anything: requests, cached completions and estimated tokens per
     teacher for the first generate step (earlier, cheap steps are run to get its input).
     For adaptive_generate it shows the most the step can request: every problem at its cap."""
-    from curate.generate.operators import fixed_k_teachers
-    from curate.llm.engine import plan_requests
     from curate.runner import default_cache_dir, run_recipe
 
     loaded = _load(recipe, set_)
-    generate_steps = [i for i, step in enumerate(loaded.steps) if step.op in ("generate", "adaptive_generate")]
-    if not generate_steps:
+    planned = [i for i, step in enumerate(loaded.steps) if step.operator.can_plan]
+    if not planned:
         out.print(f"{recipe}: no generate step, nothing to plan")
         return
-    first = generate_steps[0]
+    first = planned[0]
     import polars as pl
 
     # The steps before generate run in a side folder, so the real run directory is untouched.
     head = dataclasses.replace(loaded, steps=loaded.steps[:first], publish=None, train=None, eval=None)
     frame = pl.read_parquet(run_recipe(head, loaded.output_dir / "plan", console).output)
     step = loaded.steps[first]
-    adaptive = step.op == "adaptive_generate"
-    config = fixed_k_teachers(step.operator.config) if adaptive else step.operator.config
-    table = plan_requests(frame, config, default_cache_dir(loaded))
-    bound = " (adaptive: at most, if no problem settles before its cap)" if adaptive else ""
+    table, bound = step.operator.plan(frame, default_cache_dir(loaded))
     out.print(f"plan for step {step.id!r} on {frame.height:,} problems{bound}:")
     out.print(table)
 
@@ -302,7 +304,7 @@ def operators(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable listing.")] = False,
 ) -> None:
     """List the operators a recipe can name, with their config fields."""
-    from curate.core.operator import registry
+    from curate.catalogue import registry
 
     listing = {}
     for name, cls in registry().items():

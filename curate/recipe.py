@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model
 
-from curate.core.operator import Operator, registry
+from curate.catalogue import registry
+from curate.core.operator import Operator
+from curate.core.overrides import OverrideError, parse_override, set_path
 from curate.evals.compare import CompareConfig
 from curate.evals.evaluate import EvalConfig
 from curate.publish.config import PublishConfig
@@ -244,20 +246,18 @@ def _check_operator_names(data: dict, lines: _LineIndex, file: str) -> None:
 
 def _apply_overrides(data: dict, overrides: list[str], file: str) -> None:
     """`--set STEP_ID.FIELD=VALUE` (or a top-level `FIELD.SUB=VALUE`); values are YAML."""
-    for override in overrides:
-        target, separator, raw_value = override.partition("=")
-        if not separator or "." not in target and target not in data:
-            raise RecipeError([Problem(file, 0, f"--set {override!r}: expected STEP.FIELD=VALUE")])
-        value = yaml.safe_load(raw_value)
-        head, _, rest = target.partition(".")
-        step = _find_step(data, head)
-        container = step if step is not None else data
-        keys = rest.split(".") if step is not None else target.split(".")
-        for key in keys[:-1]:
-            container = container.setdefault(key, {})
-            if not isinstance(container, dict):
-                raise RecipeError([Problem(file, 0, f"--set {override!r}: {key} is not a mapping")])
-        container[keys[-1]] = value
+    for text in overrides:
+        try:
+            override = parse_override(text, "STEP.FIELD=VALUE")
+            if len(override.path) == 1 and override.path[0] not in data:
+                raise OverrideError(f"{text!r}: expected STEP.FIELD=VALUE")
+            step = _find_step(data, override.path[0]) if len(override.path) > 1 else None
+            if step is not None:
+                set_path(step, override, override.path[1:])
+            else:
+                set_path(data, override)
+        except OverrideError as error:
+            raise RecipeError([Problem(file, 0, f"--set {error}")]) from None
 
 
 def _find_step(data: dict, step_id: str) -> dict | None:

@@ -14,7 +14,7 @@ import importlib
 import inspect
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +27,17 @@ from curate.core.executor import LocalExecutor
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext, split_rejections
 from curate.core.paths import default_cache_dir as _default_cache_dir
+from curate.core.rundir import (
+    PARTS,
+    STEP_MARKER,
+    RecipeRecord,
+    RunDir,
+    RunManifest,
+    SourceRecord,
+    StepRecord,
+    read_step_marker,
+    write_step_marker,
+)
 from curate.core.versions import package_versions
 from curate.recipe import Recipe, Step
 from curate.schema import PROBLEM_COLUMNS
@@ -34,22 +45,6 @@ from curate.sources.problems import load_problems, source_fingerprint
 
 PACKAGES = ("curate", "polars", "datasets", "transformers", "torch", "sentence-transformers",
             "faiss-cpu", "math-verify", "vllm", "trl", "peft")
-
-
-@dataclass
-class StepRecord:
-    id: str
-    op: str
-    config: dict
-    fingerprint: str
-    rows_in: int
-    rows_out: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    output: str = ""
-    rejections: str = ""
-    status: str = "done"
 
 
 @dataclass
@@ -81,6 +76,7 @@ class _Run:
         self.executor = executor
         self.recipe = recipe
         self.run_dir = run_dir
+        self.dir = RunDir(run_dir)
         self.cache_dir = cache_dir
         self.console = console
         self.records: list[StepRecord] = []
@@ -92,7 +88,7 @@ class _Run:
             frame, fingerprint = self._load(progress)
             for index, step in enumerate(self.recipe.steps, start=1):
                 frame, fingerprint = self._step(index, step, frame, fingerprint, progress)
-        output = self.run_dir / "output.parquet"
+        output = self.dir.output
         write_parquet(frame, output)
         self._write_rejections()
         self._write_manifest(finished=True)
@@ -116,16 +112,16 @@ class _Run:
         if config.dataset is None and published is not None:
             config = config.model_copy(update={"dataset": str(published.folder)})
         dataset_key = published.fingerprint if published is not None else config.dataset
-        fingerprint = _hash({"train": config.model_dump(mode="json"), "dataset": dataset_key})[:12]
-        config = config.model_copy(update={"output_dir": config.output_dir / fingerprint})
-        marker = self.run_dir / "steps" / f"train-{fingerprint}" / "result.json"
-        if marker.exists():
-            return json.loads(marker.read_text())
+        fingerprint, step_dir, done = self._checkpoint(
+            "train", {"train": config.model_dump(mode="json"), "dataset": dataset_key}, "result.json")
+        if done:
+            return json.loads(done.read_text())
+        config = config.model_copy(update={"output_dir": config.output_dir / fingerprint[:12]})
         from curate.train import train
 
         self.console.print(f"[bold]train[/bold]: {config.student} on {config.dataset} -> {config.output_dir}")
         trained = train(config).to_json()
-        write_json(trained, marker)
+        write_json(trained, step_dir / "result.json")
         return trained
 
     def _evaluate(self, trained: dict | None) -> dict:
@@ -138,11 +134,10 @@ class _Run:
                 raise ValueError("eval.model.model is 'student' but the recipe has no train section")
             config = section.model_copy(update={"model": section.model.model_copy(
                 update={"model": trained["model_dir"]})})
-        fingerprint = _hash({"eval": config.model_dump(mode="json"), "sources": [
-            source_fingerprint(s, self.recipe.path.parent) for s in section.sources]})[:12]
-        step_dir = self.run_dir / "steps" / f"eval-{fingerprint}"
-        if (step_dir / "result.json").exists():
-            return json.loads((step_dir / "result.json").read_text())
+        _, step_dir, done = self._checkpoint("eval", {"eval": config.model_dump(mode="json"), "sources": [
+            source_fingerprint(s, self.recipe.path.parent) for s in section.sources]}, "result.json")
+        if done:
+            return json.loads(done.read_text())
         self.console.print(f"[bold]eval[/bold]: {config.model.model} on {len(section.sources)} source(s)")
         problems = load_eval_set(section.sources, self.recipe.path.parent)
         eval_config = EvalConfig.model_validate(config.model_dump(exclude={"sources"}) | {
@@ -155,12 +150,11 @@ class _Run:
     def _load(self, progress: Progress) -> tuple[pl.DataFrame, str]:
         recipe_dir = self.recipe.path.parent
         sources = [source_fingerprint(s, recipe_dir) for s in self.recipe.sources]
-        fingerprint = _hash({"sources": sources, "code": _code_version(load_problems)})
-        step_dir = self.run_dir / "steps" / f"00-load-{fingerprint[:12]}"
         self.sources = sources
+        fingerprint, step_dir, done = self._checkpoint(
+            RunDir.step_prefix(0, "load"), {"sources": sources, "code": _code_version(load_problems)})
         task = progress.add_task("load", total=len(self.recipe.sources))
-        done = self._finished(step_dir)
-        if done:
+        if self._reuse(done):
             progress.update(task, completed=len(self.recipe.sources), description="load (cached)")
             return pl.read_parquet(step_dir / "output.parquet"), fingerprint
         started = time.perf_counter()
@@ -171,18 +165,17 @@ class _Run:
         for record, frame in zip(sources, frames, strict=True):
             record["rows"] = frame.height
         frame = pl.concat(frames) if frames else pl.DataFrame(schema={c.name: c.dtype for c in PROBLEM_COLUMNS})
-        record = StepRecord("load", "load", {"sources": [s["config"] for s in sources]}, fingerprint,
-                            rows_in=frame.height, rows_out=frame.height)
+        record = StepRecord(id="load", op="load", config={"sources": [s["config"] for s in sources]},
+                            fingerprint=fingerprint, rows_in=frame.height, rows_out=frame.height)
         self._finish(step_dir, record, frame, frame.clear(), started)
         return frame, fingerprint
 
     def _step(self, index: int, step: Step, frame: pl.DataFrame, previous: str, progress: Progress):
-        fingerprint = _hash({"input": previous, "op": step.op, "config": step.config,
-                             "code": _code_version(type(step.operator))})
-        step_dir = self.run_dir / "steps" / f"{index:02d}-{step.id}-{fingerprint[:12]}"
+        fingerprint, step_dir, done = self._checkpoint(
+            RunDir.step_prefix(index, step.id), {"input": previous, "op": step.op, "config": step.config,
+                                                   "code": _code_version(type(step.operator))})
         task = progress.add_task(step.id, total=max(frame.height, 1))
-        done = self._finished(step_dir)
-        if done:
+        if self._reuse(done):
             progress.update(task, completed=max(frame.height, 1), description=f"{step.id} (cached)")
             return pl.read_parquet(step_dir / "output.parquet"), fingerprint
         started = time.perf_counter()
@@ -197,19 +190,28 @@ class _Run:
             result = step.operator.apply(frame, ctx)
         progress.update(task, completed=max(frame.height, 1))
         kept, rejected = split_rejections(result)
-        record = StepRecord(step.id, step.op, step.config, fingerprint, rows_in=frame.height,
-                            metrics=dict(ctx.metrics))
+        record = StepRecord(id=step.id, op=step.op, config=step.config, fingerprint=fingerprint,
+                            rows_in=frame.height, metrics=dict(ctx.metrics),
+                            reject_reasons=list(step.operator.reject_reasons))
         self._finish(step_dir, record, kept, rejected, started)
         return kept, fingerprint
 
-    def _finished(self, step_dir: Path) -> dict | None:
-        marker = step_dir / "step.json"
-        if not marker.exists():
-            return None
-        data = json.loads(marker.read_text())
-        data["status"] = "cached"
-        self.records.append(StepRecord(**data))
-        return data
+    def _checkpoint(self, prefix: str, payload: dict, marker: str = STEP_MARKER) -> tuple[str, Path, Path | None]:
+        """fingerprint of `payload` -> its folder `steps/<prefix>-<fingerprint[:12]>` -> the
+        folder's marker file when the work there has finished (None otherwise)."""
+        fingerprint = _hash(payload)
+        step_dir = self.dir.step_dir(prefix, fingerprint)
+        done = step_dir / marker
+        return fingerprint, step_dir, done if done.exists() else None
+
+    def _reuse(self, marker: Path | None) -> bool:
+        """Record a finished step found on disk as cached; False when it has not finished."""
+        record = read_step_marker(marker.parent) if marker is not None else None
+        if record is None:
+            return False
+        record.status = "cached"
+        self.records.append(record)
+        return True
 
     def _finish(self, step_dir: Path, record: StepRecord, kept: pl.DataFrame, rejected: pl.DataFrame,
                 started: float) -> None:
@@ -220,11 +222,11 @@ class _Run:
             counts = rejected.group_by("reject_reason").len().sort("len", descending=True)
             record.rejected = dict(zip(counts["reject_reason"], counts["len"], strict=True))
         record.seconds = round(time.perf_counter() - started, 3)
-        record.output = str((step_dir / "output.parquet").relative_to(self.run_dir))
-        record.rejections = str((step_dir / "rejections.parquet").relative_to(self.run_dir))
+        record.output = self.dir.relative(step_dir / "output.parquet")
+        record.rejections = self.dir.relative(step_dir / "rejections.parquet")
         # step.json last: its presence is what marks the step finished.
-        write_json(record.__dict__, step_dir / "step.json")
-        for part in sorted((step_dir / "parts").glob("*.parquet")):
+        write_step_marker(record, step_dir)
+        for part in sorted((step_dir / PARTS).glob("*.parquet")):
             part.unlink()
         self.records.append(record)
         self._write_manifest(finished=False)
@@ -236,26 +238,23 @@ class _Run:
             schema={"step": pl.String, "reject_reason": pl.String, "reject_detail": pl.String})
         if "reject_detail" not in rejections.columns:
             rejections = rejections.with_columns(reject_detail=pl.lit(None, pl.String))
-        write_parquet(rejections, self.run_dir / "rejections.parquet")
+        write_parquet(rejections, self.dir.rejections)
 
     def _write_manifest(self, finished: bool) -> None:
         recipe = self.recipe
-        write_json(
-            {
-                "curate_version": curate.__version__,
-                "started_at": self.started_at,
-                "finished_at": _now() if finished else None,
-                "recipe": {"name": recipe.name, "version": recipe.version, "path": str(recipe.path),
-                           "sha256": recipe.sha256, "text": recipe.text, "overrides": recipe.overrides},
-                "sources": [{k: s.get(k) for k in ("name", "path", "hub", "sha256", "rows", "license")}
-                            | {"format": s["config"].get("format")} for s in self.sources],
-                "steps": [r.__dict__ for r in self.records],
-                "output": "output.parquet" if finished else None,
-                "rejections": "rejections.parquet" if finished else None,
-                "packages": package_versions(PACKAGES),
-            },
-            self.run_dir / "run.json",
-        )
+        self.dir.write_manifest(RunManifest(
+            curate_version=curate.__version__,
+            started_at=self.started_at,
+            finished_at=_now() if finished else None,
+            recipe=RecipeRecord(name=recipe.name, version=recipe.version, path=str(recipe.path),
+                                sha256=recipe.sha256, text=recipe.text, overrides=recipe.overrides),
+            sources=[SourceRecord(**{k: s.get(k) for k in ("name", "path", "hub", "sha256", "rows", "license")},
+                                  format=s["config"].get("format")) for s in self.sources],
+            steps=self.records,
+            output=self.dir.output.name if finished else None,
+            rejections=self.dir.rejections.name if finished else None,
+            packages=package_versions(PACKAGES),
+        ))
 
 
 def _progress(console: Console) -> Progress:

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.core.operator import StepContext, registry, split_rejections
+from curate.catalogue import registry
+from curate.core.operator import StepContext, split_rejections
 from curate.dedup.embed import Embedder
 from curate.dedup.evalsets import EvalSetSpec, load_eval_sets
 from curate.dedup.neighbours import greedy_keep, similar_pairs

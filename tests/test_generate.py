@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from curate.core.operator import StepContext, registry
+from curate.catalogue import registry
+from curate.core.operator import StepContext
 from curate.generate.operators import Generate
 from curate.llm.backends.base import GenerationError
 from curate.llm.config import GenerateConfig, PromptConfig, TeacherConfig

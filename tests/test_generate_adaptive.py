@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
+from curate.answers.check import AnswerChecker
 from curate.core.operator import StepContext
 from curate.generate.operators import AdaptiveGenerate, Generate, fixed_k_teachers
 from curate.grade.operators import Grade, GradeConfig
@@ -26,7 +27,6 @@ from curate.passrate import band_expr
 from curate.recipe import load_recipe
 from curate.runner import run_recipe
 from curate.schema import problem_id_expr
-from curate.verify.operators import Verify
 
 TRUTH = {"p0": 0.0, "p1": 0.1, "p2": 0.5, "p3": 0.9, "p4": 1.0, "p5": 1.0, "p6": 0.0, "p7": 0.55}
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -132,8 +132,9 @@ def test_a_resumed_step_reads_finished_rounds_back(tmp_path, monkeypatch, budget
     last_round = pl.read_parquet(parts[-1]).filter(pl.col("reject_reason").is_null()).height
     parts[-1].unlink()  # the step was killed during its last round
     verified = []
-    verify = Verify.apply
-    monkeypatch.setattr(Verify, "apply", lambda self, frame, ctx: verified.append(frame.height) or verify(self, frame, ctx))
+    check = AnswerChecker.check
+    monkeypatch.setattr(AnswerChecker, "check",
+                        lambda self, frame, count: verified.append(frame.height) or check(self, frame, count))
     again, ctx = run_step(tmp_path, budget)
     assert again.equals(first)  # budgets included: finished rounds count against them
     assert verified == [last_round]  # only the unfinished round is verified again

@@ -9,7 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curate.core.operator import StepContext, registry, split_rejections
+from curate.catalogue import registry
+from curate.core.operator import StepContext, split_rejections
 from curate.prune import filters as F
 from curate.prune.steps import PruneSteps
 from curate.schema import conform

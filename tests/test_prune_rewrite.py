@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from curate.core.operator import StepContext, registry, split_rejections
+from curate.catalogue import registry
+from curate.core.operator import StepContext, split_rejections
 from curate.prune.rewrite import RewriteTraces
 from curate.schema import conform
 

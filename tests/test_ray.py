@@ -103,8 +103,9 @@ def test_real_operators_give_identical_frames_under_ray(tmp_path):
     Ray and locally, then the global `grade` on each result: the same bits."""
     import ray
 
+    from curate.catalogue import registry
     from curate.core.executor import LocalExecutor
-    from curate.core.operator import StepContext, registry, split_rejections
+    from curate.core.operator import StepContext, split_rejections
     from curate.core.ray_executor import RayExecutor
     from curate.sources.skythought import read_skythought
 

@@ -69,7 +69,7 @@ def test_operators_listing_shows_config_fields():
 
 def test_cli_import_does_not_load_heavy_libraries():
     # `curate --help` must answer fast: no torch/transformers/datasets at import time.
-    code = ("import sys, curate.cli, curate.core.operator as o; o.registry(); "
+    code = ("import sys, curate.cli, curate.catalogue as c; c.registry(); "
             "print(sorted(m for m in ('torch','transformers','datasets','sentence_transformers','faiss',"
             "'math_verify','vllm') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -77,7 +77,7 @@ def test_cli_import_does_not_load_heavy_libraries():
 
 
 def test_every_column_an_operator_adds_is_documented():
-    from curate.core.operator import registry
+    from curate.catalogue import registry
     from curate.schema import KNOWN_COLUMNS
 
     undocumented = {

@@ -19,6 +19,14 @@ from typing import Literal
 
 import polars as pl
 
+from curate.core.rundir import (
+    CONTAMINATION_REASONS,
+    DUPLICATE_REASONS,
+    RunDir,
+    RunDirError,
+    RunManifest,
+    StepRecord,
+)
 from curate.prune.filters import DEFAULT_HESITATION_MARKERS
 from curate.prune.text import marker_pattern
 
@@ -26,10 +34,6 @@ Scope = Literal["all", "kept"]
 
 # (tokens now, tokens before the first shortening) written by the prune operators.
 PRUNED_TOKENS = (("reasoning_tokens", "reasoning_tokens_before"), ("answer_tokens", "answer_tokens_before"))
-DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "near_copy_trace")
-DEDUP_OPS = ("exact_dedup", "semantic_dedup", "trace_dedup", "dedup")
-CONTAMINATION_REASONS = ("contaminated",)
-CONTAMINATION_OPS = ("decontaminate",)
 # A teacher "solves" a problem in the agreement matrix when most of its samples are correct.
 SOLVED_AT = 0.5
 
@@ -53,6 +57,13 @@ class Audit:
     rejections: pl.DataFrame
     hesitation_markers: list[str] = field(default_factory=lambda: list(DEFAULT_HESITATION_MARKERS))
     notes: list[str] = field(default_factory=list)
+    # The manifest, typed: run.json, or the recipe and steps a published version's lineage.json lists.
+    run: RunManifest | None = None
+
+    def __post_init__(self) -> None:
+        if self.run is None:
+            self.run = RunManifest.model_validate(
+                {key: self.manifest[key] for key in ("recipe", "steps") if key in self.manifest})
 
     # --- loading -----------------------------------------------------------------------
 
@@ -73,13 +84,18 @@ class Audit:
 
     @classmethod
     def _open_run(cls, run_dir: Path) -> Audit:
-        manifest = _read_json(run_dir / "run.json")
-        output_path = run_dir / manifest.get("output", "output.parquet")
+        directory = RunDir(run_dir)
+        try:
+            run = directory.read_manifest()
+        except RunDirError as error:
+            raise AuditError(str(error)) from None
+        output_path = directory.root / (run.output or directory.output.name)
         if not output_path.is_file():
-            raise AuditError(f"{run_dir / 'run.json'}: output file {output_path} does not exist")
-        rejections_path = run_dir / manifest.get("rejections", "rejections.parquet")
+            raise AuditError(f"{directory.manifest_path}: output file {output_path} does not exist")
+        rejections_path = directory.root / (run.rejections or directory.rejections.name)
         rejections = pl.read_parquet(rejections_path) if rejections_path.is_file() else pl.DataFrame()
-        audit = cls(run_dir, "run", manifest, pl.read_parquet(output_path), rejections)
+        audit = cls(run_dir, "run", _read_json(directory.manifest_path), pl.read_parquet(output_path), rejections,
+                    run=run)
         if not rejections_path.is_file():
             audit.notes.append(f"{rejections_path} is missing: rejected rows (clusters, contamination) are unknown.")
         return audit
@@ -100,13 +116,12 @@ class Audit:
     # --- row sets ------------------------------------------------------------------------
 
     @property
-    def steps(self) -> list[dict]:
-        return self.manifest.get("steps") or []
+    def steps(self) -> list[StepRecord]:
+        return self.run.steps
 
     @property
     def title(self) -> str:
-        recipe = self.manifest.get("recipe") or {}
-        name = recipe.get("name") or self.path.name
+        name = self.run.recipe.name or self.path.name
         return f"{name} v{self.manifest['version']}" if self.kind == "published" else name
 
     def rows(self, scope: Scope = "all") -> pl.DataFrame:
@@ -131,9 +146,8 @@ class Audit:
         schema = {"step": pl.String, "op": pl.String, "rows_in": pl.Int64, "rows_out": pl.Int64,
                   "rejected": pl.Int64, "status": pl.String, "seconds": pl.Float64}
         records = [
-            {"step": s.get("id"), "op": s.get("op"), "rows_in": s.get("rows_in"), "rows_out": s.get("rows_out"),
-             "rejected": sum((s.get("rejected") or {}).values()), "status": s.get("status"),
-             "seconds": s.get("seconds")}
+            {"step": s.id, "op": s.op, "rows_in": s.rows_in, "rows_out": s.rows_out,
+             "rejected": sum(s.rejected.values()), "status": s.status, "seconds": s.seconds}
             for s in self.steps
         ]
         if not records:
@@ -147,8 +161,8 @@ class Audit:
     def rejection_reasons(self) -> pl.DataFrame:
         """Rejected rows per step and reason, from the manifest; `in_table` counts the same
         rows in rejections.parquet (null for published versions, which have none)."""
-        records = [{"step": s.get("id"), "reason": reason, "rows": count}
-                   for s in self.steps for reason, count in (s.get("rejected") or {}).items()]
+        records = [{"step": s.id, "reason": reason, "rows": count}
+                   for s in self.steps for reason, count in s.rejected.items()]
         frame = pl.DataFrame(records, schema={"step": pl.String, "reason": pl.String, "rows": pl.Int64})
         if {"step", "reject_reason"} <= set(self.rejections.columns):
             counted = self.rejections.group_by("step", reason="reject_reason").agg(in_table=pl.len().cast(pl.Int64))
@@ -292,7 +306,7 @@ class Audit:
         schema = {"step": pl.String, "reason": pl.String, "kept_id": pl.String, "kept_problem": pl.String,
                   "members": pl.List(pl.String), "similarities": pl.List(pl.Float64), "size": pl.UInt32,
                   "min_similarity": pl.Float64, "member_problems": pl.List(pl.String)}
-        rejected = self._rejected_by(DUPLICATE_REASONS, DEDUP_OPS, "clusters")
+        rejected = self._rejected_by(DUPLICATE_REASONS, "clusters")
         if rejected is None or rejected.height == 0:
             return pl.DataFrame(schema=schema)
         parts = []
@@ -330,9 +344,10 @@ class Audit:
 
     def _id_column(self, step: str, rows: pl.DataFrame) -> str:
         """Which column names the rows in this step's reject_detail (the step's id_column)."""
-        config = next((s.get("config") or {} for s in self.steps if s.get("id") == step), {})
-        op = next((s.get("op") for s in self.steps if s.get("id") == step), None)
-        default = "trace_id" if op == "trace_dedup" or "near_copy_trace" in rows["reject_reason"] else "problem_id"
+        record = self.run.step(step)
+        config = record.config if record is not None else {}
+        traces = "near_copy_trace" in rows["reject_reason"] or (record is not None and record.can_reject(("near_copy_trace",)))
+        default = "trace_id" if traces else "problem_id"
         column = config.get("id_column", default)
         return column if column in rows.columns else "problem_id"
 
@@ -342,7 +357,7 @@ class Audit:
         schema = {"step": pl.String, "problem_id": pl.String, "problem": pl.String, "method": pl.String,
                   "score": pl.Float64, "eval_set": pl.String, "eval_id": pl.String, "eval_problem": pl.String,
                   "traces": pl.UInt32}
-        rejected = self._rejected_by(CONTAMINATION_REASONS, CONTAMINATION_OPS, "contamination")
+        rejected = self._rejected_by(CONTAMINATION_REASONS, "contamination")
         if rejected is None or not self._has(rejected, ("problem_id",), "contamination"):
             return pl.DataFrame(schema=schema)
         detail = pl.col("reject_detail").str.json_decode(_CONTAMINATION_DETAIL)
@@ -354,12 +369,13 @@ class Audit:
             .unnest("detail").select(list(schema)).sort("score", descending=True, nulls_last=True)
         )
 
-    def _rejected_by(self, reasons: tuple[str, ...], ops: tuple[str, ...], table: str) -> pl.DataFrame | None:
+    def _rejected_by(self, reasons: tuple[str, ...], table: str) -> pl.DataFrame | None:
+        """Rejected rows with one of `reasons`, or from a step whose operator declares one."""
         if self.kind == "published":
             return None
         if not self._has(self.rejections, ("step", "reject_reason", "reject_detail"), table):
             return None
-        steps = [s.get("id") for s in self.steps if s.get("op") in ops]
+        steps = [s.id for s in self.steps if s.can_reject(reasons)]
         return self.rejections.filter(
             pl.col("reject_reason").is_in(list(reasons)) | pl.col("step").is_in(steps)
         ).with_columns(pl.col("reject_detail").cast(pl.String))

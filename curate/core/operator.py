@@ -1,4 +1,4 @@
-"""The operator contract and the registry that maps recipe names to operators.
+"""The operator contract, and the registry that maps recipe names to operators.
 
 An operator is one small class: a `name`, a pydantic `Config`, the columns it reads and
 adds, and `apply(frame, ctx) -> frame`, pure given its config (so any executor may run it
@@ -10,7 +10,6 @@ happen there too, so that importing an operator module stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +54,15 @@ class Operator:
     adds: ClassVar[tuple[str, ...]] = ()
     # Rows per chunk for batch operators; a step's `chunk_size` overrides it.
     default_chunk_size: ClassVar[int] = 50_000
+    # Every `reject_reason` the operator can emit. The runner records them with the step, and
+    # the dataset card and the audit find dedup and decontamination steps by them
+    # (curate.core.rundir.DUPLICATE_REASONS, CONTAMINATION_REASONS).
+    reject_reasons: ClassVar[tuple[str, ...]] = ()
+    # Whether `plan` can estimate this operator's requests (`curate plan` uses the first such step).
+    can_plan: ClassVar[bool] = False
+    # Modules besides its own whose code makes this operator's rows (e.g. the teacher engine):
+    # the runner's step fingerprint covers them, so editing them reruns the step.
+    code_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: OperatorConfig):
         self.config = config
@@ -73,6 +81,16 @@ class Operator:
         """Load models, open caches. Called once before the first `apply`."""
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        raise NotImplementedError
+
+    @classmethod
+    def summary(cls, metrics: dict[str, float]) -> str | None:
+        """One line for the run summary from the step's metrics (None: nothing to add)."""
+        return None
+
+    def plan(self, frame: pl.DataFrame, cache_dir: Path) -> tuple[object, str]:
+        """For `curate plan` (when `can_plan`): a printable table of what the step would
+        request on `frame`, and a note appended to the plan's heading."""
         raise NotImplementedError
 
 
@@ -99,18 +117,8 @@ def split_rejections(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return kept, frame.filter(rejected_mask)
 
 
-# The allow-list: only operators registered by these modules can be named in a recipe.
-STAGE_MODULES = (
-    "curate.prune.filters",
-    "curate.prune.steps",
-    "curate.prune.rewrite",
-    "curate.select.operators",
-    "curate.verify.operators",
-    "curate.grade.operators",
-    "curate.generate.operators",
-    "curate.dedup.operators",
-)
-
+# The allow-list: operators registered by the modules `curate.catalogue` imports, and by
+# installed packages that declare the `curate.operators` entry point.
 _REGISTRY: dict[str, type[Operator]] = {}
 
 
@@ -121,7 +129,6 @@ def register(cls: type[Operator]) -> type[Operator]:
     return cls
 
 
-def registry() -> dict[str, type[Operator]]:
-    for module in STAGE_MODULES:
-        importlib.import_module(module)
+def registered() -> dict[str, type[Operator]]:
+    """The operators registered so far, by name (`curate.catalogue.registry()` imports them all)."""
     return dict(sorted(_REGISTRY.items()))

@@ -82,6 +82,7 @@ class ExactDedup(Filter):
     whitespace, LaTeX spacing, number formats); reject_detail names the kept row."""
 
     name = "exact_dedup"
+    reject_reasons = ("exact_duplicate",)
     Config = ExactDedupConfig
     scope = "global"
     adds = FILTER_COLUMNS
@@ -139,6 +140,7 @@ class SemanticDedup(Filter):
     threshold changes do not re-embed."""
 
     name = "semantic_dedup"
+    reject_reasons = ("near_duplicate",)
     Config = SemanticDedupConfig
     scope = "global"
     adds = (*FILTER_COLUMNS, "dedup_cluster")
@@ -235,6 +237,7 @@ class TraceDedup(Filter):
     teacher sampling the same text); reject_detail names the kept trace and the similarity."""
 
     name = "trace_dedup"
+    reject_reasons = ("near_copy_trace",)
     Config = TraceDedupConfig
     scope = "global"
     adds = FILTER_COLUMNS
@@ -352,6 +355,7 @@ class Decontaminate(Filter):
     score; `decontamination_report.parquet` in the step folder lists every match."""
 
     name = "decontaminate"
+    reject_reasons = ("contaminated",)
     Config = DecontaminateConfig
     scope = "global"
     adds = FILTER_COLUMNS

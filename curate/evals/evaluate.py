@@ -13,12 +13,12 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from curate.answers.check import AnswerChecker, VerifyConfig
 from curate.core.io import write_json, write_parquet
 from curate.core.operator import StepContext
 from curate.core.paths import default_cache_dir
 from curate.evals.metrics import summarise
 from curate.llm.config import TeacherConfig
-from curate.answers.check import AnswerChecker, VerifyConfig
 
 TRACE_COLUMNS = (
     "problem_id", "source", "problem", "reference_answer", "sample_index", "completion", "extracted_answer",

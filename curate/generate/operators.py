@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import polars as pl
 from pydantic import Field, model_validator
 
+from curate.answers.check import VERIFY_COLUMNS, AnswerChecker, VerifyConfig, checked_columns
 from curate.core.io import write_parquet
 from curate.core.operator import Operator, StepContext, register
 from curate.llm.config import GenerateConfig, TeacherConfig
-from curate.llm.engine import TRACE_ONLY, Engine
+from curate.llm.engine import TRACE_ONLY, Engine, plan_requests
 from curate.passrate import AdaptiveConfig, run_adaptive
 from curate.schema import content_hash
-
-from curate.answers.check import VERIFY_COLUMNS, AnswerChecker, VerifyConfig, checked_columns
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Generate(Operator):
     durably so that nothing is generated twice."""
 
     name = "generate"
+    reject_reasons = ("over_budget", "generation_error")
     Config = GenerateConfig
     scope = "batch"
     reads = ("problem_id",)
@@ -56,6 +57,10 @@ class Generate(Operator):
     default_chunk_size = 512
     # The engine makes the rows: editing it invalidates this step's checkpoints (runner fingerprint).
     code_modules = ("curate.llm.engine",)
+    can_plan = True
+
+    def plan(self, frame: pl.DataFrame, cache_dir: Path) -> tuple[pl.DataFrame, str]:
+        return plan_requests(frame, self.config, cache_dir), ""
 
     def input_columns(self) -> set[str]:
         columns = set(self.reads)
@@ -121,11 +126,27 @@ class AdaptiveGenerate(Operator):
     undecided ones. Outputs verified trace rows, like generate + verify."""
 
     name = "adaptive_generate"
+    reject_reasons = ("over_budget", "generation_error")
     Config = AdaptiveGenerateConfig
     scope = "global"  # each round depends on every problem's results so far
     code_modules = ("curate.llm.engine", "curate.passrate")
     reads = Generate.reads
     adds = Generate.adds + tuple(VERIFY_COLUMNS)
+    can_plan = True
+
+    def plan(self, frame: pl.DataFrame, cache_dir: Path) -> tuple[pl.DataFrame, str]:
+        """The most the step can request: every problem sampled up to its cap."""
+        return (plan_requests(frame, fixed_k_teachers(self.config), cache_dir),
+                " (adaptive: at most, if no problem settles before its cap)")
+
+    @classmethod
+    def summary(cls, metrics: dict[str, float]) -> str | None:
+        if "samples_saved" not in metrics:
+            return None
+        m = metrics
+        return (f"{m['samples_drawn']:,} samples in {m['rounds']} rounds vs "
+                f"{m['fixed_k_samples']:,} at fixed k (saved {m['saved_fraction']:.1%}); "
+                f"bands settled for {m['settled']:,} of {m['problems']:,} problems, the rest hit the cap or budget")
 
     def input_columns(self) -> set[str]:
         verify_reads = checked_columns(self.config.verify) - set(Generate.adds)

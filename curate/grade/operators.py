@@ -13,7 +13,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from curate.core.operator import Operator, OperatorConfig, StepContext, register
+from curate.core.operator import Operator, StepContext, register
 from curate.passrate import BandConfig, band_expr, interval
 
 GRADE_COLUMNS = (

@@ -83,6 +83,7 @@ class AnswerMissingFilter(TraceFilter):
     """Reject traces that end without a recognisable final answer ('no_final_answer')."""
 
     name = "answer_missing_filter"
+    reject_reasons = ("no_final_answer",)
     Config = AnswerMissingConfig
     reads = TraceFilter.reads + ("answer_text", "completion")
 
@@ -110,6 +111,7 @@ class TruncationFilter(TraceFilter):
     a thought/solution block opened and never closed."""
 
     name = "truncation_filter"
+    reject_reasons = ("truncated",)
     Config = TruncationConfig
     reads = TraceFilter.reads + ("completion", "finish_reason")
 
@@ -142,6 +144,7 @@ class RepetitionFilter(TraceFilter):
     repeated lines (Data-Juicer's word_repetition_filter idea, on hashed n-grams)."""
 
     name = "repetition_filter"
+    reject_reasons = ("repetition",)
     Config = RepetitionConfig
 
     def input_columns(self):
@@ -176,6 +179,7 @@ class LanguageMixFilter(TraceFilter):
     switching to Chinese mid-reasoning."""
 
     name = "language_mix_filter"
+    reject_reasons = ("language_mix",)
     Config = LanguageMixConfig
 
     def input_columns(self):
@@ -208,6 +212,7 @@ class LengthFilter(TraceFilter):
     """Reject traces outside token bounds ('too_short' / 'too_long')."""
 
     name = "length_filter"
+    reject_reasons = ("too_short", "too_long")
     Config = LengthConfig
 
     def evidence(self):
@@ -241,6 +246,7 @@ class HesitationFilter(TraceFilter):
     'let me double-check' per 1000 tokens above a threshold."""
 
     name = "hesitation_filter"
+    reject_reasons = ("hesitation",)
     Config = HesitationConfig
 
     def input_columns(self):
@@ -284,6 +290,7 @@ class AnswerConsistencyFilter(TraceFilter):
     missing or the comparison cannot decide, the trace is kept."""
 
     name = "answer_consistency_filter"
+    reject_reasons = ("answer_inconsistent",)
     Config = AnswerConsistencyConfig
     reads = TraceFilter.reads + ("reasoning", "answer_text")
 

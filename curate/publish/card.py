@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import polars as pl
 import yaml
 
+from curate.core.rundir import CONTAMINATION_REASONS, DUPLICATE_REASONS, RecipeRecord
 from curate.publish.config import PublishConfig
 from curate.publish.rows import LINEAGE_COLUMNS, PUBLISH_COLUMNS
 from curate.publish.run import Run
@@ -51,7 +52,7 @@ def size_category(rows: int) -> str:
 def dataset_license(run: Run, config: PublishConfig) -> str:
     if config.license:
         return config.license
-    licenses = {str(s["license"]).strip().lower() for s in run.sources if s.get("license")}
+    licenses = {str(s.license).strip().lower() for s in run.sources if s.license}
     return licenses.pop() if len(licenses) == 1 else "other"
 
 
@@ -88,14 +89,14 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
 
 
 def _title(run: Run, config: PublishConfig) -> str:
-    return config.pretty_name or str(run.recipe.get("name") or "curate dataset")
+    return config.pretty_name or str(run.recipe.name or "curate dataset")
 
 
 def _summary(run: Run, config: PublishConfig) -> str:
     frame = run.output
     teachers = _distinct(frame, "teacher")
-    sources = [s["name"] for s in run.sources if s.get("name")]
-    done = [word for key, word in _STEP_WORDS if any(key in step["op"] for step in run.steps)]
+    sources = [s.name for s in run.sources if s.name]
+    done = [word for key, word in _STEP_WORDS if any(key in step.op for step in run.steps)]
     if "trace_id" in frame.columns:
         problems = f" to {frame['problem_id'].n_unique():,} problems" if "problem_id" in frame.columns else ""
         text = f"**{_title(run, config)}** is a reasoning-distillation dataset: {frame.height:,} worked solutions{problems}"
@@ -111,18 +112,18 @@ def _summary(run: Run, config: PublishConfig) -> str:
     if config.messages:
         text += " Each row has a `messages` column in chat format, ready for supervised fine-tuning."
     recipe = run.recipe
-    if recipe.get("name"):
+    if recipe.name:
         text += (
-            f" It was built with curate from the recipe `{recipe['name']}`"
+            f" It was built with curate from the recipe `{recipe.name}`"
             f"{_recipe_version(recipe)}; the funnel below shows what every step kept and removed."
         )
     description = _recipe_description(recipe)
     return f"{text}\n\n> {_text(description)}" if description else text
 
 
-def _recipe_description(recipe: dict) -> str | None:
+def _recipe_description(recipe: RecipeRecord) -> str | None:
     try:
-        parsed = yaml.safe_load(recipe.get("text") or "")
+        parsed = yaml.safe_load(recipe.text or "")
     except yaml.YAMLError:
         return None
     description = parsed.get("description") if isinstance(parsed, dict) else None
@@ -137,10 +138,10 @@ def _facts_table(run: Run, config: PublishConfig, facts: CardFacts) -> str:
     ]
     if "problem_id" in frame.columns:
         rows.append(("Problems", f"{frame['problem_id'].n_unique():,}"))
-    if recipe.get("name"):
-        rows.append(("Recipe", f"`{recipe['name']}`{_recipe_version(recipe)}, sha256 `{str(recipe.get('sha256', ''))[:12]}`"))
+    if recipe.name:
+        rows.append(("Recipe", f"`{recipe.name}`{_recipe_version(recipe)}, sha256 `{str(recipe.sha256 or '')[:12]}`"))
     rows += [
-        ("Built", f"{_when(facts.created_at)} (run finished {_when(run.manifest.get('finished_at'))})"),
+        ("Built", f"{_when(facts.created_at)} (run finished {_when(run.manifest.finished_at)})"),
         ("Fingerprint", f"`{facts.fingerprint}`"),
         ("License", f"`{dataset_license(run, config)}`"),
     ]
@@ -187,17 +188,17 @@ def _funnel_section(run: Run, frame: pl.DataFrame) -> str:
     steps = run.steps
     if not steps:
         return ""
-    chain = " → ".join(f"`{step['id']}` {step['rows_out']:,}" for step in steps)
+    chain = " → ".join(f"`{step.id}` {step.rows_out:,}" for step in steps)
     rows = []
     for number, step in enumerate(steps, 1):
-        rejected = step.get("rejected") or {}
-        seconds = step.get("seconds")
-        time = "cached" if step.get("status") == "cached" else (f"{seconds:.1f} s" if seconds is not None else "")
+        rejected = step.rejected
+        seconds = step.seconds
+        time = "cached" if step.status == "cached" else (f"{seconds:.1f} s" if seconds is not None else "")
         rows.append((
-            str(number), f"`{step['id']}`", f"`{step['op']}`", f"{step['rows_in']:,}", f"{step['rows_out']:,}",
+            str(number), f"`{step.id}`", f"`{step.op}`", f"{step.rows_in:,}", f"{step.rows_out:,}",
             f"{sum(rejected.values()):,}" if rejected else "", _reasons(rejected), time,
         ))
-    unit = " (problems until generation, traces after it)" if any("generat" in s["op"] for s in steps) else ""
+    unit = " (problems until generation, traces after it)" if any("generat" in s.op for s in steps) else ""
     text = f"## How it was made\n\n### Funnel\n\nRows after each step{unit}:\n\n{chain} → **{frame.height:,} published**\n\n"
     return text + _table(["#", "Step", "Operator", "Rows in", "Rows out", "Removed", "Removed because", "Time"], rows)
 
@@ -229,7 +230,7 @@ def _teachers_section(run: Run) -> str:
     totals = dict.fromkeys(_GENERATION_METRICS, 0)
     for step in run.steps:
         for name in _GENERATION_METRICS:
-            totals[name] += round((step.get("metrics") or {}).get(name, 0) or 0)
+            totals[name] += round(step.metrics.get(name, 0) or 0)
     if totals["requests"] or totals["completion_tokens"]:
         text += (
             f"\n\nGeneration made {totals['requests']:,} model requests ({totals['cache_hits']:,} served from cache), "
@@ -239,7 +240,7 @@ def _teachers_section(run: Run) -> str:
 
 
 def _filters_section(run: Run) -> str:
-    filters = [s for s in run.steps if "dedup" in s["op"] or "decontam" in s["op"]]
+    filters = [s for s in run.steps if s.can_reject(DUPLICATE_REASONS + CONTAMINATION_REASONS)]
     text = "### Deduplication and decontamination\n\n"
     if not filters:
         return text + (
@@ -248,14 +249,14 @@ def _filters_section(run: Run) -> str:
         )
     items = []
     for step in filters:
-        rejected = step.get("rejected") or {}
+        rejected = step.rejected
         removed = sum(rejected.values())
-        line = f"- **`{step['id']}`** (`{step['op']}`): removed {removed:,} of {step['rows_in']:,} rows"
+        line = f"- **`{step.id}`** (`{step.op}`): removed {removed:,} of {step.rows_in:,} rows"
         line += f" ({_reasons(rejected)})." if rejected else "."
-        by_eval_set = _removed_by_eval_set(run, step["id"])
+        by_eval_set = _removed_by_eval_set(run, step.id)
         if by_eval_set:
             line += f" Removed per eval set: {_reasons(by_eval_set)}."
-        settings = ", ".join(f"{key}={_setting(value)}" for key, value in (step.get("config") or {}).items())
+        settings = ", ".join(f"{key}={_setting(value)}" for key, value in step.config.items())
         if settings:
             line += f" Settings: {settings}."
         items.append(line)
@@ -322,12 +323,12 @@ def _sources_section(run: Run, config: PublishConfig) -> str:
         return ""
     rows = [
         (
-            f"`{source.get('name', '')}`",
-            _text(source.get("hub") or source.get("path") or ""),
-            _text(source.get("format") or ""),
-            f"{source['rows']:,}" if isinstance(source.get("rows"), int) else "",
-            _text(source.get("license") or "unknown"),
-            f"`{str(source.get('sha256') or '')[:12]}`",
+            f"`{source.name or ''}`",
+            _text(source.hub or source.path or ""),
+            _text(source.format or ""),
+            f"{source.rows:,}" if isinstance(source.rows, int) else "",
+            _text(source.license or "unknown"),
+            f"`{str(source.sha256 or '')[:12]}`",
         )
         for source in run.sources
     ]
@@ -341,15 +342,15 @@ def _sources_section(run: Run, config: PublishConfig) -> str:
 
 def _recipe_section(run: Run) -> str:
     recipe = run.recipe
-    if not recipe.get("text"):
+    if not recipe.text:
         return ""
-    fence = _fence(recipe["text"])
-    overrides = recipe.get("overrides") or []
+    fence = _fence(recipe.text)
+    overrides = recipe.overrides
     override_text = f" with overrides {', '.join(f'`{o}`' for o in overrides)}" if overrides else ""
     return (
-        f"## Recipe\n\nThe full recipe `{recipe.get('name', '')}`{override_text} (sha256 `{recipe.get('sha256', '')}`):"
-        f"\n\n<details>\n<summary>{_text(recipe.get('path') or 'recipe')}</summary>\n\n"
-        f"{fence}yaml\n{recipe['text'].rstrip()}\n{fence}\n\n</details>"
+        f"## Recipe\n\nThe full recipe `{recipe.name or ''}`{override_text} (sha256 `{recipe.sha256 or ''}`):"
+        f"\n\n<details>\n<summary>{_text(recipe.path or 'recipe')}</summary>\n\n"
+        f"{fence}yaml\n{recipe.text.rstrip()}\n{fence}\n\n</details>"
     )
 
 
@@ -385,8 +386,8 @@ def _citation_section(run: Run, config: PublishConfig, facts: CardFacts) -> str:
     )
 
 
-def _recipe_version(recipe: dict) -> str:
-    return f" (version {recipe['version']})" if recipe.get("version") not in (None, "") else ""
+def _recipe_version(recipe: RecipeRecord) -> str:
+    return f" (version {recipe.version})" if recipe.version not in (None, "") else ""
 
 
 def _when(timestamp: str | None) -> str:
@@ -424,7 +425,7 @@ def model_revisions(run: Run) -> dict[str, str]:
                 walk(item)
 
     for step in run.steps:
-        walk(step.get("config") or {})
+        walk(step.config)
     return revisions
 
 

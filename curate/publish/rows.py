@@ -104,12 +104,12 @@ def _verifier_version(frame: pl.DataFrame, run: Run) -> pl.Expr | None:
     """The verifier_version column, or None when nothing was verified."""
     if "verifier_version" in frame.columns:
         return pl.col("verifier_version").cast(pl.String)
-    verify_ops = [step["op"] for step in run.steps if "verif" in step["op"]]
+    verify_ops = [step.op for step in run.steps if "verif" in step.op]
     if not verify_ops:
         return None
     # The run did not record a per-row verifier version: name the step and the versions it ran with
     # (math answers are checked with math-verify, code in curate's own sandbox).
-    label = f"{verify_ops[-1]} (curate {run.manifest.get('curate_version', '?')}"
+    label = f"{verify_ops[-1]} (curate {run.manifest.curate_version or '?'}"
     math_verify = run.packages.get("math-verify") or run.packages.get("math_verify")
     math_label = f"{label}, math-verify {math_verify})" if math_verify else f"{label})"
     if "domain" not in frame.columns:

@@ -2,39 +2,45 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from curate.core.rundir import (
+    RecipeRecord,
+    RunDir,
+    RunDirError,
+    RunManifest,
+    SourceRecord,
+    StepRecord,
+)
 
-class RunDirError(ValueError):
-    """The run directory is missing a file or a field the publish needs."""
+__all__ = ["Run", "RunDirError", "read_run"]
 
 
 @dataclass(frozen=True)
 class Run:
     run_dir: Path
-    manifest: dict
+    manifest: RunManifest
     output: pl.DataFrame
     rejections_path: Path | None
 
     @property
-    def recipe(self) -> dict:
-        return self.manifest.get("recipe") or {}
+    def recipe(self) -> RecipeRecord:
+        return self.manifest.recipe
 
     @property
-    def steps(self) -> list[dict]:
-        return self.manifest.get("steps") or []
+    def steps(self) -> list[StepRecord]:
+        return self.manifest.steps
 
     @property
-    def sources(self) -> list[dict]:
-        return self.manifest.get("sources") or []
+    def sources(self) -> list[SourceRecord]:
+        return self.manifest.sources
 
     @property
-    def packages(self) -> dict:
-        return self.manifest.get("packages") or {}
+    def packages(self) -> dict[str, str]:
+        return self.manifest.packages
 
     def rejections(self, columns: list[str]) -> pl.DataFrame:
         """The rejected rows' `columns` that exist in the rejections table (only those are read)."""
@@ -45,32 +51,21 @@ class Run:
 
 
 def read_run(run_dir: Path) -> Run:
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / "run.json"
-    if not manifest_path.is_file():
-        raise RunDirError(f"{run_dir} is not a run directory: {manifest_path.name} is missing")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise RunDirError(f"{manifest_path}: not valid JSON ({error})") from None
-    if not isinstance(manifest, dict):
-        raise RunDirError(f"{manifest_path}: expected a JSON object")
+    directory = RunDir(run_dir)
+    manifest = directory.read_manifest()
+    manifest_path = directory.manifest_path
     for field in ("steps", "output"):
-        if field not in manifest:
+        if field not in manifest.model_fields_set:
             raise RunDirError(f"{manifest_path}: field {field!r} is missing")
-    if not manifest.get("finished_at"):
+    if not manifest.finished_at or manifest.output is None:
         raise RunDirError(f"{manifest_path}: the run has not finished (no 'finished_at'); publish a finished run")
-    for index, step in enumerate(manifest["steps"]):
-        missing = [k for k in ("id", "op", "rows_in", "rows_out") if k not in step]
-        if missing:
-            raise RunDirError(f"{manifest_path}: steps[{index}] lacks {', '.join(missing)}")
 
-    output_path = run_dir / manifest["output"]
+    output_path = directory.root / manifest.output
     if not output_path.is_file():
         raise RunDirError(f"{manifest_path}: output file {output_path} does not exist")
-    rejections_path = run_dir / manifest.get("rejections", "rejections.parquet")
+    rejections_path = directory.root / (manifest.rejections or directory.rejections.name)
     return Run(
-        run_dir=run_dir,
+        run_dir=directory.root,
         manifest=manifest,
         output=pl.read_parquet(output_path),
         rejections_path=rejections_path if rejections_path.is_file() else None,

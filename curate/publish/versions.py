@@ -83,8 +83,8 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
     data_print = data_fingerprint(frame)
     fingerprint = content_hash(
         data_print,
-        str(run.recipe.get("sha256", "")),
-        json.dumps(run.recipe.get("overrides") or [], sort_keys=True),
+        str(run.recipe.sha256 or ""),
+        json.dumps(run.recipe.overrides, sort_keys=True),
         json.dumps(config.content_settings(), sort_keys=True),
         json.dumps(column_types(frame), sort_keys=True),
     )

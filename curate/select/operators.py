@@ -35,6 +35,7 @@ class Sample(Filter):
     on row order or chunking and a larger n keeps a superset of a smaller one."""
 
     name = "sample"
+    reject_reasons = ("not_sampled",)
     Config = SampleConfig
     scope = "global"
 
@@ -70,6 +71,7 @@ class SelectDifficulty(Filter):
     Reasons: too_few_samples, ungraded, band:<name>, pass_rate_below_min, pass_rate_above_max."""
 
     name = "select_difficulty"
+    reject_reasons = ("too_few_samples", "ungraded", "band:<name>", "pass_rate_below_min", "pass_rate_above_max")
     Config = SelectDifficultyConfig
     scope = "batch"
     reads = ("pass_rate", "band", "n_samples")
@@ -126,6 +128,7 @@ class SelectTraces(Filter):
     """Keep k traces per problem by policy; reject the rest with the reason they lost."""
 
     name = "select_traces"
+    reject_reasons = ("unverified", "incorrect", "not_selected")
     Config = SelectTracesConfig
     scope = "global"
     adds = ("reject_reason",)

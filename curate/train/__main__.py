@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from curate.core.overrides import OverrideError, apply_overrides
 from curate.train.config import TrainConfig
 
 
@@ -21,15 +22,10 @@ def load_train_config(path: Path, overrides: list[str]) -> TrainConfig:
     section = document.get("train", document) if isinstance(document, dict) else None
     if not isinstance(section, dict):
         raise SystemExit(f"{path}: expected a mapping (a recipe with a 'train:' section, or the section itself)")
-    for override in overrides:
-        name, separator, value = override.partition("=")
-        if not separator:
-            raise SystemExit(f"override {override!r}: expected FIELD=VALUE")
-        *parents, leaf = name.split(".")
-        target = section
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = yaml.safe_load(value)
+    try:
+        apply_overrides(section, overrides)
+    except OverrideError as error:
+        raise SystemExit(f"override {error}") from None
     return TrainConfig.model_validate(section)
 
 
