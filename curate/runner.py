@@ -193,7 +193,10 @@ class _Run:
                                              lambda rows: progress.advance(task, rows))
         else:  # global steps need the whole frame: they run here, in the driver
             step.operator.setup(ctx)
-            result = step.operator.apply(frame, ctx)
+            try:
+                result = step.operator.apply(frame, ctx)
+            finally:
+                step.operator.teardown()
         progress.update(task, completed=max(frame.height, 1))
         kept, rejected = split_rejections(result)
         record = StepRecord(step.id, step.op, step.config, fingerprint, rows_in=frame.height,

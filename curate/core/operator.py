@@ -75,6 +75,10 @@ class Operator:
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         raise NotImplementedError
 
+    def teardown(self) -> None:
+        """Free what `setup` loaded (GPU engines above all). Called once the step's last
+        `apply` in this process is over, before the next step or a train section."""
+
 
 class Filter(Operator):
     """An operator that keeps or rejects rows. Subclasses give the reason expression."""

@@ -91,6 +91,10 @@ class AdaptiveGenerate(Operator):
         self.verifier = Verify(self.config.verify)
         self.verifier.setup(ctx)
 
+    def teardown(self) -> None:
+        if hasattr(self, "generator"):
+            self.generator.teardown()
+
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         problems = frame.unique("problem_id", keep="first", maintain_order=True)
         drawn = dict.fromkeys(problems.get_column("problem_id").to_list(), 0)

@@ -168,9 +168,9 @@ class Generate(Operator):
         return columns
 
     def resources(self) -> dict[str, float]:
-        """One Ray actor holds every teacher's engine: it needs the GPUs of the largest
-        vLLM teacher (its tensor-parallel size), or one GPU for a transformers teacher
-        placed on CUDA."""
+        """One Ray actor holds every teacher's engine, one vLLM engine at a time: it needs
+        the GPUs of the largest vLLM teacher (its tensor-parallel size), or one GPU for a
+        transformers teacher placed on CUDA."""
         gpus = 0
         for teacher in self.config.teachers:
             options = teacher.backend_options()
@@ -194,6 +194,11 @@ class Generate(Operator):
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         return self.generate(frame, ctx)
 
+    def teardown(self) -> None:
+        """Release every teacher's engine (and its GPU memory) once the step is over."""
+        for backend in getattr(self, "backends", {}).values():
+            backend.close()
+
     def generate(self, frame: pl.DataFrame, ctx: StepContext,
                  sample_indices: dict[str, list[list[int]]] | None = None) -> pl.DataFrame:
         """Trace rows for `frame`: each teacher's n samples per problem, or, where
@@ -205,7 +210,11 @@ class Generate(Operator):
         total = sum(len(samples) for plan in plans.values() for samples in plan)
         progress = _Progress(ctx, frame.height, total)
         problem_ids = frame["problem_id"].to_list()
-        parts = [self._run_teacher(t, plans[t.name], problem_ids, ctx, progress) for t in self.config.teachers]
+        # A teacher whose model is loaded goes first: with one vLLM engine alive at a time,
+        # chunk after chunk alternates A,B / B,A and loads one engine per chunk, not two.
+        order = sorted(self.config.teachers, key=lambda t: not self.backends[t.name].is_loaded())
+        done = {t.name: self._run_teacher(t, plans[t.name], problem_ids, ctx, progress) for t in order}
+        parts = [done[t.name] for t in self.config.teachers]
         progress.close()
         traces = pl.concat(parts, how="vertical")
         problems = frame.with_row_index("_row").drop([c for c in _TRACE_ONLY if c in frame.columns])
