@@ -318,3 +318,27 @@ def test_qlora_counts_packed_4bit_weights_whole_and_loads_on_the_ranks_gpu(monke
     except (ImportError, ValueError) as error:  # BitsAndBytesConfig may insist on bitsandbytes
         pytest.skip(f"BitsAndBytesConfig unavailable here: {error}")
     assert kwargs["device_map"] == {"": 3} and kwargs["dtype"] == torch.bfloat16
+
+
+@pytest.mark.gpu
+def test_a_cuda_transformers_teacher_gives_its_gpu_memory_back_at_teardown(tmp_path):
+    import os
+
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    student = os.environ.get("CURATE_GPU_STUDENT")
+    if not student:
+        pytest.skip("set CURATE_GPU_STUDENT to a model folder (bench/gpu_check.sh does)")
+    teacher = {"name": "t", "backend": "transformers", "model": student, "prompt": {"user": "{problem}"},
+               "reasoning": {"start": "", "end": ""}, "sampling": {"n": 2, "max_tokens": 8},
+               "options": {"device": "cuda", "dtype": "bfloat16"}}
+    before = torch.cuda.memory_allocated()
+    operator = Generate(Generate.Config.model_validate({"teachers": [teacher]}))
+    ctx = StepContext(step_id="g", step_dir=tmp_path / "step", cache_dir=tmp_path / "cache")
+    operator.setup(ctx)
+    out = operator.apply(problems(["What is 2 + 3?", "Name a prime."]), ctx)
+    assert out.height == 4 and out["reject_reason"].null_count() == 4
+    assert torch.cuda.memory_allocated() > before + 50e6  # the model is on the GPU
+    operator.teardown()
+    assert torch.cuda.memory_allocated() < before + 10e6 and base._gpu_holders == []
