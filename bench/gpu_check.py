@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("OUT") or "/tmp/gpu_check_out")
 RESULTS = OUT / "gpu_check.json"
 DRY = os.environ.get("CURATE_GPU_CHECK_DRY") == "1"
-CARRIED = ROOT / ".whl" / "student"  # config + tokenizer of SmolLM2-135M-Instruct (the GGUF is too big to carry)
+# Config + tokenizer of SmolLM2-135M-Instruct (its GGUF is too big to carry): bench/gpu_check_prepare.sh
+CARRIED = ROOT / ".whl" / "student.tar.gz"
 GSM8K = ROOT / "curate" / "data" / "gsm8k" / "train_sample.jsonl"
 SYSTEM = "Think step by step, then give the final answer in \\boxed{}."
 
@@ -71,12 +72,17 @@ def make_student(target: Path) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    source = CARRIED
-    if not (source / "config.json").is_file():  # here, not on the device: read them off the bundled GGUF
+    if CARRIED.is_file():
+        import tarfile
+
+        with tarfile.open(CARRIED) as archive:
+            archive.extractall(target.parent / "carried", filter="data")
+        source = target.parent / "carried" / "student"
+    else:  # no carried copy: read them off the bundled GGUF
         from curate.models import smollm2_gguf
 
         gguf = smollm2_gguf()
-        source = target.with_name(target.name + "-source")
+        source = target.parent / "from-gguf"
         AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(source)
         AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(source)
     config = AutoConfig.from_pretrained(source)

@@ -3,7 +3,7 @@
 #   bash bench/gpu_check.sh            (under the device tool: carry [".whl"]; figures to $OUT)
 #   CURATE_GPU_CHECK_DRY=1 PYTHON=.venv/bin/python bash bench/gpu_check.sh   (this script's logic, on a CPU)
 # Missing packages travel as wheels in .whl/ (bench/gpu_check_prepare.sh fills it), with the
-# student's config and tokenizer in .whl/student/. Parts, each guarded so one failure leaves
+# student's config and tokenizer in .whl/student.tar.gz. Parts, each guarded so one failure leaves
 # the others' figures: the student (random weights), GPU SFT and LoRA through curate's
 # trainer, transformers-backend generation through curate vs the raw generate loop, and the
 # `gpu` tests. Everything goes to $OUT/gpu_check.log and $OUT/gpu_check.json; under 8 minutes.

@@ -2,7 +2,7 @@
 # Fill .whl/ (git-ignored) for bench/gpu_check.sh, on a machine with network: the wheels of
 # what the GPU machine's image lacks (its python3.12 has torch, transformers, peft,
 # accelerate, pyarrow, pandas), at this venv's versions, plus SmolLM2-135M-Instruct's config
-# and tokenizer in .whl/student/ (its GGUF, 94 MiB, is over the 64 MiB carry limit). Then
+# and tokenizer in .whl/student.tar.gz (its GGUF, 94 MiB, is over the 64 MiB carry limit). Then
 # checks that the working tree plus .whl stays under that limit.
 #   bash bench/gpu_check_prepare.sh [PYTHON]     (default .venv/bin/python)
 set -euo pipefail
@@ -25,17 +25,21 @@ done
 rm -f "$DEST"/multiprocess-*.whl
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d "$DEST" \
   "multiprocess==$(version multiprocess)"
-"$PY" - "$DEST/student" <<'EOF'
+scratch=$(mktemp -d)
+"$PY" - "$scratch/student" <<'PYTHON'
 import sys
 from transformers import AutoConfig, AutoTokenizer
 from curate.models import smollm2_gguf
 gguf = smollm2_gguf()
 AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(sys.argv[1])
 AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(sys.argv[1])
-EOF
+PYTHON
+rm -rf "${DEST:?}/student"
+tar -czf "$DEST/student.tar.gz" -C "$scratch" student
+rm -rf "${scratch:?}"
 tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
-carried=$(du -sb "$DEST" | cut -f1)
+carried=$(du -sbL "$DEST" | cut -f1)
 total=$((tree + carried))
-ls -la "$DEST" "$DEST/student"
+ls -la "$DEST/"
 echo "working tree $((tree / 1024)) KiB + $DEST $((carried / 1024)) KiB = $((total / 1048576)) MiB (limit 64 MiB)"
 [ "$total" -lt $((63 * 1048576)) ] || { echo "too big to carry" >&2; exit 1; }
