@@ -75,7 +75,7 @@ class SamplingConfig(_Strict):
     def _greedy_is_one_sample(self) -> SamplingConfig:
         if self.temperature == 0 and self.n > 1:
             raise ValueError(f"temperature 0 (greedy) gives {self.n} identical samples: "
-                             "set n: 1, or a temperature above 0 (e.g. 0.6)")
+                             "sampling.n must be 1, or the temperature above 0 (e.g. 0.6)")
         return self
 
 
