@@ -212,7 +212,7 @@ def generation(student: Path, work: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    count, max_tokens, batch, repeats = (8, 8, 4, 2) if DRY else (128, 256, 32, 3)
+    count, max_tokens, batch, repeats = (8, 8, 4, 2) if DRY else (64, 128, 32, 3)
     questions = prompts(count)
     tokenizer = AutoTokenizer.from_pretrained(student, padding_side="left")
     if tokenizer.pad_token is None:

@@ -32,13 +32,13 @@ part() {  # part NAME SECONDS COMMAND...: time-limited, logged, never fatal
 }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; } | tee -a "$LOG"
 part student 90 "$PY" bench/gpu_check.py student "$WORK"
-part train 150 "$PY" bench/gpu_check.py train "$WORK"
-part generate 120 "$PY" bench/gpu_check.py generate "$WORK"
+part train 140 "$PY" bench/gpu_check.py train "$WORK"
+part generate 110 "$PY" bench/gpu_check.py generate "$WORK"
 # The gpu tests on the same student (the bundled GGUF is not carried; CURATE_GPU_STUDENT points them at it).
 export CURATE_GPU_STUDENT=$WORK/student
 pytest_marker=gpu
 [ "${CURATE_GPU_CHECK_DRY:-0}" = 1 ] && pytest_marker="gpu or not gpu"  # on a CPU the gpu tests skip: collect all
-part pytest 110 "$PY" -m pytest -q -p no:cacheprovider -m "$pytest_marker" -rs \
+part pytest 100 "$PY" -m pytest -q -p no:cacheprovider -m "$pytest_marker" -rs \
   tests/test_train_gpu.py tests/test_gpu_paths.py --junitxml="$OUT/gpu_check_pytest.xml"
 "$PY" - "$OUT" "$started" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, sys, time, xml.etree.ElementTree as ET
