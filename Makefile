@@ -8,7 +8,7 @@ EXTRAS ?= dev,models,train,ray,dedup-static
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: quickstart test lint clean
+.PHONY: quickstart test compat lint clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ test: $(STAMP)
 	$(BIN)/ruff check curate tests bench
 	$(BIN)/python -m pytest -q
 
+# The training tests again with the highest transformers the latest vLLM allows (about 2 min).
+compat: $(STAMP)
+	bash bench/compat_env.sh $(BIN)/python .venv-compat
+
 lint: $(STAMP)
 	$(BIN)/ruff check curate tests bench
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-compat runs

@@ -187,7 +187,10 @@ class _Run:
                                              lambda rows: progress.advance(task, rows))
         else:  # global steps need the whole frame: they run here, in the driver
             step.operator.setup(ctx)
-            result = step.operator.apply(frame, ctx)
+            try:
+                result = step.operator.apply(frame, ctx)
+            finally:
+                step.operator.teardown()
         progress.update(task, completed=max(frame.height, 1))
         kept, rejected = split_rejections(result)
         record = StepRecord(id=step.id, op=step.op, config=step.config, fingerprint=fingerprint,

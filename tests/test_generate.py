@@ -196,7 +196,7 @@ def test_progress_counts_problems(tmp_path, monkeypatch):
 
 class _FakeVLLM:
     """Stand-in for the documented vLLM offline API: LLM(...).chat/generate with
-    SamplingParams(n=...), returning RequestOutput-like objects."""
+    SamplingParams, returning RequestOutput-like objects."""
 
     calls: list = []
 
@@ -213,12 +213,15 @@ class _FakeVLLM:
             return [self._output(p) for p in sampling_params]
 
         def _output(self, params):
+            i = params.seed % 3  # the text depends on the request's own seed
             samples = [types.SimpleNamespace(text=f"<think>r{i}</think>a{i}", token_ids=[1] * (i + 3),
-                                             finish_reason="stop" if i else "length") for i in range(params.n)]
+                                             finish_reason="stop" if i else "length")]
             return types.SimpleNamespace(prompt_token_ids=[1] * 11, outputs=samples)
 
 
-def test_vllm_backend_sends_a_whole_chunk_in_one_call_with_n_samples(tmp_path, monkeypatch):
+def test_vllm_backend_sends_a_whole_chunk_in_one_call_one_request_per_sample(tmp_path, monkeypatch):
+    from curate.llm.backends.base import seed_for
+
     module = types.ModuleType("vllm")
     module.LLM, module.SamplingParams = _FakeVLLM.LLM, _FakeVLLM.SamplingParams
     monkeypatch.setitem(sys.modules, "vllm", module)
@@ -233,10 +236,12 @@ def test_vllm_backend_sends_a_whole_chunk_in_one_call_with_n_samples(tmp_path, m
     out = operator.apply(problem_frame(4), StepContext(step_id="g", step_dir=tmp_path, cache_dir=tmp_path / "cache"))
     init, chat = _FakeVLLM.calls
     assert init[2]["tensor_parallel_size"] == 2
-    assert len(chat[1]) == 4 and [p.n for p in chat[2]] == [3, 3, 3, 3]
+    assert len(chat[1]) == 12 and [p.n for p in chat[2]] == [1] * 12
+    assert [p.seed for p in chat[2]] == [seed_for(0, i) for i in range(3)] * 4
     assert chat[2][0].max_tokens == 9
-    assert out.height == 12 and out["answer_text"].to_list()[:3] == ["a0", "a1", "a2"]
-    assert out["finish_reason"].to_list()[:3] == ["length", "stop", "stop"]
+    expected = [f"a{seed_for(0, i) % 3}" for i in range(3)]
+    assert out.height == 12 and out["answer_text"].to_list()[:3] == expected
+    assert out["finish_reason"].to_list()[:3] == ["stop" if seed_for(0, i) % 3 else "length" for i in range(3)]
     assert (out["prompt_tokens"] == 11).all() and (out["reasoning_tokens"] == 2).all()
 
 

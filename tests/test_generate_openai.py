@@ -144,6 +144,8 @@ def _completion(body: dict, chat: bool, split_reasoning: bool) -> dict:
     finish = "stop"
     if len(words) > body["max_tokens"]:
         words, finish = words[: body["max_tokens"]], "length"
+    if "ABORT" in json.dumps(body.get("messages") or body.get("prompt")):
+        finish = "abort"  # vLLM serve: the engine aborted the request
     prompt_tokens = len(json.dumps(body.get("messages") or body.get("prompt")).split())
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
              "total_tokens": prompt_tokens + len(words)}
@@ -322,6 +324,15 @@ def test_a_refused_request_becomes_a_rejected_row(server, tmp_path):
     assert rejected.height == 2 and set(rejected["reject_reason"]) == {"generation_error"}
     assert "HTTP 400" in rejected["reject_detail"][0]
     assert ctx.metrics["errors"] == 2
+
+
+def test_an_aborted_request_is_a_generation_error_not_a_stop(server, tmp_path):
+    frame = problem_frame(2).with_columns(
+        problem=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("ABORT")).otherwise(pl.col("problem"))
+    )
+    out, _ = run([teacher(server.url)], frame, tmp_path / "cache")
+    assert out["reject_reason"].to_list() == ["generation_error"] * 2 + [None] * 2
+    assert "aborted" in out["reject_detail"][0]
 
 
 def test_api_key_comes_from_the_named_env_var(server, tmp_path, monkeypatch):

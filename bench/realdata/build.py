@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import random
 import re
 import sys
@@ -489,7 +488,7 @@ def qwen_rows(shared: Path, rng: random.Random) -> dict[str, list[dict]]:
     corrections = careful_label_corrections()["qwen25_14b"]
     for r in read_jsonl(shared / "traces" / "math500_qwen25_14b_shortcot.jsonl"):
         idx = int(r["idx"])
-        for k, (text, score) in enumerate(zip(r["code"], r["score"])):
+        for k, (text, score) in enumerate(zip(r["code"], r["score"], strict=True)):
             label = corrections.get(idx, bool(score))
             if not label:
                 continue
@@ -587,7 +586,7 @@ def verify_rows(shared: Path, per_class: int) -> dict[str, list[dict]]:
     for teacher, name in (("qwen25_14b", "math500_qwen25_14b_shortcot"), ("skyt1_27b", "math500_skyt1_27b_longcot")):
         for r in read_jsonl(shared / "traces" / f"{name}.jsonl"):
             idx = int(r["idx"])
-            for k, (text, score) in enumerate(zip(r["code"], r["score"])):
+            for k, (text, score) in enumerate(zip(r["code"], r["score"], strict=True)):
                 outputs.append((teacher, idx, k, text, corrections[teacher].get(idx, bool(score))))
     rows = defaultdict(list)
 
@@ -648,7 +647,7 @@ def verify_rows(shared: Path, per_class: int) -> dict[str, list[dict]]:
             add("units_in_box", t, i, k, ref, replace_last_box(x, answer + unit), y, "a unit inside the box is not part of the number")
         add("text_wrapped_reference", t, i, k, f"\\text{{{ref}}}", x, y, "\\text{} around the reference is typesetting")
     # Multiple choice: MATH-500's lettered problems, every common letter format.
-    for t, i, k, x, y in boxed:
+    for t, i, k, x, _label in boxed:
         ref = math500[i]["answer"]
         letter = re.fullmatch(r"\\text\{\((\w)\)\}", ref.strip())
         if not letter:
@@ -665,7 +664,7 @@ def verify_rows(shared: Path, per_class: int) -> dict[str, list[dict]]:
         add("text_reference_handwritten", "handwritten", -1, -1, reference,
             f"Reading the schedule, the answer is \\boxed{{{answer}}}.", label, "read by hand", "handwritten")
     # Unclosed <think> blocks with no finish_reason, made from closed Sky-T1 reasoning.
-    for t, i, k, x, y in outputs:
+    for t, i, k, x, _label in outputs:
         if "<|end_of_thought|>" in x and "<|begin_of_thought|>" in x:
             reasoning = x.split("<|begin_of_thought|>", 1)[1].split("<|end_of_thought|>", 1)[0]
             cut = reasoning if rng.random() < 0.5 else reasoning[: int(len(reasoning) * rng.uniform(0.5, 0.95))]

@@ -126,9 +126,9 @@ def eval_decontam(split: str, model: str) -> dict:
 
 def trace_frame(rows: list[dict], text: str, reference: str) -> pl.DataFrame:
     """Trace-table rows (the columns verify and the trace filters read)."""
-    from curate.generate.reasoning import split_reasoning
-    from curate.prune.skythought import split_output, estimate_tokens
+    from curate.llm.reasoning import split_reasoning
     from curate.schema import conform
+    from curate.sources.skythought import estimate_tokens, split_output
 
     records = []
     for n, r in enumerate(rows):

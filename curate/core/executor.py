@@ -48,10 +48,13 @@ class LocalExecutor:
                   rows_done: RowsDone) -> pl.DataFrame:
         operator.setup(ctx)
         chunks = plan_chunks(frame.height, chunk_size, ctx.step_dir / "parts")
-        for chunk in chunks:
-            if not chunk.part.exists():
-                write_parquet(operator.apply(frame.slice(chunk.start, chunk.end - chunk.start), ctx), chunk.part)
-            rows_done(chunk.end - chunk.start)
+        try:
+            for chunk in chunks:
+                if not chunk.part.exists():
+                    write_parquet(operator.apply(frame.slice(chunk.start, chunk.end - chunk.start), ctx), chunk.part)
+                rows_done(chunk.end - chunk.start)
+        finally:
+            operator.teardown()  # GPU engines go before the next step (or training) needs the memory
         return assemble(chunks)
 
 

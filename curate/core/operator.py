@@ -93,6 +93,10 @@ class Operator:
         request on `frame`, and a note appended to the plan's heading."""
         raise NotImplementedError
 
+    def teardown(self) -> None:
+        """Free what `setup` loaded (GPU engines above all). Called once the step's last
+        `apply` in this process is over, before the next step or a train section."""
+
 
 class Filter(Operator):
     """An operator that keeps or rejects rows. Subclasses give the reason expression."""

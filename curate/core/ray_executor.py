@@ -43,6 +43,20 @@ class _ChunkWorker:
         return pl.DataFrame(results, schema={"part": pl.String, "rows": pl.Int64, "metrics": pl.String}).to_arrow()
 
 
+def pool_size(needs: dict[str, float], cluster: dict[str, float], chunks: int) -> int:
+    """Actors per step: as many as the cluster can host at once (GPU operators: its GPUs
+    divided by the GPUs one actor needs, not its CPU count), and no more than chunks."""
+    gpus = needs.get("num_gpus", 0)
+    if gpus:
+        fit = int(cluster.get("GPU", 0) // gpus)
+        if fit < 1:
+            raise RuntimeError(f"this step needs {gpus:g} GPU(s) per worker; the Ray cluster has "
+                               f"{cluster.get('GPU', 0):g}")
+    else:
+        fit = int(cluster.get("CPU", 1) // max(needs.get("num_cpus", 1), 1e-9))
+    return max(1, min(chunks, fit))
+
+
 class RayExecutor:
     name = "ray"
 
@@ -75,7 +89,7 @@ class RayExecutor:
             frame.slice(c.start, c.end - c.start).with_columns(pl.lit(str(c.part)).alias(PART_COLUMN)).to_arrow()
             for c in pending
         ]
-        workers = self.workers or max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
+        workers = self.workers or pool_size(operator.resources(), ray.cluster_resources(), len(pending))
         results = ray.data.from_arrow(blocks).map_batches(
             _ChunkWorker,
             fn_constructor_kwargs={

@@ -69,9 +69,9 @@ class Generate(Operator):
         return columns
 
     def resources(self) -> dict[str, float]:
-        """One Ray actor holds every teacher's engine: it needs the GPUs of the largest
-        vLLM teacher (its tensor-parallel size), or one GPU for a transformers teacher
-        placed on CUDA."""
+        """One Ray actor holds every teacher's engine, one vLLM engine at a time: it needs
+        the GPUs of the largest vLLM teacher (its tensor-parallel size), or one GPU for a
+        transformers teacher placed on CUDA."""
         gpus = 0
         for teacher in self.config.teachers:
             options = teacher.backend_options()
@@ -88,6 +88,10 @@ class Generate(Operator):
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         return self.engine.generate(frame, ctx)
+
+    def teardown(self) -> None:
+        if hasattr(self, "engine"):
+            self.engine.teardown()
 
 
 class AdaptiveGenerateConfig(GenerateConfig):
@@ -159,6 +163,10 @@ class AdaptiveGenerate(Operator):
         self.engine = Engine(self.config.teachers)
         self.engine.setup(ctx)
         self.checker = AnswerChecker(self.config.verify)
+
+    def teardown(self) -> None:
+        if hasattr(self, "engine"):
+            self.engine.teardown()
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         problems = frame.unique("problem_id", keep="first", maintain_order=True)

@@ -65,12 +65,19 @@ class PromptConfig(_Strict):
 
 
 class SamplingConfig(_Strict):
-    temperature: float = Field(0.7, ge=0, description="0 = greedy.")
+    temperature: float = Field(0.7, ge=0, le=2, description="0 = greedy (then n must be 1); at most 2.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_tokens: int = Field(1024, ge=1, description="Most new tokens per completion.")
     n: int = Field(1, ge=1, description="Samples per problem.")
     seed: int = Field(0, description="Base seed; sample i uses a seed derived from (seed, i).")
     stop: list[str] = Field(default_factory=list, description="Stop strings (cut from the output).")
+
+    @model_validator(mode="after")
+    def _greedy_is_one_sample(self) -> SamplingConfig:
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError(f"temperature 0 (greedy) gives {self.n} identical samples: "
+                             "sampling.n must be 1, or the temperature above 0 (e.g. 0.6)")
+        return self
 
 
 class ReasoningConfig(_Strict):
@@ -165,6 +172,13 @@ class TeacherConfig(_Strict):
     def _check_options(self) -> TeacherConfig:
         # Validated here so a typo in an option fails when the recipe loads.
         self.options = BACKEND_OPTIONS[self.backend].model_validate(self.options).model_dump()
+        context = {"vllm": ("max_model_len", self.options.get("max_model_len")),
+                   "llama_cpp": ("n_ctx", self.options.get("n_ctx"))}.get(self.backend)
+        if context and context[1] and self.sampling.max_tokens >= context[1]:
+            raise ValueError(
+                f"teacher {self.name!r}: sampling.max_tokens={self.sampling.max_tokens} leaves no room for the "
+                f"prompt in options.{context[0]}={context[1]} (the context holds prompt + completion); "
+                f"lower max_tokens or raise {context[0]}")
         return self
 
     def backend_options(self) -> Any:

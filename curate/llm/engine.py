@@ -167,6 +167,11 @@ class Engine:
             self.backends[teacher.name] = backend
         self.spend = {teacher.name: _Spend() for teacher in self.teachers}
 
+    def teardown(self) -> None:
+        """Release every teacher's engine (and its GPU memory) once the step is over."""
+        for backend in getattr(self, "backends", {}).values():
+            backend.close()
+
     def generate(self, frame: pl.DataFrame, ctx: StepContext,
                  sample_indices: dict[str, list[list[int]]] | None = None) -> pl.DataFrame:
         """Trace rows for `frame`: each teacher's n samples per problem, or, where
@@ -178,7 +183,11 @@ class Engine:
         total = sum(len(samples) for plan in plans.values() for samples in plan)
         progress = _Progress(ctx, frame.height, total)
         problem_ids = frame["problem_id"].to_list()
-        parts = [self._run_teacher(t, plans[t.name], problem_ids, ctx, progress) for t in self.teachers]
+        # A teacher whose model is loaded goes first: with one vLLM engine alive at a time,
+        # chunk after chunk alternates A,B / B,A and loads one engine per chunk, not two.
+        order = sorted(self.teachers, key=lambda t: not self.backends[t.name].is_loaded())
+        done = {t.name: self._run_teacher(t, plans[t.name], problem_ids, ctx, progress) for t in order}
+        parts = [done[t.name] for t in self.teachers]
         progress.close()
         traces = pl.concat(parts, how="vertical")
         problems = frame.with_row_index("_row").drop([c for c in TRACE_ONLY if c in frame.columns])

@@ -79,9 +79,13 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool | None = Field(
         None, description="Recompute activations to save memory; null = on with CUDA, off on CPU."
     )
-    bf16: bool | None = Field(None, description="bfloat16 mixed precision; null = on where CUDA supports it, off on CPU.")
+    bf16: bool | None = Field(
+        None, description="bfloat16 mixed precision; null = on GPUs that support it natively (compute capability "
+        "8.0+), fp16 mixed precision on older GPUs (V100, T4), off on CPU; false = fp32."
+    )
     attn_implementation: str | None = Field(
-        None, description="Attention kernel ('sdpa', 'flash_attention_2', 'eager'); null = transformers' choice."
+        None, description="Attention kernel ('sdpa', 'flash_attention_2', 'eager'); null = transformers' choice, "
+        "or flash_attention_2 when packing on a GPU with flash-attn installed."
     )
     lora: LoraSettings | None = Field(None, description="Train LoRA/QLoRA adapters instead of the full model.")
     seed: int = Field(0, description="Seed for data order, dropout and adapter initialisation.")

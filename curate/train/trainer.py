@@ -9,6 +9,7 @@ Run under `accelerate launch` (or torchrun) for several GPUs; Trainer handles th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,8 @@ from curate.core.io import write_json
 from curate.train.config import TrainConfig
 from curate.train.data import DatasetError, read_conversations
 from curate.train.student import resolve_student
+
+log = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
 RESULT_FILE = "train.json"
@@ -129,14 +132,14 @@ def prepare(config: TrainConfig) -> PreparedRun:
     dataset = Dataset.from_polars(conversations.select("prompt", "completion"))
 
     use_cuda = torch.cuda.is_available()
-    bf16 = config.bf16 if config.bf16 is not None else use_cuda and torch.cuda.is_bf16_supported()
-    model = AutoModelForCausalLM.from_pretrained(student, **_model_kwargs(config, bf16))
+    precision = choose_precision(config.bf16, use_cuda)
+    model = AutoModelForCausalLM.from_pretrained(student, **_model_kwargs(config, precision))
     learning_rate = config.learning_rate or default_learning_rate(
-        sum(p.numel() for p in model.parameters()), lora=config.lora is not None
+        parameter_count(model), lora=config.lora is not None
     )
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(config, learning_rate=learning_rate, bf16=bf16, use_cuda=use_cuda),
+        args=sft_config(config, learning_rate=learning_rate, precision=precision, use_cuda=use_cuda),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=_lora_config(config),
@@ -144,10 +147,43 @@ def prepare(config: TrainConfig) -> PreparedRun:
     return PreparedRun(trainer, student, examples, examples - conversations.height)
 
 
-def sft_config(config: TrainConfig, learning_rate: float, bf16: bool, use_cuda: bool):
+def choose_precision(bf16: bool | None, use_cuda: bool) -> str:
+    """'bf16', 'fp16' or 'fp32'. Automatic (bf16 None): bf16 on GPUs that compute in it
+    natively (compute capability 8.0+: A100, H100, RTX 30xx+), fp16 mixed precision on
+    older ones (V100, T4 only emulate bf16, several times slower), fp32 on CPU."""
+    if bf16 is not None:
+        return "bf16" if bf16 else "fp32"
+    if not use_cuda:
+        return "fp32"
+    import torch
+
+    major, _ = torch.cuda.get_device_capability()
+    return "bf16" if major >= 8 else "fp16"
+
+
+def parameter_count(model) -> int:
+    """Parameters of the student as trained, counting 4-bit weights (bitsandbytes packs two
+    per byte of storage, so `numel()` halves them) at their real number."""
+    total = 0
+    for parameter in model.parameters():
+        if type(parameter).__name__ == "Params4bit":
+            total += parameter.numel() * 2 * parameter.element_size()  # uint8 storage: 2 per byte
+        else:
+            total += parameter.numel()
+    return total
+
+
+def sft_config(config: TrainConfig, learning_rate: float, precision: str, use_cuda: bool):
+    import dataclasses
+
     from trl import SFTConfig
 
     checkpointing = config.gradient_checkpointing
+    checkpointing = use_cuda if checkpointing is None else checkpointing
+    # `activation_checkpointing` from transformers 5.23; vLLM pins older ones, which call it
+    # `gradient_checkpointing` (an alias, deprecated, on 5.23+).
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    checkpoint_field = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return SFTConfig(
         output_dir=str(config.output_dir),
         max_length=config.max_length,
@@ -155,14 +191,15 @@ def sft_config(config: TrainConfig, learning_rate: float, bf16: bool, use_cuda: 
         completion_only_loss=config.loss_on == "assistant",
         learning_rate=learning_rate,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a value below 1 is a share of the steps
+        warmup_steps=config.warmup_ratio,  # a value below 1 is a share of the steps (transformers 5)
         weight_decay=config.weight_decay,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accumulation,
-        activation_checkpointing=use_cuda if checkpointing is None else checkpointing,
-        bf16=bf16,
+        **{checkpoint_field: checkpointing},
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=not use_cuda,
         seed=config.seed,
         data_seed=config.seed,
@@ -175,22 +212,55 @@ def sft_config(config: TrainConfig, learning_rate: float, bf16: bool, use_cuda: 
     )
 
 
-def _model_kwargs(config: TrainConfig, bf16: bool) -> dict:
+def _attention(config: TrainConfig, use_cuda: bool) -> str | None:
+    """The attention kernel: the configured one; for packing on a GPU, flash attention when
+    installed (packed sequences are kept apart only by kernels that read position_ids)."""
+    if config.attn_implementation or not (config.packing and use_cuda):
+        return config.attn_implementation
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    log.warning("packing without flash attention (pip install flash-attn): packed examples may attend "
+                "to each other; set attn_implementation, or packing: false")
+    return None
+
+
+def _model_kwargs(config: TrainConfig, precision: str) -> dict:
     import torch
 
-    kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32, "trust_remote_code": config.trust_remote_code}
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
+    use_cuda = torch.cuda.is_available()
+    # fp16 mixed precision keeps fp32 master weights (the GradScaler refuses fp16 ones).
+    kwargs = {"dtype": torch.bfloat16 if precision == "bf16" else torch.float32,
+              "trust_remote_code": config.trust_remote_code}
+    attention = _attention(config, use_cuda)
+    if attention:
+        kwargs["attn_implementation"] = attention
     if config.lora and config.lora.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        if not torch.cuda.is_available():
+        if not use_cuda:
             raise ValueError("lora.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+            bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
         )
+        # Each rank (accelerate launch / torchrun) puts its copy on its own GPU; without a
+        # device_map every rank would load onto GPU 0 and accelerate refuses to train it.
+        kwargs["device_map"] = {"": local_device_index()}
     return kwargs
+
+
+def local_device_index() -> int:
+    """This process's GPU under accelerate/torchrun (LOCAL_RANK), 0 when run alone."""
+    import os
+
+    try:
+        from accelerate import PartialState
+
+        return int(PartialState().local_process_index)
+    except Exception:  # noqa: BLE001 - accelerate absent or not initialisable: the launcher's variable
+        return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def _lora_config(config: TrainConfig):

@@ -63,8 +63,16 @@ class Backend:
     def check(self) -> None:
         raise NotImplementedError
 
+    # True: this backend's engine must be alone on the GPU (vLLM reserves a share of the
+    # whole card), so loading it releases every other GPU engine in the process first.
+    gpu_exclusive = False
+
     def load(self) -> None:
         """Load the model now (idempotent); `generate` calls it when needed."""
+
+    def is_loaded(self) -> bool:
+        """Whether the model is in memory now (the operator runs loaded teachers first)."""
+        return False
 
     def generate(self, requests: list[Request], sink: Sink) -> None:
         raise NotImplementedError
@@ -74,7 +82,48 @@ class Backend:
         return None
 
     def close(self) -> None:
-        """Free the model / connections."""
+        """Free the model / connections (GPU memory included); `load` may follow again."""
+
+
+# The backends holding a model on a GPU in this process, in loading order.
+_gpu_holders: list[Backend] = []
+
+
+def claim_gpu(backend: Backend) -> None:
+    """Call before loading `backend`'s model onto a GPU: closes the engines it cannot share
+    the GPU with (every other one when either side is exclusive), so at most one vLLM
+    engine, or one vLLM engine and nothing else, is alive at a time."""
+    for holder in list(_gpu_holders):
+        if holder is not backend and (backend.gpu_exclusive or holder.gpu_exclusive):
+            holder.close()  # calls release_gpu(holder)
+            if holder in _gpu_holders:
+                _gpu_holders.remove(holder)
+    if backend not in _gpu_holders:
+        _gpu_holders.append(backend)
+
+
+def release_gpu(backend: Backend) -> None:
+    if backend in _gpu_holders:
+        _gpu_holders.remove(backend)
+
+
+def free_accelerator_memory(distributed: bool = False) -> None:
+    """Give freed GPU memory back: garbage-collect, tear vLLM's process groups down
+    (`distributed`), empty torch's CUDA cache. Cheap and safe without a GPU."""
+    import gc
+    import sys
+
+    if distributed and "vllm" in sys.modules:
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except Exception:  # noqa: BLE001 - older/newer vLLM without it: gc + empty_cache below
+            pass
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def seed_for(seed: int, sample_index: int) -> int:

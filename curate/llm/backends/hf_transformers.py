@@ -14,7 +14,10 @@ from curate.llm.backends.base import (
     GenerationError,
     Request,
     Sink,
+    claim_gpu,
+    free_accelerator_memory,
     local_model_path,
+    release_gpu,
 )
 from curate.models.bundled import resolve_model
 from curate.models.gguf import converted_gguf_dir
@@ -64,6 +67,8 @@ class TransformersBackend(Backend):
         self.tokenizer = self._load_tokenizer()
         device = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = "auto" if options.dtype == "auto" else getattr(torch, options.dtype)
+        if device.startswith("cuda"):
+            claim_gpu(self)  # a vLLM engine on the GPU is released first
         try:
             self.model = AutoModelForCausalLM.from_pretrained(
                 self._model_source(), dtype=dtype, trust_remote_code=options.trust_remote_code
@@ -150,8 +155,16 @@ class TransformersBackend(Backend):
             return []
         return [len(ids) for ids in self._load_tokenizer()(texts, add_special_tokens=False)["input_ids"]]
 
+    def is_loaded(self) -> bool:
+        return getattr(self, "_loaded", False)
+
     def close(self) -> None:
-        self.__dict__.pop("model", None)
+        model = self.__dict__.pop("model", None)
+        self._loaded = False
+        release_gpu(self)
+        if model is not None and str(getattr(self, "device", "cpu")).startswith("cuda"):
+            del model
+            free_accelerator_memory()
 
 
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

@@ -162,7 +162,11 @@ class OpenAIBackend(Backend):
                 problem = f"{type(error).__name__}: {error}"
             else:
                 if response.status_code == 200:
-                    completion = parse_response(response.json(), chat=path.startswith("chat"))
+                    data = response.json()
+                    if (data.get("choices") or [{}])[0].get("finish_reason") == "abort":
+                        sink.failed(request, "the server aborted the request")  # not a completion to cache
+                        return
+                    completion = parse_response(data, chat=path.startswith("chat"))
                     if self._token_limit:
                         self._token_limit.refund(estimate - completion.prompt_tokens - completion.completion_tokens)
                     sink.done([(request, completion)])

@@ -1,14 +1,27 @@
 """Offline vLLM: a whole chunk goes to one `LLM.chat` / `LLM.generate` call.
 
 One call per chunk lets vLLM's scheduler keep the GPU full (small synchronous batches
-leave it idle between them). The samples of one prompt are a single request with
-`SamplingParams(n=...)`, so the prompt is prefilled once. Written against vLLM's
-documented offline API (`vllm.LLM`, `SamplingParams`, `RequestOutput.outputs`).
-The chunk's results are cached when the call returns: a crash inside a call loses
-that chunk only, so the step's `chunk_size` bounds what a crash can cost.
+leave it idle between them). Every sample is its own request (`n=1`) with its own seed,
+`seed_for(seed, sample_index)`: the seed recorded in `generation_params` and in the cache
+key is the one that made the text, whichever samples were missing. The samples of one
+prompt still share its prefill through vLLM's prefix cache.
+
+Sampling starts from the model's own defaults (its generation_config: top_k, min_p,
+repetition_penalty...), as `vllm serve` does for the openai backend, and the teacher's
+temperature, top_p, max_tokens and stop override them.
+
+At most one engine lives in the process (`base.claim_gpu`): loading a teacher releases
+the engine of the one before (its engine-core process is shut down and the GPU memory
+freed), and `close()` releases it for good, before a recipe's `train:` section.
+
+A prompt longer than the context is rejected per row (`generation_error`), not for the
+whole chunk. The chunk's results are cached when the call returns: a crash inside a call
+loses that chunk only, so the step's `chunk_size` bounds what a crash can cost.
 """
 
 from __future__ import annotations
+
+import logging
 
 from curate.llm.backends.base import (
     Backend,
@@ -16,12 +29,22 @@ from curate.llm.backends.base import (
     GenerationError,
     Request,
     Sink,
+    claim_gpu,
+    free_accelerator_memory,
     local_model_path,
+    release_gpu,
 )
 from curate.models.bundled import resolve_model
 
+log = logging.getLogger(__name__)
+
+# Sampling fields a model's generation_config may set that the teacher's sampling does not.
+MODEL_DEFAULT_KEYS = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+
 
 class VLLMBackend(Backend):
+    gpu_exclusive = True  # vLLM takes gpu_memory_utilization of the whole card
+
     def check(self) -> None:
         import importlib.util
 
@@ -32,11 +55,15 @@ class VLLMBackend(Backend):
         self._llm = None
         self._tokenizer = None
 
+    def is_loaded(self) -> bool:
+        return getattr(self, "_llm", None) is not None
+
     def load(self):
         if self._llm is not None:
             return self._llm
         from vllm import LLM
 
+        claim_gpu(self)  # releases any other engine first: never two on one GPU
         options = self.options
         engine_args = {"max_model_len": options.max_model_len} if options.max_model_len else {}
         self._llm = LLM(
@@ -51,37 +78,96 @@ class VLLMBackend(Backend):
         )
         return self._llm
 
+    def _max_model_len(self, llm) -> int | None:
+        for holder in (llm, getattr(llm, "llm_engine", None)):
+            config = getattr(holder, "model_config", None)
+            if config is not None and getattr(config, "max_model_len", None):
+                return int(config.max_model_len)
+        return self.options.max_model_len
+
+    def _sampling_params(self, llm, request: Request):
+        """The model's generation defaults, overridden by the teacher's sampling; n=1."""
+        from vllm import SamplingParams
+
+        sampling = self.teacher.sampling
+        fields = {"n": 1, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                  "max_tokens": sampling.max_tokens, "stop": sampling.stop or None, "seed": request.seed}
+        defaults = self._model_defaults(llm)
+        return SamplingParams(**{**defaults, **fields})
+
+    def _model_defaults(self, llm) -> dict:
+        """What the model's generation_config sets beyond temperature/top_p/max_tokens
+        (vLLM's `get_diff_sampling_param`, the same defaults `vllm serve` applies)."""
+        if getattr(self, "_defaults", None) is None:
+            config = getattr(llm, "model_config", None) or getattr(getattr(llm, "llm_engine", None), "model_config", None)
+            diff = getattr(config, "get_diff_sampling_param", None)
+            found = diff() if callable(diff) else {}
+            self._defaults = {k: v for k, v in (found or {}).items() if k in MODEL_DEFAULT_KEYS and v is not None}
+            if self._defaults:
+                log.info("teacher %r: the model's generation defaults %s", self.teacher.name, self._defaults)
+        return self._defaults
+
+    def _prompt_lengths(self, llm, requests: list[Request]) -> list[int] | None:
+        """Prompt tokens per request as vLLM will see them (None when no tokenizer is at hand)."""
+        try:
+            tokenizer = llm.get_tokenizer()
+            if self.teacher.prompt.kind == "chat":
+                kwargs = self.options.chat_template_kwargs or {}
+                return [len(tokenizer.apply_chat_template(r.prompt, add_generation_prompt=True, tokenize=True,
+                                                          return_dict=False, **kwargs)) for r in requests]
+            return [len(tokenizer.encode(r.prompt)) for r in requests]
+        except Exception as error:  # noqa: BLE001 - no usable tokenizer: vLLM's own check decides
+            log.info("teacher %r: prompt lengths not checked ahead (%s)", self.teacher.name, error)
+            return None
+
     def generate(self, requests: list[Request], sink: Sink) -> None:
         if not requests or sink.stopped():
             return
-        from vllm import SamplingParams
-
         llm = self.load()
-        sampling = self.teacher.sampling
-        # Samples of one prompt travel together; the group's seed is its first sample's.
-        groups: dict[str, list[Request]] = {}
-        for request in requests:
-            groups.setdefault(request.text, []).append(request)
-        members = list(groups.values())
-        params = [
-            SamplingParams(
-                n=len(group), temperature=sampling.temperature, top_p=sampling.top_p,
-                max_tokens=sampling.max_tokens, stop=sampling.stop or None, seed=group[0].seed,
-            )
-            for group in members
-        ]
-        prompts = [group[0].prompt for group in members]
-        if self.teacher.prompt.kind == "chat":
-            outputs = llm.chat(prompts, sampling_params=params, use_tqdm=False,
-                               chat_template_kwargs=self.options.chat_template_kwargs or None)
-        else:
-            outputs = llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        limit = self._max_model_len(llm)
+        if limit and self.teacher.sampling.max_tokens >= limit:
+            raise GenerationError(
+                f"teacher {self.teacher.name!r}: sampling.max_tokens={self.teacher.sampling.max_tokens} does not fit "
+                f"the model's context of {limit} tokens (prompt + completion); lower max_tokens")
+        lengths = self._prompt_lengths(llm, requests) if limit else None
+        fitting = []
+        for position, request in enumerate(requests):
+            if lengths is not None and lengths[position] >= limit:
+                sink.failed(request, f"prompt of {lengths[position]} tokens does not fit max_model_len={limit}")
+            else:
+                fitting.append(request)
+        self._run(llm, fitting, sink)
+
+    def _run(self, llm, requests: list[Request], sink: Sink) -> None:
+        """One engine call for `requests`; a request vLLM refuses (ValueError) is found by
+        halving, so it fails alone and the rest still run in large calls."""
+        if not requests:
+            return
+        params = [self._sampling_params(llm, r) for r in requests]
+        prompts = [r.prompt for r in requests]
+        try:
+            if self.teacher.prompt.kind == "chat":
+                outputs = llm.chat(prompts, sampling_params=params, use_tqdm=False,
+                                   chat_template_kwargs=self.options.chat_template_kwargs or None)
+            else:
+                outputs = llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        except ValueError as error:  # input validation: nothing ran
+            if len(requests) == 1:
+                sink.failed(requests[0], f"vLLM refused the request: {error}")
+                return
+            middle = len(requests) // 2
+            self._run(llm, requests[:middle], sink)
+            self._run(llm, requests[middle:], sink)
+            return
         results = []
-        for group, output in zip(members, outputs, strict=True):
+        for request, output in zip(requests, outputs, strict=True):
+            sample = output.outputs[0]
+            if sample.finish_reason == "abort":  # never finished: not a completion to cache
+                sink.failed(request, "vLLM aborted the request")
+                continue
+            finish = "length" if sample.finish_reason == "length" else "stop"
             prompt_tokens = len(output.prompt_token_ids or [])
-            for request, sample in zip(group, output.outputs, strict=True):
-                finish = "length" if sample.finish_reason == "length" else "stop"
-                results.append((request, Completion(sample.text, finish, prompt_tokens, len(sample.token_ids))))
+            results.append((request, Completion(sample.text, finish, prompt_tokens, len(sample.token_ids))))
         sink.done(results)
 
     def count_tokens(self, texts: list[str]) -> list[int] | None:
@@ -94,5 +180,24 @@ class VLLMBackend(Backend):
         return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def close(self) -> None:
-        self._llm = None
+        """Shut the engine down and give its GPU memory back (dropping the reference is
+        not enough: the engine-core process holds the memory until it is shut down)."""
+        llm, self._llm = getattr(self, "_llm", None), None
+        self._defaults = None
+        release_gpu(self)
+        if llm is None:
+            return
+        shutdown_engine(llm)
+        del llm
+        free_accelerator_memory(distributed=True)
 
+
+def shutdown_engine(llm) -> None:
+    """Stop a `vllm.LLM`'s engine core (its process, under V1), whatever the vLLM version."""
+    shutdown = getattr(llm, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+        return
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and callable(getattr(core, "shutdown", None)):
+        core.shutdown()
