@@ -221,8 +221,9 @@ def generation(student: Path, work: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.bfloat16 if _cuda() else torch.float32).to(device)
     model.eval()
     # warm-up of both paths (CUDA context, kernels) outside the measurements
-    _, _, backend = curate_generation(student, work, questions[:batch], 8, batch, seed=1000)
-    raw_generation(model, tokenizer, questions[:batch], 8, batch, seed=1000)
+    # Same max_tokens as the measured runs: the loaded backend is reused and keeps its teacher's sampling.
+    _, _, backend = curate_generation(student, work, questions[:batch], max_tokens, batch, seed=1000)
+    raw_generation(model, tokenizer, questions[:batch], max_tokens, batch, seed=1000)
     runs = []
     for repeat in range(repeats):
         order = ("curate", "raw") if repeat % 2 == 0 else ("raw", "curate")
@@ -232,6 +233,11 @@ def generation(student: Path, work: Path) -> dict:
             else:
                 speed, tokens = raw_generation(model, tokenizer, questions, max_tokens, batch, repeat)
             runs.append({"path": path, "repeat": repeat, "tokens_per_s": round(speed, 1), "new_tokens": tokens})
+    # Equal work or no figure: both paths must have generated about as many tokens.
+    curate_tokens = sum(r["new_tokens"] for r in runs if r["path"] == "curate")
+    raw_tokens = sum(r["new_tokens"] for r in runs if r["path"] == "raw")
+    if not 0.9 <= curate_tokens / max(raw_tokens, 1) <= 1.1:
+        raise RuntimeError(f"unequal work: curate generated {curate_tokens} tokens, raw {raw_tokens}")
     curate_speeds = [r["tokens_per_s"] for r in runs if r["path"] == "curate"]
     raw_speeds = [r["tokens_per_s"] for r in runs if r["path"] == "raw"]
     median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
