@@ -29,7 +29,7 @@ class DropShortProblems(Filter):
     reads = ("problem",)
     reject_reasons = ("too_short_problem",)
 
-    def reason(self) -> pl.Expr:
+    def rejects(self, measures) -> pl.Expr:
         return pl.when(pl.col("problem").str.len_chars() < self.config.min_chars).then(pl.lit("too_short_problem"))
 '''
 

@@ -41,7 +41,9 @@ steps:
 
 
 def cli(*args, cache, **kwargs):
-    env = {**os.environ, "CURATE_CACHE_DIR": str(cache), "PYTHONPATH": str(SUPPORT), "COLUMNS": "200",
+    # The caller's PYTHONPATH too, so a checkout run with PYTHONPATH=$PWD tests its own curate.
+    python_path = os.pathsep.join([str(SUPPORT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "CURATE_CACHE_DIR": str(cache), "PYTHONPATH": python_path, "COLUMNS": "200",
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     return subprocess.Popen([sys.executable, str(SUPPORT / "run_cli.py"), *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)

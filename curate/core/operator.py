@@ -19,6 +19,8 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from curate.schema import completion_tokens
+
 
 class OperatorConfig(BaseModel):
     """Base of every operator config: unknown fields are errors, not silently ignored."""
@@ -98,17 +100,69 @@ class Operator:
         `apply` in this process is over, before the next step or a train section."""
 
 
+# Measures live in hidden columns with this prefix while a filter marks a frame.
+_MEASURE_PREFIX = "__measure_"
+
+
 class Filter(Operator):
-    """An operator that keeps or rejects rows. Subclasses give the reason expression."""
+    """An operator that keeps or rejects rows, the one way to write a filter.
+
+    A row filter gives its measures (`evidence`) and a reason expression over them
+    (`rejects`); a filter that must see the whole frame (clustering, sampling, ranking)
+    overrides `mark` instead. Either way this base counts what was rejected (`rejected`,
+    and `tokens_removed` when the frame has token columns), so every filter's metrics mean
+    the same thing. A filter that declares `reject_detail` in `adds` gets, for each
+    rejected row, its measures as JSON there.
+    """
 
     adds = ("reject_reason",)
 
-    def reason(self) -> pl.Expr:
-        """A string expression: the rejection reason, or null to keep the row."""
+    def evidence(self) -> dict[str, pl.Expr]:
+        """Measures worth showing in `reject_detail`, by name."""
+        return {}
+
+    def rejects(self, measures: dict[str, pl.Expr]) -> pl.Expr:
+        """A string expression: the rejection reason, or null to keep the row. `measures`
+        holds the evidence as columns (see `measure_column`)."""
         raise NotImplementedError
 
+    @staticmethod
+    def measure_column(name: str) -> str:
+        """The hidden column that holds measure `name` during `mark`, `refine` and `count_extra`
+        (measures may share a name with a real column, e.g. `finish_reason`)."""
+        return f"{_MEASURE_PREFIX}{name}"
+
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        """The frame with `reject_reason` set (and `reject_detail`, when declared). Row
+        filters keep this default; global filters override it and fill both themselves."""
+        evidence = self.evidence()
+        hidden = {name: self.measure_column(name) for name in evidence}
+        measured = frame.with_columns(**{hidden[name]: expr for name, expr in evidence.items()})
+        reason = self.rejects({name: pl.col(hidden[name]) for name in evidence}).cast(pl.String)
+        marked = self.refine(measured.with_columns(reject_reason=reason))
+        if "reject_detail" not in self.adds:
+            return marked
+        detail = (
+            pl.struct(**{name: pl.col(hidden[name]) for name in evidence}).struct.json_encode()
+            if evidence else pl.lit(None, pl.String)
+        )
+        return marked.with_columns(reject_detail=pl.when(pl.col("reject_reason").is_not_null()).then(detail))
+
+    def refine(self, marked: pl.DataFrame) -> pl.DataFrame:
+        """Hook for rules that need a per-row check (outside polars) on the marked rows."""
+        return marked
+
+    def count_extra(self, marked: pl.DataFrame, ctx: StepContext) -> None:
+        """Hook for filters with audit metrics beyond rows and tokens (measures still present)."""
+
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
-        return frame.with_columns(reject_reason=self.reason().cast(pl.String))
+        marked = self.mark(frame, ctx)
+        rejected = marked.filter(pl.col("reject_reason").is_not_null())
+        ctx.count("rejected", rejected.height)
+        if {"reasoning_tokens", "answer_tokens"} <= set(marked.columns):
+            ctx.count("tokens_removed", int(rejected.select(completion_tokens().sum()).item() or 0))
+        self.count_extra(marked, ctx)
+        return marked.drop([c for c in marked.columns if c.startswith(_MEASURE_PREFIX)])
 
 
 def split_rejections(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

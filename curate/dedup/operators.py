@@ -90,7 +90,7 @@ class ExactDedup(Filter):
     def input_columns(self) -> set[str]:
         return {self.config.column, self.config.id_column} | policy_columns(self.config.keep)
 
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
         unit_frame = units(frame, config.column, config.id_column, config.keep, key)
@@ -152,7 +152,7 @@ class SemanticDedup(Filter):
         config = self.config
         self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
 
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
         unit_frame = units(frame, config.column, config.id_column, config.keep, key)
@@ -252,7 +252,7 @@ class TraceDedup(Filter):
         if config.method == "embedding":
             self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
 
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         key, frame = unit_key(frame, config.id_column, "row"), keyed(frame)
         unit_frame = units(frame, config.column, config.id_column, config.keep, key, carry=(config.group_column,))
@@ -376,7 +376,7 @@ class Decontaminate(Filter):
             self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
             self.eval_vectors = self.embedder.embed(self.evals["eval_problem"].to_list())
 
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
         unit_frame = units(frame, config.column, config.id_column, "first", key)

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from curate.answers.extract import stated_answer
 from curate.answers.normalise import normalise_answer
-from curate.core.operator import Filter, OperatorConfig, StepContext, register
+from curate.core.operator import Filter, OperatorConfig, register
 from curate.prune import text as T
 
 DEFAULT_HESITATION_MARKERS = [
@@ -23,42 +23,10 @@ DEFAULT_HESITATION_MARKERS = [
 
 class TraceFilter(Filter):
     """A filter that measures something per trace, rejects above/below a threshold and
-    records the measures as evidence. It also counts the tokens it removes."""
+    records the measures as evidence (the base counts the rows and tokens it removes)."""
 
     reads = ("reasoning_tokens", "answer_tokens")
     adds = ("reject_reason", "reject_detail")
-
-    def evidence(self) -> dict[str, pl.Expr]:
-        """Measures worth showing in `reject_detail`, by name."""
-        return {}
-
-    def rejects(self, measures: dict[str, pl.Expr]) -> pl.Expr:
-        """Reason string (or null) given the measures as columns."""
-        raise NotImplementedError
-
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
-        evidence = self.evidence()
-        hidden = {name: f"__prune_{name}" for name in evidence}
-        measured = frame.with_columns(**{hidden[name]: expr for name, expr in evidence.items()})
-        reason = self.rejects({name: pl.col(hidden[name]) for name in evidence}).cast(pl.String)
-        result = self.refine(measured.with_columns(reject_reason=reason))
-        detail = (
-            pl.struct(**{name: pl.col(hidden[name]) for name in evidence}).struct.json_encode()
-            if evidence else pl.lit(None, pl.String)
-        )
-        result = result.with_columns(reject_detail=pl.when(pl.col("reject_reason").is_not_null()).then(detail))
-        rejected = result.filter(pl.col("reject_reason").is_not_null())
-        ctx.count("rejected", rejected.height)
-        ctx.count("tokens_removed", int(rejected.select(T.completion_tokens().sum()).item() or 0))
-        self.count_extra(result, ctx)
-        return result.drop(list(hidden.values()))
-
-    def refine(self, marked: pl.DataFrame) -> pl.DataFrame:
-        """Hook for rules that need a per-row check (outside polars) on the marked rows."""
-        return marked
-
-    def count_extra(self, measured: pl.DataFrame, ctx: StepContext) -> None:
-        """Hook for filters with audit metrics beyond rows and tokens."""
 
 
 class TextConfig(OperatorConfig):
@@ -265,8 +233,8 @@ class HesitationFilter(TraceFilter):
 
     def count_extra(self, measured, ctx):
         counts = measured.select(
-            before=pl.col("__prune_hesitations").sum(),
-            after=pl.col("__prune_hesitations").filter(pl.col("reject_reason").is_null()).sum(),
+            before=pl.col(self.measure_column("hesitations")).sum(),
+            after=pl.col(self.measure_column("hesitations")).filter(pl.col("reject_reason").is_null()).sum(),
         ).row(0, named=True)
         ctx.count("hesitations_before", int(counts["before"] or 0))
         ctx.count("hesitations_after", int(counts["after"] or 0))
@@ -307,7 +275,8 @@ class AnswerConsistencyFilter(TraceFilter):
 
     def refine(self, marked):
         candidates = marked.with_row_index("__row").filter(pl.col("reject_reason").is_not_null())
-        rows = candidates.select("__row", "__prune_reasoning_result", "__prune_final_answer").rows()
+        measured = (self.measure_column("reasoning_result"), self.measure_column("final_answer"))
+        rows = candidates.select("__row", *measured).rows()
         confirmed, undecided = [], []
         for row, stated, final in rows:
             numbers = (_as_number(stated), _as_number(final))

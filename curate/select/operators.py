@@ -42,7 +42,7 @@ class Sample(Filter):
     def input_columns(self) -> set[str]:
         return {self.config.by}
 
-    def apply(self, frame: pl.DataFrame, ctx) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         key = pl.col(config.by).cast(pl.String)
         groups = frame.select(key.unique()).to_series()
@@ -77,7 +77,10 @@ class SelectDifficulty(Filter):
     reads = ("pass_rate", "band", "n_samples")
     adds = ("reject_reason", "reject_detail")
 
-    def reason(self) -> pl.Expr:
+    def evidence(self) -> dict[str, pl.Expr]:
+        return {"band": pl.col("band"), "pass_rate": pl.col("pass_rate"), "n_samples": pl.col("n_samples")}
+
+    def rejects(self, measures: dict[str, pl.Expr]) -> pl.Expr:
         config = self.config
         pass_rate = pl.col("pass_rate")
         checks = [
@@ -95,15 +98,11 @@ class SelectDifficulty(Filter):
             expression = expression.when(condition).then(reason)
         return expression.otherwise(pl.lit(None, pl.String))
 
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         missing = {"pass_rate", "band", "n_samples"} - set(frame.columns)
         if missing:
             raise ValueError(f"select_difficulty needs the grade columns {sorted(missing)}: run `grade` first")
-        reason = self.reason()
-        detail = pl.struct("band", "pass_rate", "n_samples").struct.json_encode()
-        return frame.with_columns(
-            reject_reason=reason, reject_detail=pl.when(reason.is_not_null()).then(detail)
-        )
+        return super().mark(frame, ctx)
 
 
 _ROW, _TOKENS = "__select_row", "__select_tokens"
@@ -141,7 +140,7 @@ class SelectTraces(Filter):
             columns.add("completion")
         return columns
 
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         if config.correct_column not in frame.columns:
             raise ValueError(
@@ -157,15 +156,11 @@ class SelectTraces(Filter):
             "all_correct": lambda: candidates[_ROW],
             "diverse": lambda: self._diverse(candidates),
         }[config.policy]()
-        result = frame.with_columns(
+        return frame.with_columns(
             reject_reason=pl.when(correct.is_null()).then(pl.lit("unverified"))
             .when(~correct).then(pl.lit("incorrect"))
             .when(~pl.col(_ROW).is_in(chosen.implode())).then(pl.lit("not_selected"))
-        )
-        rejected = result.filter(pl.col("reject_reason").is_not_null())
-        ctx.count("rejected", rejected.height)
-        ctx.count("tokens_removed", int(rejected[_TOKENS].sum() or 0))
-        return result.drop(_ROW, _TOKENS)
+        ).drop(_ROW, _TOKENS)
 
     @staticmethod
     def _shortest(candidates: pl.DataFrame, keys: list[str], k: int) -> pl.Series:

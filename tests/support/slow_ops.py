@@ -43,7 +43,7 @@ class DropLong(Filter):
     Config = DropLongConfig
     reads = ("length",)
 
-    def reason(self) -> pl.Expr:
+    def rejects(self, measures) -> pl.Expr:
         return pl.when(pl.col("length") > self.config.max_length).then(pl.lit("too_long"))
 
 
