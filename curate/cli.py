@@ -150,18 +150,18 @@ def publish(
     push: Annotated[bool, typer.Option(help="Also push the version to the Hub (token from HF_TOKEN).")] = False,
 ) -> None:
     """Publish a run as a new dataset version (same content: no new version)."""
-    import yaml
     from pydantic import ValidationError
 
     from curate.core.overrides import apply_overrides
     from curate.core.rundir import RunDir
+    from curate.core.yamlsafe import load_yaml
     from curate.errors import UserError, validation_line
     from curate.publish import PublishConfig, publish_run
 
     recipe_text = RunDir(run_dir).read_manifest().recipe.text
     if recipe_text is None:
         raise UserError(f"{run_dir / 'run.json'}", "records no recipe text", "rerun the recipe with this curate")
-    fields = dict((yaml.safe_load(recipe_text) or {}).get("publish") or {})
+    fields = dict((load_yaml(recipe_text, "run.json's recipe").data or {}).get("publish") or {})
     apply_overrides(fields, set_ or [])  # an OverrideError names the --set text
     if to is not None:
         fields["output_dir"] = str(to)
@@ -229,13 +229,13 @@ def diff(
     new: Annotated[str, typer.Argument(help="Newer version, e.g. v2.")],
 ) -> None:
     """Rows added, removed and changed between two versions (by trace_id)."""
+    from curate.errors import UserError
     from curate.publish import diff_versions
 
     try:
         out.print(diff_versions(dataset_dir, old, new).summary())
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error[/red] {error}")
-        raise typer.Exit(2) from None
+        raise UserError(str(dataset_dir), str(error), "list the versions with `curate versions DIR`") from None
 
 
 @app.command()
