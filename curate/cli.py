@@ -4,17 +4,48 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Build reasoning-distillation datasets from recipes: curate run recipes/quickstart.yaml")
+
+class _App(typer.Typer):
+    """The one error-handling wrapper: an exception that reaches it becomes one line
+    (curate.errors.describe) and exit code 2 (bad input) or 1 (failure); `--debug` re-raises."""
+
+    debug = False
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as error:
+            if self.debug:
+                raise
+            from curate.errors import describe
+
+            code, lines = describe(error)
+            for line in lines:
+                console.print("[red]error[/red] " + escape(line), highlight=False, soft_wrap=True)
+            sys.exit(code)
+
+
+app = _App(add_completion=False, no_args_is_help=True,
+           help="Build reasoning-distillation datasets from recipes: curate run recipes/quickstart.yaml")
 console = Console(stderr=True)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", envvar="CURATE_DEBUG",
+                                        help="On an error, show the traceback instead of one line.")] = False,
+) -> None:
+    app.debug = debug
 
 
 class Executor(StrEnum):
@@ -31,14 +62,20 @@ SetOption = Annotated[
 
 
 def _load(recipe_path: Path, overrides: list[str] | None):
-    from curate.recipe import RecipeError, load_recipe
+    from curate.recipe import load_recipe
 
-    try:
-        return load_recipe(recipe_path, overrides or [])
-    except RecipeError as error:
-        for problem in error.problems:
-            console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    return load_recipe(recipe_path, overrides or [])
+
+
+def _preflight(loaded, output: Path | None = None, reach: bool = False):
+    """Refuse (exit 2, one line per problem) what curate.preflight finds; its notes otherwise."""
+    from curate.preflight import check_recipe
+    from curate.recipe import RecipeError
+
+    report = check_recipe(loaded, output_dir=output, reach=reach)
+    if report.problems:
+        raise RecipeError(report.problems)
+    return report
 
 
 @app.command()
@@ -55,16 +92,12 @@ def run(
 ) -> None:
     """Run a recipe; finished steps are reused, an interrupted step resumes."""
     from curate.core.executor import make_executor
-    from curate.publish.run import RunDirError
     from curate.runner import run_recipe
-    from curate.sources.readers import SourceError
 
     loaded = _load(recipe, set_)
+    _preflight(loaded, output)
     try:
         result = run_recipe(loaded, output, console, make_executor(executor.value, ray_address, workers))
-    except (SourceError, RunDirError) as error:
-        console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished work is kept; run the same command to resume.")
         raise typer.Exit(130) from None
@@ -117,33 +150,30 @@ def publish(
     push: Annotated[bool, typer.Option(help="Also push the version to the Hub (token from HF_TOKEN).")] = False,
 ) -> None:
     """Publish a run as a new dataset version (same content: no new version)."""
-    import yaml
+    from pydantic import ValidationError
 
-    from curate.core.overrides import OverrideError, apply_overrides
+    from curate.core.overrides import apply_overrides
     from curate.core.rundir import RunDir
-    from curate.publish import PublishConfig, RunDirError, publish_run
+    from curate.core.yamlsafe import load_yaml
+    from curate.errors import UserError, validation_line
+    from curate.publish import PublishConfig, publish_run
 
-    try:
-        recipe_text = RunDir(run_dir).read_manifest().recipe.text
-        if recipe_text is None:
-            raise ValueError("run.json records no recipe text")
-        fields = dict((yaml.safe_load(recipe_text) or {}).get("publish") or {})
-    except (OSError, ValueError) as error:
-        console.print(f"[red]error[/red] {run_dir}: not a finished run directory ({error})")
-        raise typer.Exit(2) from None
-    try:
-        apply_overrides(fields, set_ or [])
-    except OverrideError as error:
-        console.print(f"[red]error[/red] --set {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    recipe_text = RunDir(run_dir).read_manifest().recipe.text
+    if recipe_text is None:
+        raise UserError(f"{run_dir / 'run.json'}", "records no recipe text", "rerun the recipe with this curate")
+    fields = dict((load_yaml(recipe_text, "run.json's recipe").data or {}).get("publish") or {})
+    apply_overrides(fields, set_ or [])  # an OverrideError names the --set text
     if to is not None:
         fields["output_dir"] = str(to)
     try:
         config = PublishConfig.model_validate(fields)
+    except ValidationError as error:
+        raise UserError(f"{run_dir} (publish section with --set)", validation_line(error, "publish"),
+                        f"publish fields are: {', '.join(PublishConfig.model_fields)}") from None
+    try:
         published = publish_run(run_dir, config)
-    except (RunDirError, ValueError, FileExistsError) as error:
-        console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    except FileExistsError as error:
+        raise UserError(str(config.output_dir), str(error), "choose another --to, or remove the folder") from None
     _print_published(published)
     if push:
         _push(published.folder, config.hub_repo_id, config.private, config.hub_branch)
@@ -177,8 +207,12 @@ def _push(folder: Path, repo_id: str | None, private: bool, branch: str) -> None
 @app.command()
 def versions(dataset_dir: Annotated[Path, typer.Argument(help="A dataset folder written by publish.")]) -> None:
     """List the published versions of a dataset with row counts and fingerprints."""
+    from curate.errors import UserError
     from curate.publish import list_versions
 
+    if not dataset_dir.is_dir():
+        raise UserError(str(dataset_dir), "no such folder" if not dataset_dir.exists() else "not a folder",
+                        "pass a dataset folder written by `curate publish` (e.g. published/NAME)")
     table = Table()
     frame = list_versions(dataset_dir)
     for column in ("version", "created_at", "rows", "shards", "fingerprint"):
@@ -195,13 +229,13 @@ def diff(
     new: Annotated[str, typer.Argument(help="Newer version, e.g. v2.")],
 ) -> None:
     """Rows added, removed and changed between two versions (by trace_id)."""
+    from curate.errors import UserError
     from curate.publish import diff_versions
 
     try:
         out.print(diff_versions(dataset_dir, old, new).summary())
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error[/red] {error}")
-        raise typer.Exit(2) from None
+        raise UserError(str(dataset_dir), str(error), "list the versions with `curate versions DIR`") from None
 
 
 @app.command()
@@ -281,20 +315,20 @@ def audit(
     out_file: Annotated[Path, typer.Option("--out", help="The HTML report to write.")] = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML audit: funnel, teachers, bands, lengths, clusters, leaks, examples."""
-    from curate.audit import AuditError, audit_command
+    from curate.audit import audit_command
 
-    try:
-        written = audit_command(path, out_file)
-    except AuditError as error:
-        console.print(f"[red]error[/red] {error}")
-        raise typer.Exit(2) from None
+    written = audit_command(path, out_file)
     console.print(f"audit report: [bold]{written}[/bold]")
 
 
 @app.command()
 def validate(recipe: RecipeArg, set_: SetOption = None) -> None:
-    """Check a recipe (operators, config fields and types, columns) without running it."""
+    """Check a recipe without running it: operators, config fields and types, columns, the
+    publish section; sources readable, output and cache folders writable; models resolvable
+    (bundled names, local paths, Hub ids, OpenAI-compatible servers)."""
     loaded = _load(recipe, set_)
+    for note in _preflight(loaded, reach=True).notes:
+        console.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     steps = " -> ".join(["load"] + [s.id for s in loaded.steps])
     out.print(f"{recipe}: ok ({len(loaded.sources)} sources; {steps})")
 

@@ -1,6 +1,7 @@
 """Recipes: load a YAML file into typed models, or fail with errors that name file and line.
 
-A recipe is data, never code: it is read with `yaml.safe_load`, operators are looked up in
+A recipe is data, never code: it is read with safe YAML (curate.core.yamlsafe: no tags, no
+duplicate keys, bounded aliases), operators are looked up in
 the registry's allow-list, and everything is validated (operator names, config fields and
 types, the columns each step needs) before any step runs.
 """
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from curate.catalogue import registry
 from curate.core.operator import Operator
 from curate.core.overrides import OverrideError, parse_override, set_path
+from curate.core.yamlsafe import MAX_YAML_BYTES, YamlInputError, load_yaml
 from curate.evals.compare import CompareConfig
 from curate.evals.evaluate import EvalConfig
 from curate.publish.config import PublishConfig
@@ -118,6 +120,10 @@ class Recipe:
     eval: EvalSection | None = None
     compare: CompareSection | None = None
     overrides: list[str] = field(default_factory=list)
+    lines: _LineIndex | None = None  # YAML line of a location, e.g. ("sources", 0, "path")
+
+    def line(self, *location: str | int) -> int:
+        return self.lines.line(location) if self.lines is not None else 0
 
     @property
     def sha256(self) -> str:
@@ -129,9 +135,15 @@ class Problem:
     file: str
     line: int
     message: str
+    hint: str = ""  # what to do about it; the command line adds a generic one when empty
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
 
 
 class RecipeError(Exception):
@@ -144,15 +156,17 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     file = str(path)
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise RecipeError([Problem(file, 0, f"the recipe is {path.stat().st_size:,} bytes; the limit is "
+                                                f"{MAX_YAML_BYTES:,}")])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise RecipeError([Problem(file, 0, f"cannot read recipe: {error}")]) from None
+        raise RecipeError([Problem(file, 0, f"cannot read recipe: {_reason(error)}")]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        line = error.problem_mark.line + 1 if getattr(error, "problem_mark", None) else 0
-        raise RecipeError([Problem(file, line, f"invalid YAML: {error}")]) from None
+        loaded = load_yaml(text, "the recipe")
+    except YamlInputError as error:
+        raise RecipeError([Problem(file, error.line, str(error), "fix the YAML at that line")]) from None
+    data, node = loaded.data, loaded.node
     if not isinstance(data, dict):
         raise RecipeError([Problem(file, 1, "a recipe is a mapping with name, sources and steps")])
     lines = _LineIndex(node)
@@ -165,7 +179,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
             [Problem(file, lines.line(e["loc"]), f"{_dotted(e['loc'], data)}: {e['msg']}") for e in error.errors()]
         ) from None
     steps = _build_steps(model, lines, file)
-    _check_columns(steps, file)
+    produced = _check_columns(steps, file)
+    if model.publish is not None:
+        _check_publish(model.publish, produced, lines, file)
     output_dir = model.output.dir.replace("{name}", model.name)
     return Recipe(
         path=path,
@@ -182,6 +198,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         eval=model.eval,
         compare=model.compare,
         overrides=list(overrides),
+        lines=lines,
     )
 
 
@@ -246,18 +263,27 @@ def _check_operator_names(data: dict, lines: _LineIndex, file: str) -> None:
 
 def _apply_overrides(data: dict, overrides: list[str], file: str) -> None:
     """`--set STEP_ID.FIELD=VALUE` (or a top-level `FIELD.SUB=VALUE`); values are YAML."""
+    sections = set(recipe_model().model_fields)
     for text in overrides:
+        where = f"{file} (--set {text!r})"
         try:
             override = parse_override(text, "STEP.FIELD=VALUE")
-            if len(override.path) == 1 and override.path[0] not in data:
-                raise OverrideError(f"{text!r}: expected STEP.FIELD=VALUE")
-            step = _find_step(data, override.path[0]) if len(override.path) > 1 else None
+            head = override.path[0]
+            if len(override.path) == 1 and head not in sections:
+                raise OverrideError(f"expected STEP.FIELD=VALUE or a top-level field ({', '.join(sorted(sections))})")
+            step = _find_step(data, head) if len(override.path) > 1 else None
             if step is not None:
                 set_path(step, override, override.path[1:])
-            else:
+            elif head in sections:
                 set_path(data, override)
+            else:
+                steps = [s.get("id", s.get("op")) for s in data.get("steps") or [] if isinstance(s, dict)]
+                raise OverrideError(f"no step {head!r} in the recipe (steps: {', '.join(map(str, steps)) or 'none'}; "
+                                    f"sections: {', '.join(sorted(sections))})")
         except OverrideError as error:
-            raise RecipeError([Problem(file, 0, f"--set {error}")]) from None
+            raise RecipeError([Problem(where, 0, str(error).removeprefix(f"{text!r}: "),
+                                       "write --set STEP_ID.FIELD=VALUE (VALUE in YAML) with a step id or "
+                                       "section of this recipe")]) from None
 
 
 def _find_step(data: dict, step_id: str) -> dict | None:
@@ -293,7 +319,8 @@ def _build_steps(model: BaseModel, lines: _LineIndex, file: str) -> list[Step]:
     return steps
 
 
-def _check_columns(steps: list[Step], file: str) -> None:
+def _check_columns(steps: list[Step], file: str) -> set[str]:
+    """Refuse a step that reads a column no earlier step makes; the columns of the output."""
     available = {c.name for c in PROBLEM_COLUMNS}
     for step in steps:
         missing = step.operator.input_columns() - available
@@ -309,3 +336,16 @@ def _check_columns(steps: list[Step], file: str) -> None:
                 ]
             )
         available = (available | step.operator.output_columns()) - {"reject_reason", "reject_detail"}
+    return available
+
+
+def _check_publish(publish: PublishConfig, produced: set[str], lines: _LineIndex, file: str) -> None:
+    """The `messages` column needs traces: found now rather than after the whole run."""
+    if not publish.messages:
+        return
+    if "completion" in produced or {"reasoning", "answer_text"} <= produced:
+        return
+    raise RecipeError([Problem(
+        file, lines.line(("publish",)),
+        "publish: the steps make no traces (no 'completion', nor 'reasoning' + 'answer_text') for the "
+        "assistant turn of `messages`; add a generate step, or set publish.messages: false")])

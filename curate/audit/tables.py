@@ -89,15 +89,35 @@ class Audit:
             run = directory.read_manifest()
         except RunDirError as error:
             raise AuditError(str(error)) from None
-        output_path = directory.root / (run.output or directory.output.name)
+        if not run.finished_at or run.output is None:
+            return cls._open_unfinished(directory, run)
+        output_path = directory.root / run.output
         if not output_path.is_file():
             raise AuditError(f"{directory.manifest_path}: output file {output_path} does not exist")
         rejections_path = directory.root / (run.rejections or directory.rejections.name)
-        rejections = pl.read_parquet(rejections_path) if rejections_path.is_file() else pl.DataFrame()
-        audit = cls(run_dir, "run", _read_json(directory.manifest_path), pl.read_parquet(output_path), rejections,
+        rejections = _read_parquet(rejections_path) if rejections_path.is_file() else pl.DataFrame()
+        audit = cls(run_dir, "run", _read_json(directory.manifest_path), _read_parquet(output_path), rejections,
                     run=run)
         if not rejections_path.is_file():
             audit.notes.append(f"{rejections_path} is missing: rejected rows (clusters, contamination) are unknown.")
+        return audit
+
+    @classmethod
+    def _open_unfinished(cls, directory: RunDir, run: RunManifest) -> Audit:
+        """An interrupted or failed run: audit what its finished steps wrote (run.json lists
+        only those), the last one's output standing for the run's."""
+        finished = [step for step in run.steps if step.output and (directory.root / step.output).is_file()]
+        if not finished:
+            raise AuditError(f"{directory.manifest_path}: the run stopped before any step finished; nothing to audit")
+        last = finished[-1]
+        rejections = [_read_parquet(directory.root / step.rejections) for step in finished
+                      if step.rejections and (directory.root / step.rejections).is_file()]
+        rejections = pl.concat([r for r in rejections if r.height], how="diagonal_relaxed") if any(
+            r.height for r in rejections) else pl.DataFrame()
+        audit = cls(directory.root, "run", _read_json(directory.manifest_path),
+                    _read_parquet(directory.root / last.output), rejections, run=run)
+        audit.notes.append(f"The run did not finish: this audit covers its {len(finished)} finished step(s), up to "
+                           f"{last.id!r}, whose output stands for the run's.")
         return audit
 
     @classmethod
@@ -406,6 +426,13 @@ class Audit:
             if key in self.output.columns:
                 facts[f"{key}s" if key == "teacher" else "problems"] = self.output[key].n_unique()
         return facts
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as error:  # noqa: BLE001 - polars and Arrow raise many kinds for a damaged file
+        raise AuditError(f"{path}: not a readable parquet file ({' '.join(str(error).split())[:200]})") from None
 
 
 def _read_json(path: Path) -> dict:

@@ -10,6 +10,7 @@ happen there too, so that importing an operator module stays cheap.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,32 @@ class StepContext:
         self.metrics[name] += value
 
 
+class MissingColumnsError(ValueError):
+    """A frame given to an operator lacks a column the operator reads."""
+
+
+def _check_input_columns(apply: Callable) -> Callable:
+    """`apply`, with polars' ColumnNotFoundError (from deep inside an expression) turned into
+    one naming the operator, the columns it reads that the frame lacks, and who adds them.
+    Checked on failure only: operators that check their input themselves keep their message."""
+
+    @functools.wraps(apply)
+    def checked(self: Operator, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        try:
+            return apply(self, frame, ctx)
+        except pl.exceptions.ColumnNotFoundError:
+            missing = self.input_columns() - set(frame.columns)
+            if not missing:
+                raise
+        producers = sorted({name for name, op in _REGISTRY.items() for column in missing if column in op.adds})
+        first = " or ".join(f"`{name}`" for name in producers) or "the steps that add them"
+        raise MissingColumnsError(
+            f"operator {self.name!r} needs column(s) {', '.join(sorted(missing))}, which the frame lacks "
+            f"(it has: {', '.join(frame.columns) or 'none'}); run {first} first")
+
+    return checked
+
+
 class Operator:
     name: ClassVar[str]
     Config: ClassVar[type[OperatorConfig]] = OperatorConfig
@@ -65,6 +92,13 @@ class Operator:
     # Modules besides its own whose code makes this operator's rows (e.g. the teacher engine):
     # the runner's step fingerprint covers them, so editing them reruns the step.
     code_modules: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        # Every `apply` is wrapped once, here, so that a frame without a column the operator
+        # reads fails with the operator's name (see _check_input_columns), not deep in polars.
+        super().__init_subclass__(**kwargs)
+        if "apply" in cls.__dict__:
+            cls.apply = _check_input_columns(cls.__dict__["apply"])
 
     def __init__(self, config: OperatorConfig):
         self.config = config

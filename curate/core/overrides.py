@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
+from curate.core.yamlsafe import YamlInputError, load_yaml
 
 
 class OverrideError(ValueError):
@@ -32,9 +32,9 @@ def parse_override(text: str, form: str = "FIELD=VALUE") -> Override:
     if not separator or not all(path):
         raise OverrideError(f"{text!r}: expected {form}")
     try:
-        value = yaml.safe_load(raw_value)
-    except yaml.YAMLError as error:
-        raise OverrideError(f"{text!r}: the value is not YAML ({error})") from None
+        value = load_yaml(raw_value, "the value").data
+    except YamlInputError as error:
+        raise OverrideError(f"{text!r}: the value is not usable YAML ({error})") from None
     return Override(text, path, value)
 
 

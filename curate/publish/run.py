@@ -64,9 +64,14 @@ def read_run(run_dir: Path) -> Run:
     if not output_path.is_file():
         raise RunDirError(f"{manifest_path}: output file {output_path} does not exist")
     rejections_path = directory.root / (manifest.rejections or directory.rejections.name)
+    try:
+        output = pl.read_parquet(output_path)
+    except Exception as error:  # noqa: BLE001 - polars and Arrow raise many kinds for a damaged file
+        raise RunDirError(f"{output_path}: not a readable parquet file ({' '.join(str(error).split())[:200]}); "
+                          f"rerun the recipe to rewrite it") from None
     return Run(
         run_dir=directory.root,
         manifest=manifest,
-        output=pl.read_parquet(output_path),
+        output=output,
         rejections_path=rejections_path if rejections_path.is_file() else None,
     )

@@ -60,15 +60,16 @@ def _require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_nul
         )
     column = raw[name]
     if column.dtype != pl.String:
-        bad = column.drop_nulls()
-        example = repr(bad[0])[:60] if len(bad) else "null"
+        if column.null_count() == len(column):
+            raise SourceError(f"{where}: field {name!r} (mapped to {role}) is null in every record")
+        first = column.is_not_null().arg_max()  # records are 1-based in messages, like lines
         raise SourceError(
-            f"{where}: field {name!r} (mapped to {role}) must be text, got {column.dtype} "
-            f"(record 0: {example})"
+            f"{where}: record {first + 1}: field {name!r} (mapped to {role}) must be text, got {column.dtype} "
+            f"({repr(column[first])[:60]})"
         )
     if not allow_null and column.null_count():
         record = column.is_null().arg_max()
-        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
+        raise SourceError(f"{where}: record {record + 1}: field {name!r} (mapped to {role}) is null or missing")
 
 
 def _reference(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
@@ -82,7 +83,7 @@ def _reference(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
     parsed = pl.Series([parse(text) for text in column.to_list()], dtype=pl.String)
     unparsed = parsed.is_null() & column.is_not_null()
     if unparsed.any():
-        record = unparsed.arg_max()
+        record = unparsed.arg_max() + 1
         marker = "'####'" if source.answer_format == "gsm8k" else "\\boxed{}"
         raise SourceError(
             f"{where}: record {record}: field {source.fields.answer!r} has no {marker} answer "

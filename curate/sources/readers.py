@@ -56,14 +56,18 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
     try:
         return pl.read_ndjson(path, infer_schema_length=None)
     except Exception:  # noqa: BLE001 - polars' message lacks the line; find it ourselves
-        records = list(_jsonl_records(path))
+        numbered = list(_jsonl_records(path))
+        if not numbered:
+            raise SourceError(f"{path}: no records, only blank lines") from None
+        _check_one_schema(path, numbered)
         try:
-            return pl.from_dicts(records, infer_schema_length=None)
+            return pl.from_dicts([record for _, record in numbered], infer_schema_length=None)
         except Exception as error:  # noqa: BLE001
             raise SourceError(f"{path}: records do not share one schema: {_first_line(error)}") from None
 
 
 def _jsonl_records(path: Path):
+    """(1-based line number, record) for each non-blank line."""
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
@@ -81,7 +85,30 @@ def _jsonl_records(path: Path):
             if not isinstance(record, dict):
                 raise SourceError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}",
                                   line_number, "expected a JSON object")
-            yield record
+            yield line_number, record
+
+
+def _check_one_schema(path: Path, numbered: list[tuple[int, dict]], unit: str = "") -> None:
+    """Name the first record whose field has another JSON type than the same field before it."""
+    first_seen: dict[str, tuple[str, int]] = {}
+    for number, record in numbered:
+        for key, value in record.items():
+            if value is None:
+                continue
+            kind = _json_kind(value)
+            seen = first_seen.setdefault(key, (kind, number))
+            if seen[0] != kind:
+                where = f"{path}:{number}" if not unit else f"{path}: {unit} {number}"
+                raise SourceError(f"{where}: field {key!r} is {kind}, but {seen[0]} in "
+                                  f"{unit or 'line'} {seen[1]}", number, f"field {key!r} changes type")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _read_json(path: Path) -> pl.DataFrame:
@@ -95,12 +122,15 @@ def _read_json(path: Path) -> pl.DataFrame:
         data = data["data"]
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a JSON list of records (or {{'data': [...]}})")
-    for index, record in enumerate(data):
+    for number, record in enumerate(data, start=1):
         if not isinstance(record, dict):
-            raise SourceError(f"{path}: record {index}: expected a JSON object, got {type(record).__name__}")
+            raise SourceError(f"{path}: record {number}: expected a JSON object, got {type(record).__name__}")
+    if not data:
+        raise SourceError(f"{path}: no records (an empty list)")
     try:
         return pl.from_dicts(data, infer_schema_length=None)
     except Exception as error:  # noqa: BLE001
+        _check_one_schema(path, list(enumerate(data, start=1)), unit="record")
         raise SourceError(f"{path}: records do not share one schema: {_first_line(error)}") from None
 
 
@@ -112,11 +142,50 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 
 
 def _read_csv(path: Path) -> pl.DataFrame:
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
     try:
-        # Every column as text: answers like "007" or "1,000" must not become numbers.
-        return pl.read_csv(path, infer_schema=False)
-    except Exception as error:  # noqa: BLE001
-        raise SourceError(f"{path}: not a readable CSV file: {_first_line(error)}") from None
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except UnicodeDecodeError as error:
+        raise SourceError(f"{path}: not valid UTF-8 (byte {error.start})") from None
+    if not header:
+        raise SourceError(f"{path}:1: no header row")
+    # Every column as text: answers like "007" or "1,000" must not become numbers. A row
+    # with too few or too many fields is an error, not a row padded with nulls.
+    convert = pa_csv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True,
+                                     null_values=[""])  # empty field -> null, as before; "NA" stays text
+    try:
+        table = pa_csv.read_csv(path, convert_options=convert)
+    except pa.ArrowInvalid as error:
+        raise SourceError(_csv_error(path, convert) or f"{path}: not a readable CSV file: {_first_line(error)}") from None
+    return pl.from_arrow(table)
+
+
+def _csv_error(path: Path, convert) -> str | None:
+    """Read again on one thread, where Arrow knows line numbers, to name the bad row."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    bad = []
+
+    def refuse(row) -> str:
+        bad.append(row)
+        return "error"
+
+    try:
+        pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(use_threads=False), convert_options=convert,
+                        parse_options=pa_csv.ParseOptions(invalid_row_handler=refuse))
+    except pa.ArrowInvalid:
+        pass
+    if not bad:
+        return None
+    row = bad[0]
+    where = f"{path}:{row.number}" if row.number and row.number > 0 else f"{path}"
+    return f"{where}: row has {row.actual_columns} fields, the header has {row.expected_columns}"
 
 
 def _read_hf_disk(path: Path, split: str) -> pl.DataFrame:
