@@ -89,7 +89,7 @@ class TraceMap(StrictModel):
         "Hub id), or `chars/4` for a 4-characters-per-token estimate.",
     )
     reasoning_markers: list[tuple[str, str]] = Field(
-        [list(pair) for pair in DEFAULT_REASONING_MARKERS],
+        list(DEFAULT_REASONING_MARKERS),
         description="(start, end) marker pairs around the reasoning, tried in order.",
     )
     strip_tags: list[str] = Field(

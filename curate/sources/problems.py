@@ -105,7 +105,7 @@ def reference_expr(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
     parsed = pl.Series([parse(text) for text in column.to_list()], dtype=pl.String)
     unparsed = parsed.is_null() & column.is_not_null()
     if unparsed.any():
-        record = unparsed.arg_max()
+        record = unparsed.arg_max() + 1
         marker = "'####'" if source.answer_format == "gsm8k" else "\\boxed{}"
         raise SourceError(
             f"{where}: record {record}: field {source.fields.answer!r} has no {marker} answer "

@@ -68,7 +68,9 @@ def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
     try:
         # Blocks must hold the longest line: one record of long-CoT generations can pass 1 MB.
         options = arrow_json.ReadOptions(block_size=max(1 << 24, min(path.stat().st_size, 1 << 28)))
-        return pl.from_arrow(arrow_json.read_json(path, read_options=options))
+        table = arrow_json.read_json(path, read_options=options)
+        table.validate(full=True)  # Arrow's reader lets invalid UTF-8 through; polars would crash on it
+        return pl.from_arrow(table)
     except Exception:  # noqa: BLE001 - mixed types, bad lines: find the record ourselves
         pass
     checked_values = _checked_values(path, checked)
