@@ -89,7 +89,8 @@ def answer_as_text(raw: pl.DataFrame, name: str, where: str, role: str = "answer
 
 def _wrong_type(column: pl.Series, name: str, role: str, where: str, wanted: str) -> None:
     record = column.is_not_null().arg_max()
-    example = repr(column[record])[:60]
+    value = column[record]
+    example = repr(value.to_list() if isinstance(value, pl.Series) else value)[:60]
     raise SourceError(f"{where}: record {record + 1}: field {name!r} (mapped to {role}) must be {wanted}, "
                       f"got {column.dtype}: {example}")
 

@@ -39,7 +39,7 @@ def source_format(source: Source, path: Path) -> str:
 
 
 # What a mapped field must hold, checked record by record when a file mixes JSON types.
-FieldKind = str  # "text", "text_list" or "answer" (text or a number)
+FieldKind = str  # "text", "answer" (text or a number), "label" (a boolean, or 0/1); "<kind>_list": a list of them
 
 
 def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKind] | None = None) -> pl.DataFrame:
@@ -98,13 +98,17 @@ def checked_value(value, kind: FieldKind, where: str, name: str):
     """`value` if it is what `kind` asks for (numbers rendered as text for "answer")."""
     if value is None:
         return None
+    if kind.endswith("_list"):
+        if not isinstance(value, list):
+            raise SourceError(f"{where}: field {name!r} must be a list, got {type(value).__name__} {repr(value)[:60]}")
+        return [checked_value(v, kind.removesuffix("_list"), where, name) for v in value]
     if kind == "answer" and isinstance(value, int | float) and not isinstance(value, bool):
         return render_number(value)
-    if kind == "text_list" and isinstance(value, list) and all(isinstance(v, str) or v is None for v in value):
-        return value
     if kind in ("text", "answer") and isinstance(value, str):
         return value
-    wanted = {"text": "text", "answer": "text or a number", "text_list": "a list of texts"}[kind]
+    if kind == "label" and (isinstance(value, bool) or (type(value) is int and value in (0, 1))):
+        return bool(value)
+    wanted = {"text": "text", "answer": "text or a number", "label": "a boolean (or 0/1)"}[kind]
     raise SourceError(f"{where}: field {name!r} must be {wanted}, got {type(value).__name__} {repr(value)[:60]}")
 
 

@@ -92,7 +92,7 @@ def first_record_fields(source: Source, path: Path) -> list[str] | None:
 def checked_fields(source: Source) -> dict[str, FieldKind]:
     """Fields whose JSON type is checked record by record when a file mixes types."""
     t = source.traces
-    text: FieldKind = "text_list" if t.shape == "generations" else "text"
+    text: FieldKind = "text_list" if t.shape == "generations" else "text"  # a generations label may be a scalar too
     checked: dict[str, FieldKind] = {}
     if "problem" in mapped_fields(source).values():
         checked[source.fields.problem] = "text"
@@ -100,6 +100,8 @@ def checked_fields(source: Source) -> dict[str, FieldKind]:
         checked[source.fields.answer] = "answer"
     if t.shape != "chat":
         checked |= {getattr(t, role): text for role in ("completion", "reasoning", "answer") if getattr(t, role)}
+    if t.label:
+        checked[t.label] = "label_list" if t.shape == "generations" else "label"
     return checked
 
 
