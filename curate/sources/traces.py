@@ -220,7 +220,7 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
             _bad_record(flat, flat[name].is_not_null(), name, f"(mapped to {role}) must be text, got "
                         f"{flat.schema[name]}", where)
     text = pl.col(answer) if answer else pl.col(completion)
-    present = [pl.col(n).fill_null("").str.strip_chars() != "" for n in (completion, reasoning, answer) if n]
+    present = [pl.col(n).str.contains(r"\S").fill_null(False) for n in (completion, reasoning, answer) if n]
     empty = flat.select(~pl.any_horizontal(present)).to_series()
     if empty.any():
         _bad_record(flat, empty, answer or completion or reasoning, "is empty: the trace has no completion", where)
@@ -237,32 +237,43 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
         completion_expr = text
         reasoning_expr, answer_expr, truncated = _split_markers(text, t.reasoning_markers)
     for tag in t.strip_tags:
-        answer_expr = answer_expr.str.replace_all(tag, "", literal=True)
+        if flat.select(text.str.contains(tag, literal=True).any()).item():  # most dumps have none: skip the copy
+            answer_expr = answer_expr.str.replace_all(tag, "", literal=True)
     inferred = pl.when(truncated).then(pl.lit("length")).otherwise(pl.lit("stop"))
     finish = pl.coalesce(pl.col(t.finish_reason).cast(pl.String), inferred) if t.finish_reason else inferred
     if "prompt" not in flat.columns:
         flat = flat.with_columns(prompt=pl.col(source.fields.problem))
-    return flat.with_columns(completion=completion_expr, reasoning=reasoning_expr.str.strip_chars(),
-                             answer_text=answer_expr.str.strip_chars(), finish_reason=finish)
+    # Lazy, so the parts shared by these expressions are computed once.
+    return flat.lazy().with_columns(completion=completion_expr, reasoning=reasoning_expr.str.strip_chars(),
+                                    answer_text=answer_expr.str.strip_chars(), finish_reason=finish).collect()
 
 
 def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(reasoning, answer, truncated): cut at the first marker pair present in the text.
+    """(reasoning, answer, truncated), cut at the first marker pair found in the text.
     Text before the end marker is reasoning (models whose template opens the block emit
-    only the end); an open block with no end is all reasoning; untagged text is all answer."""
-    reasoning, answer, truncated = pl.lit(""), text, pl.lit(False)
-    for start, end in reversed(markers):  # the first pair wins: it is applied last
-        before_end = text.str.splitn(end, 2).struct.field("field_0")
-        after_end = text.str.splitn(end, 2).struct.field("field_1")
-        after_start = text.str.splitn(start, 2).struct.field("field_1")
-        closed = text.str.contains(end, literal=True)
-        opened = text.str.contains(start, literal=True)
-        reasoning = (pl.when(closed).then(pl.coalesce(before_end.str.splitn(start, 2).struct.field("field_1"),
-                                                      before_end))
-                     .when(opened).then(after_start).otherwise(reasoning))
-        answer = pl.when(closed).then(after_end).when(opened).then(pl.lit("")).otherwise(answer)
-        truncated = pl.when(closed).then(pl.lit(False)).when(opened).then(pl.lit(True)).otherwise(truncated)
-    return reasoning, answer, truncated
+    only the end); an open block with no end is all reasoning; untagged text is all
+    answer. Marker positions are byte offsets (`str.find`), so the text is cut as bytes:
+    one slice for each part, whatever the number of pairs."""
+    if not markers:
+        return pl.lit(""), text, pl.lit(False)
+    start_at = end_at = start_len = end_len = pl.lit(None, pl.Int64)
+    for start, end in reversed(markers):  # the first pair found wins: it is applied last
+        found_start = text.str.find(start, literal=True).cast(pl.Int64)
+        found_end = text.str.find(end, literal=True).cast(pl.Int64)
+        found = found_start.is_not_null() | found_end.is_not_null()
+        start_at = pl.when(found).then(found_start).otherwise(start_at)
+        end_at = pl.when(found).then(found_end).otherwise(end_at)
+        start_len = pl.when(found).then(pl.lit(len(start.encode()))).otherwise(start_len)
+        end_len = pl.when(found).then(pl.lit(len(end.encode()))).otherwise(end_len)
+    closed, opened = end_at.is_not_null(), start_at.is_not_null()
+    # reasoning starts after an opening marker that comes before the end (else at 0)
+    begin = pl.when(opened & (~closed | (start_at < end_at))).then(start_at + start_len).otherwise(0)
+    size = pl.when(closed).then(end_at - begin)  # null length: to the end of the text
+    raw = text.cast(pl.Binary)
+    reasoning = pl.when(closed | opened).then(raw.bin.slice(begin, size).cast(pl.String)).otherwise(pl.lit(""))
+    answer = (pl.when(closed).then(raw.bin.slice(end_at + end_len).cast(pl.String))
+              .when(opened).then(pl.lit("")).otherwise(text))
+    return reasoning, answer, ~closed & opened
 
 
 def _labels(flat: pl.DataFrame, source: Source, where: str) -> pl.Expr:
