@@ -196,7 +196,7 @@ def test_problem_sources_next_to_trace_sources_need_a_generating_step(tmp_path):
         load_recipe(path)
 
 
-def test_imported_and_generated_traces_of_one_problem_grade_together(tmp_path, server):
+def test_imported_and_generated_traces_of_one_problem_grade_together(tmp_path, server):  # noqa: F811
     problem = "What is 6 times 7?"
     problems = write_jsonl(tmp_path / "problems.jsonl", [{"problem": problem, "answer": "42"}])
     # the same problem, typed with other white space: the same problem_id
