@@ -193,13 +193,7 @@ def real_report(path: Path, tmp: Path) -> None:
 
     Each operator runs alone on the full file (what it removes by itself), then all of
     them in sequence (what a recipe would keep)."""
-    from transformers import AutoTokenizer
-
-    from curate.models.bundled import smollm2_gguf
-
-    gguf = smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    frame = read_skythought(path, path.stem, lambda text: len(tokenizer(text)["input_ids"]))
+    frame = read_skythought(path, path.stem, tokenizer="bundled:smollm2")
     tokens = lambda f: int(f.select((pl.col("reasoning_tokens") + pl.col("answer_tokens")).sum()).item())  # noqa: E731
     print(f"\n{path.name}: {frame.height} traces, {tokens(frame)} tokens (SmolLM2 tokenizer), "
           f"correct rate {frame['correct'].mean():.3f}")

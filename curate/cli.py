@@ -319,6 +319,18 @@ def audit(
 
     written = audit_command(path, out_file)
     console.print(f"audit report: [bold]{written}[/bold]")
+    _print_label_agreement(path)
+
+
+def _print_label_agreement(path: Path) -> None:
+    """Imported labels against verify, on the terminal too: the check people run most."""
+    from curate.audit import Audit
+
+    table = Audit.open(path).label_agreement()
+    for row in table.iter_rows(named=True):
+        out.print(f"labels vs verify: {row['source']}/{row['teacher']}: {row['agree']}/{row['traces']} agree "
+                  f"({row['agreement']:.2%}); label true, verify false: {row['label_true_verify_false']}; "
+                  f"label false, verify true: {row['label_false_verify_true']}; undecided: {row['verify_undecided']}")
 
 
 @app.command()

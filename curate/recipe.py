@@ -23,8 +23,10 @@ from curate.core.yamlsafe import MAX_YAML_BYTES, YamlInputError, load_yaml
 from curate.evals.compare import CompareConfig
 from curate.evals.evaluate import EvalConfig
 from curate.publish.config import PublishConfig
-from curate.schema import PROBLEM_COLUMNS
+from curate.schema import IMPORT_COLUMNS, PROBLEM_COLUMNS, TRACE_COLUMNS
 from curate.sources.config import Source, StrictModel
+from curate.sources.readers import SourceError
+from curate.sources.traces import first_record_fields, mapped_fields
 from curate.train.config import TrainConfig
 
 STEP_KEYS = ("op", "id", "chunk_size")
@@ -179,7 +181,8 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
             [Problem(file, lines.line(e["loc"]), f"{_dotted(e['loc'], data)}: {e['msg']}") for e in error.errors()]
         ) from None
     steps = _build_steps(model, lines, file)
-    produced = _check_columns(steps, file)
+    produced = _check_columns(steps, model.sources, lines, file)
+    _check_trace_fields(model.sources, path.parent, lines, file)
     if model.publish is not None:
         _check_publish(model.publish, produced, lines, file)
     output_dir = model.output.dir.replace("{name}", model.name)
@@ -272,7 +275,12 @@ def _apply_overrides(data: dict, overrides: list[str], file: str) -> None:
             if len(override.path) == 1 and head not in sections:
                 raise OverrideError(f"expected STEP.FIELD=VALUE or a top-level field ({', '.join(sorted(sections))})")
             step = _find_step(data, head) if len(override.path) > 1 else None
-            if step is not None:
+            if head == "sources" and len(override.path) > 2:  # sources.NAME.FIELD=VALUE
+                source = _find_source(data, override.path[1])
+                if source is None:
+                    raise OverrideError(f"no source named {override.path[1]!r}")
+                set_path(source, override, override.path[2:])
+            elif step is not None:
                 set_path(step, override, override.path[1:])
             elif head in sections:
                 set_path(data, override)
@@ -284,6 +292,13 @@ def _apply_overrides(data: dict, overrides: list[str], file: str) -> None:
             raise RecipeError([Problem(where, 0, str(error).removeprefix(f"{text!r}: "),
                                        "write --set STEP_ID.FIELD=VALUE (VALUE in YAML) with a step id or "
                                        "section of this recipe")]) from None
+
+
+def _find_source(data: dict, name: str) -> dict | None:
+    for source in data.get("sources") or []:
+        if isinstance(source, dict) and source.get("name") == name:
+            return source
+    return None
 
 
 def _find_step(data: dict, step_id: str) -> dict | None:
@@ -319,9 +334,25 @@ def _build_steps(model: BaseModel, lines: _LineIndex, file: str) -> list[Step]:
     return steps
 
 
-def _check_columns(steps: list[Step], file: str) -> set[str]:
-    """Refuse a step that reads a column no earlier step makes; the columns of the output."""
-    available = {c.name for c in PROBLEM_COLUMNS}
+def makes_traces(step: Step) -> bool:
+    """Whether the step turns problems into traces (generate, adaptive_generate)."""
+    return "trace_id" in step.operator.output_columns()
+
+
+def _check_columns(steps: list[Step], sources: list[Source], lines: _LineIndex, file: str) -> set[str]:
+    """Every step's input columns exist; returns the output's columns. Trace sources make
+    trace rows: they are the frame from the start, or join the problem sources' traces
+    after the step that generates them."""
+    trace_columns = {c.name for c in TRACE_COLUMNS + IMPORT_COLUMNS}
+    importing = any(source.kind == "traces" for source in sources)
+    problem_sources = [source.name for source in sources if source.kind == "problems"]
+    generating = any(makes_traces(step) for step in steps)
+    if importing and problem_sources and not generating:
+        index = next(i for i, source in enumerate(sources) if source.kind == "problems")
+        raise RecipeError([Problem(file, lines.line(("sources", index)), (
+            f"problem source(s) {', '.join(problem_sources)} next to trace sources need a step that generates "
+            "traces (generate, adaptive_generate); without one, use trace sources only"))])
+    available = trace_columns if importing and not generating else {c.name for c in PROBLEM_COLUMNS}
     for step in steps:
         missing = step.operator.input_columns() - available
         if missing:
@@ -336,6 +367,8 @@ def _check_columns(steps: list[Step], file: str) -> set[str]:
                 ]
             )
         available = (available | step.operator.output_columns()) - {"reject_reason", "reject_detail"}
+        if importing and makes_traces(step):
+            available |= trace_columns
     return available
 
 
@@ -349,3 +382,27 @@ def _check_publish(publish: PublishConfig, produced: set[str], lines: _LineIndex
         file, lines.line(("publish",)),
         "publish: the steps make no traces (no 'completion', nor 'reasoning' + 'answer_text') for the "
         "assistant turn of `messages`; add a generate step, or set publish.messages: false")])
+
+
+def _check_trace_fields(sources: list[Source], recipe_dir: Path, lines: _LineIndex, file: str) -> None:
+    """A trace source's mapped fields are in its file (its first record is read)."""
+    from curate.sources.problems import resolve_path
+
+    problems = []
+    for index, source in enumerate(sources):
+        if source.kind != "traces" or source.path is None:
+            continue
+        try:
+            present = first_record_fields(source, resolve_path(source, recipe_dir))
+        except SourceError as error:
+            problems.append(Problem(file, lines.line(("sources", index, "path")), f"sources[{index}]: {error}"))
+            continue
+        if present is None:
+            continue
+        missing = [f"{name!r} ({role})" for name, role in mapped_fields(source).items() if name not in present]
+        if missing:
+            problems.append(Problem(file, lines.line(("sources", index)), (
+                f"sources[{index}] ({source.name}): mapped field(s) {', '.join(missing)} not in the first record "
+                f"of {resolve_path(source, recipe_dir)} (fields: {', '.join(present)})")))
+    if problems:
+        raise RecipeError(problems)

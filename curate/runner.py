@@ -39,9 +39,10 @@ from curate.core.rundir import (
     write_step_marker,
 )
 from curate.core.versions import package_versions
-from curate.recipe import Recipe, Step
+from curate.recipe import Recipe, Step, makes_traces
 from curate.schema import PROBLEM_COLUMNS
 from curate.sources.problems import load_problems, source_fingerprint
+from curate.sources.traces import load_traces
 
 PACKAGES = ("curate", "polars", "datasets", "transformers", "torch", "sentence-transformers",
             "faiss-cpu", "math-verify", "vllm", "trl", "peft")
@@ -85,9 +86,13 @@ class _Run:
     def execute(self) -> RunResult:
         started = time.perf_counter()
         with _progress(self.console) as progress:
-            frame, fingerprint = self._load(progress)
+            frame, imported, fingerprint = self._load(progress)
             for index, step in enumerate(self.recipe.steps, start=1):
                 frame, fingerprint = self._step(index, step, frame, fingerprint, progress)
+                if imported is not None and makes_traces(step):
+                    # Imported traces join the generated ones: problem steps before this one
+                    # worked on the problem sources only (see recipe.check_columns).
+                    frame, imported = pl.concat([frame, imported], how="diagonal_relaxed"), None
         output = self.dir.output
         write_parquet(frame, output)
         self._write_rejections()
@@ -147,28 +152,42 @@ class _Run:
         write_json(evaluated, step_dir / "result.json")
         return evaluated
 
-    def _load(self, progress: Progress) -> tuple[pl.DataFrame, str]:
+    def _load(self, progress: Progress) -> tuple[pl.DataFrame, pl.DataFrame | None, str]:
+        """(problem table, imported traces or None, fingerprint). Without a step that
+        generates traces, the imported traces are the frame the steps start from."""
         recipe_dir = self.recipe.path.parent
         sources = [source_fingerprint(s, recipe_dir) for s in self.recipe.sources]
         self.sources = sources
-        fingerprint, step_dir, done = self._checkpoint(
-            RunDir.step_prefix(0, "load"), {"sources": sources, "code": _code_version(load_problems)})
+        fingerprint, step_dir, done = self._checkpoint(RunDir.step_prefix(0, "load"), {
+            "sources": sources, "code": [_code_version(load_problems), _code_version(load_traces)]})
+        imported_path = step_dir / "imported.parquet"
         task = progress.add_task("load", total=len(self.recipe.sources))
         if self._reuse(done):
             progress.update(task, completed=len(self.recipe.sources), description="load (cached)")
-            return pl.read_parquet(step_dir / "output.parquet"), fingerprint
+            imported = pl.read_parquet(imported_path) if imported_path.exists() else None
+            return pl.read_parquet(step_dir / "output.parquet"), imported, fingerprint
         started = time.perf_counter()
-        frames = []
-        for source in self.recipe.sources:
-            frames.append(load_problems(source, recipe_dir))
-            progress.advance(task)
-        for record, frame in zip(sources, frames, strict=True):
+        problems, traces = [], []
+        for source, record in zip(self.recipe.sources, sources, strict=True):
+            if source.kind == "traces":
+                frame = load_traces(source, recipe_dir, self.cache_dir)
+                traces.append(frame)
+            else:
+                frame = load_problems(source, recipe_dir)
+                problems.append(frame)
             record["rows"] = frame.height
-        frame = pl.concat(frames) if frames else pl.DataFrame(schema={c.name: c.dtype for c in PROBLEM_COLUMNS})
+            progress.advance(task)
+        frame = pl.concat(problems) if problems else pl.DataFrame(schema={c.name: c.dtype for c in PROBLEM_COLUMNS})
+        imported = pl.concat(traces) if traces else None
+        if imported is not None and not any(makes_traces(step) for step in self.recipe.steps):
+            frame, imported = imported, None  # a trace-only recipe: the traces are the frame
+        if imported is not None:
+            write_parquet(imported, imported_path)
         record = StepRecord(id="load", op="load", config={"sources": [s["config"] for s in sources]},
-                            fingerprint=fingerprint, rows_in=frame.height, rows_out=frame.height)
+                            fingerprint=fingerprint, rows_in=frame.height, rows_out=frame.height,
+                            metrics={"imported_traces": sum(f.height for f in traces)} if traces else {})
         self._finish(step_dir, record, frame, frame.clear(), started)
-        return frame, fingerprint
+        return frame, imported, fingerprint
 
     def _step(self, index: int, step: Step, frame: pl.DataFrame, previous: str, progress: Progress):
         fingerprint, step_dir, done = self._checkpoint(

@@ -61,8 +61,14 @@ TRACE_COLUMNS: tuple[Column, ...] = PROBLEM_COLUMNS + (
     Column("generation_params", pl.String(), "JSON object of the sampling parameters used."),
 )
 
+# Columns a trace source adds to the traces it imports.
+IMPORT_COLUMNS: tuple[Column, ...] = (
+    Column("source_correct", pl.Boolean(), "Trace sources: the dump's own correctness label, kept next to the "
+           "`correct` that verify computes (null = no label, or a generated trace).", nullable=True),
+)
+
 # Columns that later stages add to the trace or problem table. Each stage lists its own.
-STAGE_COLUMNS: tuple[Column, ...] = (
+STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
     Column("reject_reason", pl.String(), "Filters: why the row was removed (null = kept).", nullable=True),
     Column("reject_detail", pl.String(), "Filters: JSON with evidence for the removal.", nullable=True),
     # verify

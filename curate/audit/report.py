@@ -45,6 +45,8 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
         _section("Teachers", _table(audit.teachers()), _image(plots.get("lengths"), "token lengths"),
                  f"<h3>Token length distribution ({audit.length_column()})</h3>", _table(audit.lengths()),
                  _image(plots.get("agreement"), "teacher agreement"), _table(audit.agreement())),
+        _section("Labels vs verify", _table(audit.label_agreement()),
+                 "<h3>Disagreements (first 50)</h3>", _table(audit.label_disagreements())),
         _section("Difficulty", _table(audit.bands()), _image(plots.get("pass_rate"), "pass rates")),
         _section("Pruning", _image(plots.get("pruning"), "tokens saved by pruning"), _table(audit.pruning())),
         _section("Dedup clusters", _table(audit.clusters())),

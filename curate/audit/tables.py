@@ -285,6 +285,36 @@ class Audit:
             .sort("teacher_a", "teacher_b")
         )
 
+    def label_agreement(self) -> pl.DataFrame:
+        """Imported traces that came with a correctness label (`source_correct`): per source
+        and teacher, how often verify's `correct` agrees, and how the rest disagree. Every
+        trace counts, kept or rejected later. Empty when the run imported no labels."""
+        rows = self.rows("all")
+        if "source_correct" not in rows.columns or "correct" not in rows.columns:
+            return pl.DataFrame(schema={"source": pl.String, "teacher": pl.String, "traces": pl.UInt32,
+                                        "agreement": pl.Float64})
+        label, ours = pl.col("source_correct"), pl.col("correct")
+        counts = [pl.len().alias("traces"), ours.eq_missing(label).sum().alias("agree"),
+                  (label & ours.eq(False)).sum().alias("label_true_verify_false"),
+                  (~label & ours.eq(True)).sum().alias("label_false_verify_true"),
+                  ours.is_null().sum().alias("verify_undecided")]
+        labelled = rows.filter(label.is_not_null())
+        per_teacher = labelled.group_by("source", "teacher").agg(counts).sort("source", "teacher")
+        total = labelled.select(pl.lit("all").alias("source"), pl.lit("all").alias("teacher"), *counts)
+        table = pl.concat([per_teacher, total.cast(per_teacher.schema)]) if labelled.height else per_teacher
+        return table.with_columns(agreement=(pl.col("agree") / pl.col("traces")).round(4))
+
+    def label_disagreements(self, limit: int = 50) -> pl.DataFrame:
+        """The imported traces whose label and verify's verdict differ, to read by hand."""
+        rows = self.rows("all")
+        if "source_correct" not in rows.columns or "correct" not in rows.columns:
+            return pl.DataFrame()
+        columns = [c for c in ("source", "teacher", "problem_id", "sample_index", "source_correct", "correct",
+                               "verify_status", "reference_answer", "extracted_answer", "finish_reason")
+                   if c in rows.columns]
+        differ = pl.col("source_correct").is_not_null() & ~pl.col("correct").eq_missing(pl.col("source_correct"))
+        return rows.filter(differ).sort("source", "teacher", "problem_id").select(columns).head(limit)
+
     def _teacher_pass_rates(self) -> pl.DataFrame | None:
         """(problem_id, teacher, pass_rate): from verified traces, else from grade's JSON."""
         frame = self.rows("all")

@@ -23,7 +23,8 @@ def resolve_path(source: Source, recipe_dir: Path) -> Path | None:
 
 def load_problems(source: Source, recipe_dir: Path) -> pl.DataFrame:
     path = resolve_path(source, recipe_dir)
-    raw = read_source(source, path)
+    checked = {source.fields.problem: "text"} | ({source.fields.answer: "answer"} if source.fields.answer else {})
+    raw = read_source(source, path, checked)
     if source.limit:
         raw = raw.head(source.limit)
     where = str(path) if path else f"hub dataset {source.hub!r}"
@@ -32,9 +33,9 @@ def load_problems(source: Source, recipe_dir: Path) -> pl.DataFrame:
 
 def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
     fields = source.fields
-    _require_text(raw, fields.problem, "problem", where, allow_null=False)
+    require_text(raw, fields.problem, "problem", where, allow_null=False)
     if fields.answer:
-        _require_text(raw, fields.answer, "answer", where, allow_null=True)
+        raw = raw.with_columns(answer_as_text(raw, fields.answer, where))
     if source.domain == "code" and not fields.tests:
         raise SourceError(f"{where}: code source {source.name!r} needs `fields.tests`")
     mapped = {fields.problem, fields.answer, fields.tests, fields.entry_point} - {None}
@@ -44,7 +45,7 @@ def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
     unmapped = [c for c in raw.columns if c not in mapped]
     frame = raw.select(
         problem=pl.col(fields.problem),
-        reference_answer=_reference(raw, source, where),
+        reference_answer=reference_expr(raw, source, where),
         source=pl.lit(source.name),
         domain=pl.lit(source.domain),
         tests=_tests(raw, source),
@@ -53,26 +54,50 @@ def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
     return conform(frame, "problem").select([c.name for c in PROBLEM_COLUMNS])
 
 
-def _require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null: bool) -> None:
+def require_field(raw: pl.DataFrame, name: str, role: str, where: str) -> pl.Series:
     if name not in raw.columns:
         raise SourceError(
             f"{where}: field {name!r} (mapped to {role}) is missing; fields are: {', '.join(raw.columns)}"
         )
-    column = raw[name]
+    return raw[name]
+
+
+def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null: bool) -> None:
+    column = require_field(raw, name, role, where)
     if column.dtype != pl.String:
         if column.null_count() == len(column):
             raise SourceError(f"{where}: field {name!r} (mapped to {role}) is null in every record")
-        first = column.is_not_null().arg_max()  # records are 1-based in messages, like lines
-        raise SourceError(
-            f"{where}: record {first + 1}: field {name!r} (mapped to {role}) must be text, got {column.dtype} "
-            f"({repr(column[first])[:60]})"
-        )
+        _wrong_type(column, name, role, where, "text")
     if not allow_null and column.null_count():
-        record = column.is_null().arg_max()
-        raise SourceError(f"{where}: record {record + 1}: field {name!r} (mapped to {role}) is null or missing")
+        record = column.is_null().arg_max() + 1
+        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
 
 
-def _reference(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
+def answer_as_text(raw: pl.DataFrame, name: str, where: str, role: str = "answer") -> pl.Series:
+    """The answer field as text: numbers rendered without a spurious ".0" (42.0 -> "42")."""
+    column = require_field(raw, name, role, where)
+    if column.dtype == pl.String:
+        return column
+    if column.dtype.is_integer():
+        return column.cast(pl.String)
+    if column.dtype.is_float():
+        whole = column.is_finite() & (column == column.round(0)) & (column.abs() < 2**53)
+        return pl.select(pl.when(whole).then(column.cast(pl.Int64, strict=False).cast(pl.String))
+                         .otherwise(column.cast(pl.String)).alias(name)).to_series()
+    if column.dtype == pl.Null:
+        return column.cast(pl.String)
+    _wrong_type(column, name, role, where, "text or a number")
+
+
+def _wrong_type(column: pl.Series, name: str, role: str, where: str, wanted: str) -> None:
+    record = column.is_not_null().arg_max()
+    value = column[record]
+    example = repr(value.to_list() if isinstance(value, pl.Series) else value)[:60]
+    raise SourceError(f"{where}: record {record + 1}: field {name!r} (mapped to {role}) must be {wanted}, "
+                      f"got {column.dtype}: {example}")
+
+
+def reference_expr(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
     if not source.fields.answer:
         return pl.lit(None, pl.String)
     column = raw[source.fields.answer]

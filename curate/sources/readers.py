@@ -1,12 +1,15 @@
 """Read a source (JSONL, JSON, parquet, CSV, HF dataset folder, Hub dataset) into a frame.
 
-Readers take the fast path (polars, Arrow) and, when it fails, find the offending record
-themselves so the error names the file, the line or record and the field.
+Readers take the fast path (Arrow, polars) and, when it fails, find the offending record
+themselves so the error names the file, the line or record and the field. JSON Lines go
+through Arrow's JSON reader first because it keeps JSON types apart: polars would turn a
+problem `42` or `["a", "b"]` in a text column into the strings "42" and '["a", "b"]'.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -35,8 +38,15 @@ def source_format(source: Source, path: Path) -> str:
     return formats[suffix]
 
 
-def read_source(source: Source, path: Path | None) -> pl.DataFrame:
-    """The source's records as a frame, before field mapping. `path` is resolved already."""
+# What a mapped field must hold, checked record by record when a file mixes JSON types.
+FieldKind = str  # "text", "answer" (text or a number), "label" (a boolean, or 0/1); "<kind>_list": a list of them
+
+
+def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKind] | None = None) -> pl.DataFrame:
+    """The source's records as a frame, before field mapping. `path` is resolved already.
+    `checked` maps field names to what they must hold (see `FieldKind`): a JSON Lines file
+    whose records mix types in a checked field is read record by record, and the first
+    record with a wrong value is named."""
     if source.hub:
         return _read_hub(source)
     if not path.exists():
@@ -44,7 +54,7 @@ def read_source(source: Source, path: Path | None) -> pl.DataFrame:
     if path.is_file() and path.stat().st_size == 0:
         raise SourceError(f"{path}: file is empty (source {source.name!r})")
     fmt = source_format(source, path)
-    reader = {"jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet, "csv": _read_csv,
+    reader = {"jsonl": lambda p: _read_jsonl(p, checked or {}), "json": _read_json, "parquet": _read_parquet, "csv": _read_csv,
               "hf_disk": lambda p: _read_hf_disk(p, source.split)}[fmt]
     frame = reader(path)
     if frame.height == 0:
@@ -52,21 +62,71 @@ def read_source(source: Source, path: Path | None) -> pl.DataFrame:
     return frame
 
 
-def _read_jsonl(path: Path) -> pl.DataFrame:
+def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
+    import pyarrow.json as arrow_json
+
     try:
-        return pl.read_ndjson(path, infer_schema_length=None)
+        # Blocks must hold the longest line: one record of long-CoT generations can pass 1 MB.
+        options = arrow_json.ReadOptions(block_size=max(1 << 24, min(path.stat().st_size, 1 << 28)))
+        table = arrow_json.read_json(path, read_options=options)
+        table.validate(full=True)  # Arrow's reader lets invalid UTF-8 through; polars would crash on it
+    except Exception:  # noqa: BLE001 - mixed types, bad lines: find the record ourselves
+        table = None
+    if table is not None:
+        if table.num_rows == 0:  # the file is not empty (checked before): blank lines only
+            raise SourceError(f"{path}: no records, only blank lines")
+        return pl.from_arrow(table)
+    checked_values = _checked_values(path, checked)
+    try:
+        frame = pl.read_ndjson(path, infer_schema_length=None)
     except Exception:  # noqa: BLE001 - polars' message lacks the line; find it ourselves
-        numbered = list(_jsonl_records(path))
+        numbered = list(jsonl_records(path))
         if not numbered:
             raise SourceError(f"{path}: no records, only blank lines") from None
-        _check_one_schema(path, numbered)
+        _check_one_schema(path, numbered, ignore=checked.keys())
         try:
-            return pl.from_dicts([record for _, record in numbered], infer_schema_length=None)
+            frame = pl.from_dicts([record for _, record in numbered], infer_schema_length=None)
         except Exception as error:  # noqa: BLE001
             raise SourceError(f"{path}: records do not share one schema: {_first_line(error)}") from None
+    # polars coerced mixed columns (1.0 -> "1.0"); the checked ones take the values read here.
+    return frame.with_columns(pl.Series(name, values) for name, values in checked_values.items())
 
 
-def _jsonl_records(path: Path):
+def _checked_values(path: Path, checked: Mapping[str, FieldKind]) -> dict[str, list]:
+    """The checked fields' values, record by record; raises at the first wrong value."""
+    values: dict[str, list] = {name: [] for name in checked}
+    for record_number, (_, record) in enumerate(jsonl_records(path), start=1):
+        for name, kind in checked.items():
+            values[name].append(checked_value(record.get(name), kind, f"{path}: record {record_number}", name))
+    return {name: column for name, column in values.items() if any(v is not None for v in column)}
+
+
+def checked_value(value, kind: FieldKind, where: str, name: str):
+    """`value` if it is what `kind` asks for (numbers rendered as text for "answer")."""
+    if value is None:
+        return None
+    if kind.endswith("_list"):
+        if not isinstance(value, list):
+            raise SourceError(f"{where}: field {name!r} must be a list, got {type(value).__name__} {repr(value)[:60]}")
+        return [checked_value(v, kind.removesuffix("_list"), where, name) for v in value]
+    if kind == "answer" and isinstance(value, int | float) and not isinstance(value, bool):
+        return render_number(value)
+    if kind in ("text", "answer") and isinstance(value, str):
+        return value
+    if kind == "label" and (isinstance(value, bool) or (type(value) is int and value in (0, 1))):
+        return bool(value)
+    wanted = {"text": "text", "answer": "text or a number", "label": "a boolean (or 0/1)"}[kind]
+    raise SourceError(f"{where}: field {name!r} must be {wanted}, got {type(value).__name__} {repr(value)[:60]}")
+
+
+def render_number(value: int | float) -> str:
+    """42 and 42.0 -> "42"; 2.5 -> "2.5": no spurious ".0" on a whole number."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def jsonl_records(path: Path):
     """(1-based line number, record) for each non-blank line."""
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
@@ -88,12 +148,14 @@ def _jsonl_records(path: Path):
             yield line_number, record
 
 
-def _check_one_schema(path: Path, numbered: list[tuple[int, dict]], unit: str = "") -> None:
-    """Name the first record whose field has another JSON type than the same field before it."""
+def _check_one_schema(path: Path, numbered: list[tuple[int, dict]], unit: str = "",
+                      ignore: Collection[str] = ()) -> None:
+    """Name the first record whose field has another JSON type than the same field before it
+    (fields in `ignore` are checked by kind elsewhere: an answer may be a number or text)."""
     first_seen: dict[str, tuple[str, int]] = {}
     for number, record in numbered:
         for key, value in record.items():
-            if value is None:
+            if value is None or key in ignore:
                 continue
             kind = _json_kind(value)
             seen = first_seen.setdefault(key, (kind, number))

@@ -1,65 +1,55 @@
-"""Read SkyThought evaluation outputs (`code` = list of outputs, `score` = labels, `gt` =
-reference) as a trace table, so pruning can be tested and measured on real long traces.
+"""SkyThought evaluation outputs (`question`, `code` = list of outputs, `score` = their
+labels, `gt` = the reference) are one row shape of a trace source: `generations`. In a
+recipe:
 
-The files record neither finish reasons nor token counts: `finish_reason` is "stop"
-(truncation shows as an unclosed thought block) and tokens come from `count_tokens`.
+    - name: skyt1
+      kind: traces
+      path: math500_skyt1_27b_longcot.jsonl
+      fields: {problem: question, answer: solution}   # or answer: gt
+      answer_format: boxed                            # with answer: solution
+      traces: {shape: generations, completion: code, label: score, teacher: sky-t1}
+
+`read_skythought` does the same from Python (tests and benchmarks), with the file's labels
+as `correct` too, so the prune operators can be measured on real long traces.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
-from curate.schema import conform, problem_id, trace_id
+from curate.llm.reasoning import split_reasoning
+from curate.sources.config import Source
+from curate.sources.traces import ESTIMATE, load_traces
 
 THOUGHT_OPEN, THOUGHT_CLOSE = "<|begin_of_thought|>", "<|end_of_thought|>"
 SOLUTION_TAGS = ("<|begin_of_solution|>", "<|end_of_solution|>")
 
 
+def skythought_source(path: Path, teacher: str, tokenizer: str = ESTIMATE) -> Source:
+    return Source.model_validate({
+        "name": Path(path).stem, "path": str(Path(path).resolve()), "kind": "traces",
+        "fields": {"problem": "question", "answer": "gt"},
+        "traces": {"shape": "generations", "completion": "code", "label": "score", "teacher": teacher,
+                   "tokenizer": tokenizer},
+    })
+
+
+def read_skythought(path: Path, teacher: str, tokenizer: str = ESTIMATE) -> pl.DataFrame:
+    """One trace row per output, with `correct` (and `source_correct`) from `score`."""
+    traces = load_traces(skythought_source(path, teacher, tokenizer), Path("."))
+    return traces.with_columns(correct=pl.col("source_correct"))
+
+
 def split_output(output: str) -> tuple[str, str]:
-    """(reasoning, final answer text), split as `generate` splits: an unclosed thought is
-    all reasoning and no answer; untagged output is all answer."""
-    if THOUGHT_CLOSE in output:
-        reasoning, answer = output.split(THOUGHT_CLOSE, 1)
-        for tag in SOLUTION_TAGS:
-            answer = answer.replace(tag, "")
-        return reasoning.replace(THOUGHT_OPEN, "").strip(), answer.strip()
-    if THOUGHT_OPEN in output:
-        return output.split(THOUGHT_OPEN, 1)[1].strip(), ""
-    return "", output.strip()
+    """(reasoning, final answer text) of one output, as a trace source splits it."""
+    _, reasoning, answer = split_reasoning(output, None, THOUGHT_OPEN, THOUGHT_CLOSE)
+    for tag in SOLUTION_TAGS:
+        answer = answer.replace(tag, "")
+    return reasoning, answer.strip()
 
 
 def estimate_tokens(text: str) -> int:
     """About 4 characters per token: the usual English BPE average."""
     return (len(text) + 3) // 4
-
-
-def read_skythought(
-    path: Path, teacher: str, count_tokens: Callable[[str], int] = estimate_tokens
-) -> pl.DataFrame:
-    """One trace row per output, with `correct` from the file's `score` labels."""
-    rows = []
-    for line_number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        try:
-            record = json.loads(line)
-            outputs, scores = record["code"], record["score"]
-            problem, reference = record["question"], str(record["gt"])
-        except (json.JSONDecodeError, KeyError) as error:
-            raise ValueError(f"{path}:{line_number}: not a SkyThought output record ({error!r})") from None
-        pid = problem_id(problem)
-        for index, (output, score) in enumerate(zip(outputs, scores, strict=True)):
-            reasoning, answer = split_output(output)
-            rows.append({
-                "problem_id": pid, "problem": problem, "reference_answer": reference,
-                "source": Path(path).stem, "domain": "math", "tests": None,
-                "metadata": json.dumps({"idx": record.get("idx"), "level": record.get("level")}),
-                "trace_id": trace_id(pid, teacher, teacher, index, {}), "teacher": teacher,
-                "model": teacher, "sample_index": index, "prompt": problem, "completion": output,
-                "reasoning": reasoning, "answer_text": answer, "prompt_tokens": count_tokens(problem),
-                "reasoning_tokens": count_tokens(reasoning), "answer_tokens": count_tokens(answer),
-                "finish_reason": "stop", "generation_params": "{}", "correct": bool(score),
-            })
-    return conform(pl.DataFrame(rows, infer_schema_length=None), "trace")

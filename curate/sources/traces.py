@@ -1,0 +1,385 @@
+"""Turn a dump of existing model outputs into the trace table (see curate.schema.TRACE_COLUMNS).
+
+Three row shapes (`TraceMap.shape`): one trace per record; one record per problem with a
+list of generations and parallel lists (labels, finish reasons, ...), exploded to one
+trace per element; chat turns (`messages` with role/content, ShareGPT `conversations`
+with from/value). Reasoning is cut out of the completion at the first marker pair found
+(`<think>`, Sky-T1's `<|begin_of_thought|>`), or comes from its own field
+(`reasoning_content`). A block that opens and never closes is a trace cut off by the token
+limit: finish_reason "length", all reasoning, no answer.
+
+Ids follow the schema: `problem_id` from the problem text, so an imported trace and a
+generated one of the same problem grade and dedupe together; `trace_id` from problem,
+teacher, model, sample index and the source name, stable across reruns.
+
+Bad input stops the import with one error naming the file, the record (1-based) and the
+field, before anything is written. Everything runs as polars expressions; the only
+per-row Python is hashing ids and, when a tokenizer counts tokens, the tokenizer itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+
+from curate.schema import conform, problem_id_expr
+from curate.sources.config import FieldValue, Source
+from curate.sources.problems import answer_as_text, reference_expr, require_field, resolve_path
+from curate.sources.readers import FieldKind, SourceError, jsonl_records, read_source, source_format
+
+RECORD = "_record"  # 1-based record number in the file, for error messages
+TOKEN_FIELDS = ("prompt_tokens", "reasoning_tokens", "answer_tokens", "completion_tokens")
+ESTIMATE = "chars/4"
+# ShareGPT and OpenAI role names, as the trace table's prompt writes them.
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+         "system": "system"}
+
+
+def load_traces(source: Source, recipe_dir: Path, cache_dir: Path | None = None) -> pl.DataFrame:
+    """The source's traces as trace-table rows, plus `source_correct` (the dump's label)."""
+    path = resolve_path(source, recipe_dir)
+    raw = read_source(source, path, checked_fields(source))
+    if source.limit:
+        raw = raw.head(source.limit)
+    where = str(path) if path else f"hub dataset {source.hub!r}"
+    return map_traces(raw, source, where, cache_dir)
+
+
+def mapped_fields(source: Source) -> dict[str, str]:
+    """Record field -> what it is mapped to: what a file must have (or may have: labels)."""
+    t = source.traces
+    fields = {} if t.shape == "chat" and "problem" not in source.fields.model_fields_set else {
+        source.fields.problem: "problem"}
+    if source.fields.answer:
+        fields[source.fields.answer] = "reference answer"
+    if t.shape == "chat":
+        fields[t.messages] = "messages"
+    else:
+        for role in ("completion", "reasoning", "answer"):
+            if getattr(t, role):
+                fields[getattr(t, role)] = role
+    for role in ("label", "finish_reason", "sample_index", *TOKEN_FIELDS):
+        if getattr(t, role):
+            fields[getattr(t, role)] = role
+    for role in ("teacher", "model"):
+        if isinstance(getattr(t, role), FieldValue):
+            fields[getattr(t, role).field] = role
+    return fields
+
+
+def first_record_fields(source: Source, path: Path) -> list[str] | None:
+    """The field names of the file's first record (None for formats read whole: a Hub
+    dataset or dataset folder), so a recipe's mapping is checked before a run."""
+    if not path.exists():
+        raise SourceError(f"{path}: file not found (source {source.name!r})")
+    fmt = source_format(source, path)
+    if fmt == "parquet":
+        return list(pl.read_parquet_schema(path))
+    if fmt == "csv":
+        return pl.read_csv(path, n_rows=0, infer_schema=False).columns
+    if fmt == "jsonl":
+        return list(next(jsonl_records(path), (0, {}))[1])
+    if fmt == "json":
+        return list(read_source(source, path).columns)
+    return None
+
+
+def checked_fields(source: Source) -> dict[str, FieldKind]:
+    """Fields whose JSON type is checked record by record when a file mixes types."""
+    t = source.traces
+    text: FieldKind = "text_list" if t.shape == "generations" else "text"  # a generations label may be a scalar too
+    checked: dict[str, FieldKind] = {}
+    if "problem" in mapped_fields(source).values():
+        checked[source.fields.problem] = "text"
+    if source.fields.answer:
+        checked[source.fields.answer] = "answer"
+    if t.shape != "chat":
+        checked |= {getattr(t, role): text for role in ("completion", "reasoning", "answer") if getattr(t, role)}
+    if t.label:
+        checked[t.label] = "label_list" if t.shape == "generations" else "label"
+    return checked
+
+
+def map_traces(raw: pl.DataFrame, source: Source, where: str, cache_dir: Path | None = None) -> pl.DataFrame:
+    t = source.traces
+    for name, role in mapped_fields(source).items():
+        require_field(raw, name, role, where)
+    raw = raw.with_row_index(RECORD, offset=1)
+    if source.fields.answer:
+        raw = raw.with_columns(answer_as_text(raw, source.fields.answer, where, "reference answer"))
+    raw = raw.with_columns(reference_answer=reference_expr(raw, source, where))
+    unmapped = [c for c in raw.columns if c not in mapped_fields(source) and c not in (RECORD, "reference_answer")]
+    raw = raw.with_columns(metadata=pl.struct(unmapped).struct.json_encode() if unmapped else pl.lit("{}"))
+    if t.shape == "generations":
+        flat = _explode_generations(raw, source, where)
+    elif t.shape == "chat":
+        flat = _chat_turns(raw, source, where)
+    else:
+        flat = raw.with_columns(_sample_index=pl.lit(None, pl.Int64))
+    flat = _text_parts(flat, source, where)
+    frame = flat.select(
+        RECORD, "metadata", "reference_answer", "completion", "reasoning", "answer_text", "finish_reason",
+        "prompt",
+        problem=pl.col("_problem") if "_problem" in flat.columns else pl.col(source.fields.problem),
+        source=pl.lit(source.name), domain=pl.lit(source.domain), tests=pl.lit(None, pl.String),
+        teacher=_constant_or_field(t.teacher, pl.lit(source.name)),
+        source_correct=_labels(flat, source, where),
+        sample_index=pl.col(t.sample_index) if t.sample_index else pl.col("_sample_index"),
+        **{name: pl.col(getattr(t, name)) if getattr(t, name) else pl.lit(None, pl.Int64) for name in TOKEN_FIELDS},
+    )
+    _require_problem_text(frame, source, where)
+    frame = frame.with_columns(model=_constant_or_field(t.model, pl.col("teacher")).cast(pl.String))
+    frame = _ids(frame, source)
+    frame = _token_counts(frame, t.tokenizer, cache_dir)
+    return conform(frame.drop(RECORD, "completion_tokens"), "trace").with_columns(
+        pl.col("source_correct").cast(pl.Boolean))
+
+
+def _constant_or_field(value: str | FieldValue | None, default: pl.Expr) -> pl.Expr:
+    if value is None:
+        return default
+    return pl.col(value.field).cast(pl.String) if isinstance(value, FieldValue) else pl.lit(value)
+
+
+def _explode_generations(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
+    """One row per element of the completion list; parallel lists must match its length."""
+    t = source.traces
+    generations = t.completion or t.answer
+    lists = [generations]
+    for role in ("completion", "reasoning", "answer", "label", "finish_reason", "sample_index", *TOKEN_FIELDS):
+        name = getattr(t, role)
+        if name and name not in lists and isinstance(raw.schema[name], pl.List):
+            lists.append(name)
+    if not isinstance(raw.schema[generations], pl.List):
+        _bad_record(raw, raw[generations].is_not_null(), generations,
+                    f"must be a list of generations (shape: generations), got {raw.schema[generations]}", where)
+    counts = raw[generations].list.len()
+    for name in lists[1:]:
+        differs = raw[name].list.len().ne_missing(counts)
+        if differs.any():
+            record = int(differs.arg_max())
+            raise SourceError(
+                f"{where}: record {record + 1}: field {name!r} has {raw[name].list.len()[record]} element(s) "
+                f"but {generations!r} has {counts[record]}: parallel lists must have the same length")
+    raw = raw.filter(counts > 0).with_columns(_sample_index=pl.int_ranges(0, pl.col(generations).list.len()))
+    return raw.explode([*lists, "_sample_index"])
+
+
+def _chat_turns(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
+    """Problem = the last user turn, completion = the last assistant turn (its
+    `reasoning_content` too, when turns carry one), prompt = the turns before it as JSON."""
+    name = source.traces.messages
+    dtype = raw.schema[name]
+    if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
+        _bad_record(raw, raw[name].is_not_null(), name,
+                    f"must be a list of chat turns ({{role, content}} or {{from, value}}), got {dtype}", where)
+    keys = {field.name for field in dtype.inner.fields}
+    role_key = "role" if "role" in keys else "from"
+    content_key = "content" if "content" in keys else "value"
+    if {role_key, content_key} - keys:
+        raise SourceError(f"{where}: field {name!r}: chat turns need role/content or from/value keys, "
+                          f"got {', '.join(sorted(keys))}")
+    role = pl.element().struct.field(role_key).str.to_lowercase().replace_strict(ROLES, default="other")
+    content = pl.element().struct.field(content_key)
+
+    def last(of_role: str, value: pl.Expr) -> pl.Expr:
+        return pl.col(name).list.eval(value.filter(role == of_role)).list.last()
+
+    turn = pl.struct(role=role, content=content).struct.json_encode()
+    prompt = pl.col(name).list.eval(turn.filter(role != "assistant")).list.join(", ")
+    columns = {"_problem": last("user", content), "_chat_completion": last("assistant", content),
+               "prompt": pl.concat_str(pl.lit("["), prompt, pl.lit("]")), "_sample_index": pl.lit(None, pl.Int64)}
+    if "reasoning_content" in keys:
+        columns["_chat_reasoning"] = last("assistant", pl.element().struct.field("reasoning_content"))
+    if "problem" in source.fields.model_fields_set:
+        del columns["_problem"]
+    flat = raw.with_columns(**columns)
+    if flat["_chat_completion"].is_null().any():
+        _bad_record(flat, flat["_chat_completion"].is_null(), name, "has no assistant turn", where)
+    if "_problem" in flat.columns and flat["_problem"].is_null().any():
+        _bad_record(flat, flat["_problem"].is_null(), name, "has no user turn", where)
+    return flat
+
+
+def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
+    """completion, reasoning, answer_text and finish_reason from the mapped text fields."""
+    t = source.traces
+    if t.shape == "chat":
+        completion = "_chat_completion"
+        reasoning = "_chat_reasoning" if "_chat_reasoning" in flat.columns else None
+        answer = None
+    else:
+        completion, reasoning, answer = t.completion, t.reasoning, t.answer
+    for name, role in ((completion, "completion"), (reasoning, "reasoning"), (answer, "answer")):
+        if name and flat.schema[name] not in (pl.String, pl.Null):
+            _bad_record(flat, flat[name].is_not_null(), name, f"(mapped to {role}) must be text, got "
+                        f"{flat.schema[name]}", where)
+    text = pl.col(answer) if answer else pl.col(completion)
+    present = [pl.col(n).str.contains(r"\S").fill_null(False) for n in (completion, reasoning, answer) if n]
+    empty = flat.select(~pl.any_horizontal(present)).to_series()
+    if empty.any():
+        _bad_record(flat, empty, answer or completion or reasoning, "is empty: the trace has no completion", where)
+    start, end = t.reasoning_markers[0] if t.reasoning_markers else ("", "")
+    if reasoning:
+        # The reasoning came apart; rebuild the raw output around it, as generate does.
+        reasoning_expr = pl.col(reasoning).fill_null("")
+        answer_expr = text.fill_null("")
+        has_reasoning = reasoning_expr.str.strip_chars() != ""
+        completion_expr = pl.when(has_reasoning).then(pl.concat_str(pl.lit(start), reasoning_expr, pl.lit(end),
+                                                                    answer_expr)).otherwise(answer_expr)
+        truncated = pl.lit(False)
+    else:
+        completion_expr = text
+        reasoning_expr, answer_expr, truncated = _split_markers(text, t.reasoning_markers)
+    for tag in t.strip_tags:
+        if flat.select(text.str.contains(tag, literal=True).any()).item():  # most dumps have none: skip the copy
+            answer_expr = answer_expr.str.replace_all(tag, "", literal=True)
+    inferred = pl.when(truncated).then(pl.lit("length")).otherwise(pl.lit("stop"))
+    finish = pl.coalesce(pl.col(t.finish_reason).cast(pl.String), inferred) if t.finish_reason else inferred
+    if "prompt" not in flat.columns:
+        flat = flat.with_columns(prompt=pl.col(source.fields.problem))
+    # Lazy, so the parts shared by these expressions are computed once.
+    return flat.lazy().with_columns(completion=completion_expr, reasoning=reasoning_expr.str.strip_chars(),
+                                    answer_text=answer_expr.str.strip_chars(), finish_reason=finish).collect()
+
+
+def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(reasoning, answer, truncated), cut at the first marker pair found in the text.
+    Text before the end marker is reasoning (models whose template opens the block emit
+    only the end); an open block with no end is all reasoning; untagged text is all
+    answer. Marker positions are byte offsets (`str.find`), so the text is cut as bytes:
+    one slice for each part, whatever the number of pairs."""
+    if not markers:
+        return pl.lit(""), text, pl.lit(False)
+    start_at = end_at = start_len = end_len = pl.lit(None, pl.Int64)
+    for start, end in reversed(markers):  # the first pair found wins: it is applied last
+        found_start = text.str.find(start, literal=True).cast(pl.Int64)
+        found_end = text.str.find(end, literal=True).cast(pl.Int64)
+        found = found_start.is_not_null() | found_end.is_not_null()
+        start_at = pl.when(found).then(found_start).otherwise(start_at)
+        end_at = pl.when(found).then(found_end).otherwise(end_at)
+        start_len = pl.when(found).then(pl.lit(len(start.encode()))).otherwise(start_len)
+        end_len = pl.when(found).then(pl.lit(len(end.encode()))).otherwise(end_len)
+    closed, opened = end_at.is_not_null(), start_at.is_not_null()
+    # reasoning starts after an opening marker that comes before the end (else at 0)
+    begin = pl.when(opened & (~closed | (start_at < end_at))).then(start_at + start_len).otherwise(0)
+    size = pl.when(closed).then(end_at - begin)  # null length: to the end of the text
+    raw = text.cast(pl.Binary)
+    reasoning = pl.when(closed | opened).then(raw.bin.slice(begin, size).cast(pl.String)).otherwise(pl.lit(""))
+    answer = (pl.when(closed).then(raw.bin.slice(end_at + end_len).cast(pl.String))
+              .when(opened).then(pl.lit("")).otherwise(text))
+    return reasoning, answer, ~closed & opened
+
+
+def _labels(flat: pl.DataFrame, source: Source, where: str) -> pl.Expr:
+    """The dump's correctness label: booleans, or the integers 0 and 1."""
+    name = source.traces.label
+    if not name:
+        return pl.lit(None, pl.Boolean)
+    column = flat[name]
+    if column.dtype == pl.Boolean or column.dtype == pl.Null:
+        return pl.col(name).cast(pl.Boolean)
+    if column.dtype.is_integer():
+        bad = column.is_not_null() & ~column.is_in([0, 1])
+        if not bad.any():
+            return pl.col(name).cast(pl.Boolean)
+        _bad_record(flat, bad, name, f"(mapped to label) must be a boolean (or 0/1), got {column.filter(bad)[0]!r}",
+                    where)
+    _bad_record(flat, column.is_not_null(), name, f"(mapped to label) must be a boolean, got {column.dtype}", where)
+
+
+def _require_problem_text(frame: pl.DataFrame, source: Source, where: str) -> None:
+    name = source.fields.problem if frame.schema["problem"] != pl.Null else "problem"
+    if frame.schema["problem"] != pl.String:
+        _bad_record(frame, frame["problem"].is_not_null(), name,
+                    f"(mapped to problem) must be text, got {frame.schema['problem']}", where)
+    if frame["problem"].is_null().any():
+        _bad_record(frame, frame["problem"].is_null(), name, "(mapped to problem) is null or missing", where)
+
+
+def _bad_record(frame: pl.DataFrame, bad: pl.Series, field: str, message: str, where: str):
+    record = frame[RECORD][int(bad.arg_max())] if bad.any() else 1
+    raise SourceError(f"{where}: record {record}: field {field!r} {message}")
+
+
+def _ids(frame: pl.DataFrame, source: Source) -> pl.DataFrame:
+    """problem_id (hashed once per distinct problem), sample_index (file order within a
+    problem and teacher when the dump gives none) and trace_id, as the schema defines them."""
+    problems = frame.select("problem").unique().with_columns(problem_id=problem_id_expr(pl.col("problem")))
+    frame = frame.join(problems, on="problem", how="left", maintain_order="left")
+    frame = frame.with_columns(sample_index=pl.coalesce(
+        "sample_index", pl.int_range(pl.len()).over("problem_id", "teacher")).cast(pl.Int32))
+    params = json.dumps(trace_params(source), sort_keys=True)
+    # content_hash(problem_id, teacher, model, sample_index, params), vectorised: the
+    # digest of the parts each followed by the unit separator (see curate.schema.trace_id).
+    key = pl.concat_str([pl.col("problem_id"), pl.col("teacher"), pl.col("model"),
+                         pl.col("sample_index").cast(pl.String), pl.lit(params), pl.lit("")], separator="\x1f")
+    return frame.with_columns(
+        trace_id=key.map_batches(lambda s: pl.Series([_digest(k) for k in s.to_list()], dtype=pl.String),
+                                 return_dtype=pl.String),
+        generation_params=pl.lit(params),
+    )
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def trace_params(source: Source) -> dict:
+    """The params part of an imported trace's trace_id: traces of two dumps never share one."""
+    return {"imported_from": source.name}
+
+
+def _token_counts(frame: pl.DataFrame, tokenizer: str, cache_dir: Path | None) -> pl.DataFrame:
+    """Token counts the dump did not give: a completion total is shared out by character
+    length; anything else is counted with `tokenizer`."""
+    chars = pl.col("reasoning").str.len_chars() + pl.col("answer_text").str.len_chars()
+    share = (pl.col("completion_tokens") * pl.col("reasoning").str.len_chars() / pl.when(chars > 0).then(chars)
+             .otherwise(1)).round(0).cast(pl.Int64)
+    frame = frame.with_columns(reasoning_tokens=pl.coalesce("reasoning_tokens", share)).with_columns(
+        answer_tokens=pl.coalesce("answer_tokens", pl.col("completion_tokens") - pl.col("reasoning_tokens")))
+    for column, text in (("prompt_tokens", "problem"), ("reasoning_tokens", "reasoning"),
+                         ("answer_tokens", "answer_text")):
+        missing = frame[column].is_null()
+        if missing.any():
+            counted = count_tokens(frame[text].filter(missing), tokenizer, cache_dir)
+            frame = frame.with_columns(frame[column].cast(pl.Int64).scatter(missing.arg_true(), counted))
+    return frame
+
+
+def count_tokens(texts: pl.Series, tokenizer: str, cache_dir: Path | None) -> pl.Series:
+    if tokenizer == ESTIMATE:
+        return ((texts.str.len_chars() + 3) // 4).cast(pl.Int64)
+    encode = _tokenizer(tokenizer, str(cache_dir) if cache_dir else None)
+    counts = [len(ids) for ids in encode(texts.fill_null("").to_list(), add_special_tokens=False)["input_ids"]]
+    return pl.Series(counts, dtype=pl.Int64)
+
+
+@cache
+def _tokenizer(name: str, cache_dir: str | None):
+    """A tokenizer by name. A bundled GGUF model's tokenizer is read from the GGUF once
+    (seconds) and saved as a tokenizer folder in the cache, which later runs load quickly."""
+    from transformers import AutoTokenizer
+
+    from curate.core.paths import default_cache_dir
+    from curate.models.bundled import BUNDLED_PREFIX, resolve_model
+
+    if not name.startswith(BUNDLED_PREFIX):
+        return AutoTokenizer.from_pretrained(name)
+    folder = Path(cache_dir or default_cache_dir()) / "tokenizers" / name[len(BUNDLED_PREFIX):]
+    if (folder / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(folder)
+    model = Path(resolve_model(name, Path(cache_dir) if cache_dir else None))
+    loaded = AutoTokenizer.from_pretrained(model.parent, gguf_file=model.name)
+    partial = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    loaded.save_pretrained(partial)
+    try:
+        os.replace(partial, folder)
+    except OSError:  # another process saved it first
+        pass
+    return loaded

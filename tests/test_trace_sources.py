@@ -1,0 +1,239 @@
+"""Trace sources: every row shape, ids, labels, bad input, recipes that import and generate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from curate.recipe import RecipeError, load_recipe
+from curate.runner import run_recipe
+from curate.schema import problem_id, trace_id
+from curate.sources.config import Source
+from curate.sources.readers import SourceError
+from curate.sources.skythought import read_skythought
+from curate.sources.traces import load_traces, trace_params
+from tests.test_generate_openai import server, teacher  # noqa: F401 - the fake OpenAI server fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "curate" / "data" / "traces"
+FIXTURES = ROOT / "tests" / "fixtures" / "prune"
+
+
+def source(path: Path, **config) -> Source:
+    traces = {"tokenizer": "chars/4", **config.pop("traces", {})}
+    return Source.model_validate({"name": "dump", "path": str(path), "kind": "traces", "traces": traces, **config})
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_generations_explode_with_their_labels_and_finish_reasons():
+    traces = load_traces(source(DATA / "openr1_generations.jsonl", fields={"problem": "problem", "answer": "answer"},
+                                traces={"shape": "generations", "completion": "generations",
+                                        "label": "correctness_math_verify", "finish_reason": "finish_reasons"}),
+                         ROOT)
+    first = traces.filter(pl.col("problem") == "What is 17 + 25?").sort("sample_index")
+    assert first["sample_index"].to_list() == [0, 1, 2]
+    assert first["source_correct"].to_list() == [True, True, False]
+    assert first["finish_reason"].to_list() == ["stop", "stop", "length"]
+    assert first["reasoning"][0] == "17 + 25: 17 + 20 = 37, plus 5 is 42."
+    assert first["answer_text"][0] == "The sum is $\\boxed{42}$."
+    # numbers as answers: 42 and 42.0 render as "42", 1.5 stays "1.5"
+    assert traces.unique("problem", maintain_order=True)["reference_answer"].to_list() == ["42", "42", "1.5"]
+
+
+def test_messages_with_think_tags_split_into_reasoning_and_answer():
+    traces = load_traces(source(DATA / "chat_messages.jsonl", fields={"answer": "answer"},
+                                traces={"shape": "chat", "messages": "messages"}), ROOT)
+    row = traces.row(0, named=True)
+    assert row["problem"] == "What is 12 squared?"
+    assert row["reasoning"] == "12 * 12 = 144."
+    assert row["answer_text"] == "The answer is $\\boxed{144}$."
+    assert row["finish_reason"] == "stop"
+    assert json.loads(row["prompt"]) == [{"role": "system", "content": "Think step by step."},
+                                         {"role": "user", "content": "What is 12 squared?"}]
+    assert traces["reference_answer"].to_list() == ["144", "120"]
+
+
+def test_sharegpt_conversations_and_an_unclosed_block_is_truncated():
+    traces = load_traces(source(DATA / "sharegpt_conversations.jsonl", answer_format="boxed",
+                                fields={"answer": "ground_truth_solution"},
+                                traces={"shape": "chat", "messages": "conversations"}), ROOT)
+    closed, cut = traces.rows(named=True)
+    assert closed["problem"].endswith("What is 3 cubed?")
+    assert closed["reasoning"] == "3 cubed is 3 * 3 * 3 = 27."
+    assert closed["answer_text"] == "$\\boxed{27}$"  # solution tags stripped
+    assert (closed["finish_reason"], cut["finish_reason"]) == ("stop", "length")
+    assert cut["answer_text"] == "" and cut["reasoning"].startswith("The sum is 10 * 11 / 2.")
+
+
+def test_reasoning_in_its_own_field_and_rows_with_usage_counts():
+    separate = load_traces(source(DATA / "reasoning_content.jsonl", fields={"problem": "prompt", "answer": "gold"},
+                                  traces={"completion": "content", "reasoning": "reasoning_content",
+                                          "teacher": {"field": "model"}}), ROOT)
+    row = separate.row(0, named=True)
+    assert row["reasoning"].startswith("2^10 = 1024") and row["answer_text"] == "The answer is $\\boxed{1024}$."
+    assert row["completion"].startswith("<think>2^10") and row["teacher"] == "deepseek-reasoner"
+    assert separate["reference_answer"].to_list() == ["1024", "6"]
+
+    rows = load_traces(source(DATA / "api_log_rows.jsonl", fields={"problem": "question", "answer": "reference"},
+                              traces={"completion": "output", "label": "is_correct", "finish_reason": "finish_reason",
+                                      "teacher": {"field": "model"}, "prompt_tokens": "prompt_tokens",
+                                      "completion_tokens": "completion_tokens"}), ROOT)
+    assert rows["source_correct"].to_list() == [True, False, True, False]  # 0/1 labels
+    assert rows["sample_index"].to_list() == [0, 1, 0, 1]  # file order within problem and teacher
+    assert (rows["reasoning_tokens"] + rows["answer_tokens"]).to_list() == [31, 18, 16, 24]
+    assert rows["prompt_tokens"].to_list() == [14, 14, 15, 15]
+
+
+def test_ids_follow_the_schema_and_are_stable(tmp_path):
+    config = {"fields": {"problem": "question", "answer": "gt"},
+              "traces": {"shape": "generations", "completion": "code", "label": "score", "teacher": "sky"}}
+    first = load_traces(source(DATA / "skythought_skyt1.jsonl", **config), ROOT)
+    again = load_traces(source(DATA / "skythought_skyt1.jsonl", **config), ROOT)
+    assert first["trace_id"].to_list() == again["trace_id"].to_list()
+    row = first.row(0, named=True)
+    assert row["problem_id"] == problem_id(row["problem"])
+    assert row["trace_id"] == trace_id(row["problem_id"], "sky", "sky", 0, trace_params(source(DATA, **config)))
+    # the SkyThought reader is this shape: same rows, the labels as `correct` too
+    read = read_skythought(DATA / "skythought_skyt1.jsonl", "sky")
+    assert read["problem_id"].to_list() == first["problem_id"].to_list()
+    assert read["correct"].to_list() == first["source_correct"].to_list()
+
+
+def test_real_skythought_fixture_truncation_from_open_thought_blocks():
+    traces = read_skythought(FIXTURES / "skyt1_longcot_subset.jsonl", "skyt1")
+    completion = traces["completion"]
+    open_blocks = (completion.str.contains("<|begin_of_thought|>", literal=True)
+                   & ~completion.str.contains("<|end_of_thought|>", literal=True))
+    assert open_blocks.sum() > 0
+    assert (traces.filter(open_blocks)["finish_reason"] == "length").all()
+    assert (traces.filter(~open_blocks)["finish_reason"] == "stop").all()
+    assert (traces.filter(open_blocks)["answer_text"] == "").all()
+
+
+BAD = {
+    "lengths differ": ([{"problem": "p", "answer": "1", "gens": ["a", "b", "c"], "labels": [True, False]}],
+                       ["record 1", "'labels'", "2 element(s)", "3"]),
+    "label not boolean": ([{"problem": "p", "answer": "1", "gens": ["a"], "labels": [True]},
+                           {"problem": "q", "answer": "1", "gens": ["a", "b"], "labels": ["yes", "no"]}],
+                          ["record 2", "'labels'", "boolean"]),
+    "label not 0/1": ([{"problem": "p", "answer": "1", "gens": ["a"], "labels": [2]}], ["record 1", "'labels'"]),
+    "empty completion": ([{"problem": "p", "answer": "1", "gens": ["a", "  "], "labels": [True, False]}],
+                         ["record 1", "'gens'", "empty"]),
+    "missing field": ([{"problem": "p", "answer": "1", "generations": ["a"], "labels": [True]}],
+                      ["'gens'", "missing"]),
+    "problem a number": ([{"problem": "p", "answer": "1", "gens": ["a"], "labels": [True]},
+                          {"problem": 42, "answer": "1", "gens": ["a"], "labels": [True]}],
+                         ["record 2", "'problem'", "must be text", "int"]),
+    "problem a list": ([{"problem": ["a", "b"], "answer": "1", "gens": ["a"], "labels": [True]}],
+                       ["record 1", "'problem'", "text"]),
+    "answer a list": ([{"problem": "p", "answer": ["1"], "gens": ["a"], "labels": [True]}],
+                      ["record 1", "'answer'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_trace_input_names_file_record_and_field(tmp_path, case):
+    records, expected = BAD[case]
+    path = write_jsonl(tmp_path / "dump.jsonl", records)
+    with pytest.raises(SourceError) as caught:
+        load_traces(source(path, traces={"shape": "generations", "completion": "gens", "label": "labels"}), tmp_path)
+    message = str(caught.value)
+    assert str(path) in message and "\n" not in message
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def recipe_file(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_bad_input_stops_the_run_before_anything_is_written(tmp_path):
+    dump = write_jsonl(tmp_path / "dump.jsonl", BAD["lengths differ"][0])
+    path = recipe_file(tmp_path, {"name": "bad", "output": {"dir": str(tmp_path / "run")},
+                                  "sources": [{"name": "d", "kind": "traces", "path": str(dump),
+                                               "traces": {"shape": "generations", "completion": "gens",
+                                                          "label": "labels", "tokenizer": "chars/4"}}],
+                                  "steps": [{"op": "verify", "workers": 1}]})
+    with pytest.raises(SourceError, match="record 1"):
+        run_recipe(load_recipe(path), tmp_path / "run")
+    assert not list((tmp_path / "run").rglob("*.parquet"))
+
+
+def test_validate_knows_trace_columns_and_reports_absent_fields(tmp_path):
+    dump = write_jsonl(tmp_path / "dump.jsonl", [{"question": "q", "gt": "1", "output": "x"}])
+    base = {"name": "t", "sources": [{"name": "d", "kind": "traces", "path": str(dump),
+                                      "fields": {"problem": "question", "answer": "gt"},
+                                      "traces": {"completion": "output", "label": "score"}}],
+            "steps": [{"op": "verify"}, {"op": "grade"}]}
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe_file(tmp_path, base))
+    assert "'score' (label) not in the first record" in str(caught.value)
+    del base["sources"][0]["traces"]["label"]
+    assert [s.id for s in load_recipe(recipe_file(tmp_path, base)).steps] == ["verify", "grade"]
+    # --set addresses a source by name
+    other = write_jsonl(tmp_path / "other.jsonl", [{"question": "q", "gt": "1", "text": "x"}])
+    with pytest.raises(RecipeError, match="'output' \\(completion\\)"):
+        load_recipe(recipe_file(tmp_path, base), [f"sources.d.path={other}"])
+
+
+def test_problem_sources_next_to_trace_sources_need_a_generating_step(tmp_path):
+    dump = write_jsonl(tmp_path / "dump.jsonl", [{"problem": "q", "answer": "1", "completion": "x"}])
+    problems = write_jsonl(tmp_path / "problems.jsonl", [{"problem": "q", "answer": "1"}])
+    path = recipe_file(tmp_path, {"name": "t", "sources": [
+        {"name": "p", "path": str(problems)}, {"name": "d", "kind": "traces", "path": str(dump)}],
+        "steps": [{"op": "verify"}]})
+    with pytest.raises(RecipeError, match="need a step that generates traces"):
+        load_recipe(path)
+
+
+def test_imported_and_generated_traces_of_one_problem_grade_together(tmp_path, server):  # noqa: F811
+    problem = "What is 6 times 7?"
+    problems = write_jsonl(tmp_path / "problems.jsonl", [{"problem": problem, "answer": "42"}])
+    # the same problem, typed with other white space: the same problem_id
+    dump = write_jsonl(tmp_path / "dump.jsonl", [
+        {"question": "What is  6 times 7?\n", "gt": 42, "code": ["<think>6*7</think> 42", "<think>x</think> 41"],
+         "score": [True, False]}])
+    path = recipe_file(tmp_path, {
+        "name": "mixed", "output": {"dir": str(tmp_path / "run")}, "cache_dir": str(tmp_path / "cache"),
+        "sources": [{"name": "p", "path": str(problems)},
+                    {"name": "d", "kind": "traces", "path": str(dump), "fields": {"problem": "question", "answer": "gt"},
+                     "traces": {"shape": "generations", "completion": "code", "label": "score",
+                                "teacher": "dump", "tokenizer": "chars/4"}}],
+        "steps": [{"op": "exact_dedup"}, {"op": "generate", "teachers": [teacher(server.url)]},
+                  {"op": "verify", "workers": 1}, {"op": "grade"}]})
+    result = run_recipe(load_recipe(path), tmp_path / "run")
+    out = pl.read_parquet(result.output)
+    assert sorted(out["teacher"].to_list()) == ["dump", "dump", "remote", "remote"]
+    assert out["problem_id"].n_unique() == 1
+    assert (out["n_samples"] == 4).all() and (out["n_teachers"] == 2).all()
+    imported = out.filter(pl.col("teacher") == "dump").sort("sample_index")
+    assert imported["correct"].to_list() == [True, False] == imported["source_correct"].to_list()
+    first_ids = sorted(out["trace_id"].to_list())
+    rerun = run_recipe(load_recipe(path), tmp_path / "run2")
+    assert sorted(pl.read_parquet(rerun.output)["trace_id"].to_list()) == first_ids
+
+
+def test_curate_traces_recipe_runs_offline_and_the_audit_shows_label_agreement(tmp_path):
+    """The quickstart family's trace recipe, end to end (CI runs it here)."""
+    from curate.audit import Audit
+
+    recipe = load_recipe(ROOT / "recipes" / "curate-traces.yaml",
+                         [f"output.dir={tmp_path / 'run'}", f"publish.output_dir={tmp_path / 'published'}"])
+    result = run_recipe(recipe, tmp_path / "run")
+    assert result.published is not None
+    out = pl.read_parquet(result.output)
+    assert out["correct"].all() and set(out["source"]) >= {"openr1", "chat", "sharegpt", "reasoner-api"}
+    table = Audit.open(tmp_path / "run").label_agreement()
+    total = table.filter(pl.col("source") == "all").row(0, named=True)
+    assert total["traces"] == 16  # openr1 6 + skythought 6 + api logs 4 carry labels
+    assert total["agree"] == 16
