@@ -129,9 +129,15 @@ def _print_summary(result) -> None:
         console.print(f"student: {trained['steps']} steps, loss {trained['train_loss']:.3f}, "
                       f"{trained['tokens']:,} tokens in {trained['seconds']:.0f}s -> [bold]{trained['model_dir']}[/bold]")
     if result.evaluated is not None:
+        from curate.evals.suite import before_after_lines
+
         overall = result.evaluated["overall"]
         scores = ", ".join(f"{k} {v:.3f}" for k, v in overall.items() if k.startswith("pass@"))
         console.print(f"eval of {result.evaluated['model']}: {scores} on {overall.get('problems')} problems")
+        if result.evaluated.get("baseline_model"):
+            console.print(f"before ({result.evaluated['baseline_model']}) -> after, per eval set:")
+        for line in before_after_lines(result.evaluated):
+            console.print(f"  {line}", highlight=False)
 
 
 def _print_published(published) -> None:
@@ -307,6 +313,23 @@ def compare(recipe: RecipeArg, set_: SetOption = None) -> None:
     for report in reports.values():
         out.print(report.table())
     out.print(difference)
+
+
+@app.command()
+def ablate(recipe: RecipeArg, set_: SetOption = None) -> None:
+    """One student per dataset variant and seed (the recipe's `ablate:` section), all on the
+    same held-out problems: a table with intervals, ablate.json and ablate.png. Resumable."""
+    from curate.evals.ablate import ablate as run_ablation
+    from curate.evals.ablate import markdown_table
+
+    loaded = _load(recipe, set_)
+    _preflight(loaded)
+    try:
+        report = run_ablation(loaded, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: finished arms are kept; run the same command to resume.")
+        raise typer.Exit(130) from None
+    out.print(markdown_table(report), markup=False, highlight=False)
 
 
 @app.command()

@@ -20,8 +20,10 @@ from curate.catalogue import registry
 from curate.core.operator import Operator
 from curate.core.overrides import OverrideError, parse_override, set_path
 from curate.core.yamlsafe import MAX_YAML_BYTES, YamlInputError, load_yaml
+from curate.evals.ablate import AblateConfig
 from curate.evals.compare import CompareConfig
 from curate.evals.evaluate import EvalConfig
+from curate.evals.suite import EvalSet
 from curate.publish.config import PublishConfig
 from curate.schema import IMPORT_COLUMNS, PROBLEM_COLUMNS, TRACE_COLUMNS
 from curate.sources.config import Source, StrictModel
@@ -41,6 +43,7 @@ class EvalSection(EvalConfig):
     recipe trained) on held-out problems, verified like teachers are."""
 
     sources: list[Source] = Field(min_length=1, description="Held-out problems (same form as the recipe's sources).")
+    sets: list[EvalSet] = Field(default_factory=list, description="More sets: prompt variants, out-of-distribution.")
 
 
 class CompareSection(CompareConfig):
@@ -86,6 +89,7 @@ def recipe_model() -> type[BaseModel]:
         train=(TrainConfig | None, Field(None, description="Fine-tune a student on the published dataset.")),
         eval=(EvalSection | None, Field(None, description="Evaluate a model (e.g. the student) on held-out problems.")),
         compare=(CompareSection | None, Field(None, description="`curate compare`: two datasets, one student.")),
+        ablate=(AblateConfig | None, Field(None, description="`curate ablate`: dataset variants x seeds.")),
     )
 
 
@@ -121,6 +125,7 @@ class Recipe:
     train: TrainConfig | None = None
     eval: EvalSection | None = None
     compare: CompareSection | None = None
+    ablate: AblateConfig | None = None
     overrides: list[str] = field(default_factory=list)
     lines: _LineIndex | None = None  # YAML line of a location, e.g. ("sources", 0, "path")
 
@@ -200,6 +205,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         train=model.train,
         eval=model.eval,
         compare=model.compare,
+        ablate=model.ablate,
         overrides=list(overrides),
         lines=lines,
     )

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import curate
 from curate.core.executor import LocalExecutor
-from curate.core.io import write_json, write_parquet
+from curate.core.io import write_json, write_parquet, write_text
 from curate.core.operator import StepContext, split_rejections
 from curate.core.paths import default_cache_dir as _default_cache_dir
 from curate.core.rundir import (
@@ -130,25 +130,33 @@ class _Run:
         return trained
 
     def _evaluate(self, trained: dict | None) -> dict:
-        from curate.evals import EvalConfig, evaluate, load_eval_set
+        """Evaluate on every eval set; a trained student is also compared with the model it
+        started from (before/after, paired per problem), and its README gets the table."""
+        from curate.evals import EvalConfig
+        from curate.evals.suite import before_after, problem_sets, student_card
 
         section = self.recipe.eval
-        config = section
-        if section.model.model == "student":
+        model, baseline = section.model.model, None
+        if model == "student":
             if trained is None:
                 raise ValueError("eval.model.model is 'student' but the recipe has no train section")
-            config = section.model_copy(update={"model": section.model.model_copy(
-                update={"model": trained["model_dir"]})})
-        _, step_dir, done = self._checkpoint("eval", {"eval": config.model_dump(mode="json"), "sources": [
-            source_fingerprint(s, self.recipe.path.parent) for s in section.sources]}, "result.json")
+            model, baseline = trained["model_dir"], self.recipe.train.student
+        config = section.model_copy(update={"model": section.model.model_copy(update={"model": model})})
+        _, step_dir, done = self._checkpoint("eval", {
+            "eval": config.model_dump(mode="json"), "baseline": baseline,
+            "sources": [source_fingerprint(s, self.recipe.path.parent) for s in section.sources],
+            "sets": [[source_fingerprint(s, self.recipe.path.parent) for s in entry.sources or []]
+                     for entry in section.sets]}, "result.json")
         if done:
             return json.loads(done.read_text())
-        self.console.print(f"[bold]eval[/bold]: {config.model.model} on {len(section.sources)} source(s)")
-        problems = load_eval_set(section.sources, self.recipe.path.parent)
-        eval_config = EvalConfig.model_validate(config.model_dump(exclude={"sources"}) | {
-            "output_dir": step_dir, "cache_dir": self.cache_dir})
-        report = evaluate(eval_config, problems)
-        evaluated = report.to_json()
+        self.console.print(f"[bold]eval[/bold]: {model} on {1 + len(section.sets)} set(s)"
+                           + (f", and its starting model {baseline}" if baseline else ""))
+        sets = problem_sets(section.sources, section.sets, self.recipe.path.parent)
+        eval_config = EvalConfig.model_validate(config.model_dump(exclude={"sources", "sets"}) | {
+            "cache_dir": self.cache_dir})
+        evaluated = before_after(eval_config, model, baseline, sets, step_dir)
+        if baseline is not None:
+            write_text(student_card(evaluated, model), Path(trained["output_dir"]) / "README.md")
         write_json(evaluated, step_dir / "result.json")
         return evaluated
 

@@ -10,16 +10,72 @@ Make B a random subset of A's pool of the same size with the `sample` operator
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
+from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curate.core.io import write_json
 from curate.evals.evaluate import EvalConfig, EvalReport, evaluate
 from curate.train.config import TrainConfig
+
+
+def train_sft(config: TrainConfig) -> Path:
+    """Supervised fine-tuning; the trained model's folder."""
+    from curate.train.trainer import train
+
+    return Path(train(config).model_dir)
+
+
+# How an arm turns a dataset into a student: method name -> function(TrainConfig) -> model folder.
+# A new training method (e.g. SFT then DPO) is one entry here and `method: NAME` in an arm.
+TRAIN_METHODS: dict[str, Callable[[TrainConfig], Path]] = {"sft": train_sft}
+
+
+class ArmData(BaseModel):
+    """Where an arm's training rows come from; every kind is derived from the steps of one
+    run of the recipe (its outputs are read, nothing is regenerated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["recipe", "pool", "step"] = Field(
+        description="recipe: the run's output, with `drop` steps switched off; pool: a random sample of a "
+        "step's output (default the first generate step: unverified traces); step: a step's output as is.")
+    drop: list[str] = Field(default_factory=list, description="recipe: step ids to switch off.")
+    step: str | None = Field(None, description="pool/step: the step whose output is used.")
+    size_of: str | None = Field(None, description="pool: draw as many rows as this arm has (equal size).")
+    correct_only: bool = Field(True, description="step: keep only rows the verifier marked correct.")
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> ArmData:
+        if self.kind == "pool" and self.size_of is None:
+            raise ValueError("a pool arm needs size_of: the arm whose size it matches")
+        if self.kind == "step" and self.step is None:
+            raise ValueError("a step arm needs step: the step whose output it trains on")
+        if self.drop and self.kind != "recipe":
+            raise ValueError("drop applies to recipe arms only")
+        return self
+
+
+class Arm(BaseModel):
+    """One student per seed: a dataset variant and the way it is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Short name (also its folder name).")
+    data: ArmData
+    method: str = Field("sft", description=f"Training method: {', '.join(TRAIN_METHODS)}.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in TRAIN_METHODS:
+            raise ValueError(f"unknown method {value!r} (known: {', '.join(TRAIN_METHODS)})")
+        return value
 
 
 class CompareConfig(BaseModel):

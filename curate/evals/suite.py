@@ -1,0 +1,134 @@
+"""Before/after and transfer: a student and the model it started from, on several eval sets.
+
+A recipe's `eval:` section scores the student on its `sources` (in-distribution) and on
+each entry of `sets`: a prompt variant (the same problems under another system prompt or
+answer-format instruction) or an out-of-distribution set (other problems). Every set is
+also run through the starting model, so each result carries its "before" and a paired
+interval on the gain (the response cache makes the starting model's run a one-off cost).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate.core.io import write_json
+from curate.evals.compare import paired_difference
+from curate.evals.evaluate import EvalConfig, EvalReport, evaluate, load_eval_set
+from curate.llm.config import PromptConfig
+from curate.sources.config import Source
+
+SetKind = Literal["in_distribution", "prompt_variant", "out_of_distribution"]
+MAIN_SET = "heldout"
+
+
+class EvalSet(BaseModel):
+    """One more evaluation set: what it tests, its problems, and the prompt it is asked with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Short name used in reports and folder names.")
+    kind: SetKind = Field(description="in_distribution, prompt_variant or out_of_distribution.")
+    sources: list[Source] | None = Field(
+        None, description="Its problems; null reuses the eval section's own sources (a prompt variant)."
+    )
+    prompt: PromptConfig | None = Field(None, description="The prompt to ask with; null keeps the model's prompt.")
+
+
+@dataclass
+class ProblemSet:
+    """An eval set with its problems loaded."""
+
+    name: str
+    kind: SetKind
+    problems: pl.DataFrame
+    prompt: PromptConfig | None = None
+
+
+def problem_sets(sources: list[Source], sets: list[EvalSet], recipe_dir: Path) -> list[ProblemSet]:
+    """The main held-out set (in-distribution) followed by the recipe's extra sets."""
+    main = load_eval_set(sources, recipe_dir)
+    loaded = [ProblemSet(name=MAIN_SET, kind="in_distribution", problems=main)]
+    names = {MAIN_SET}
+    for entry in sets:
+        if entry.name in names:
+            raise ValueError(f"eval.sets: duplicate set name {entry.name!r}")
+        names.add(entry.name)
+        problems = main if entry.sources is None else load_eval_set(entry.sources, recipe_dir)
+        loaded.append(ProblemSet(name=entry.name, kind=entry.kind, problems=problems, prompt=entry.prompt))
+    return loaded
+
+
+def evaluate_model(config: EvalConfig, model: str, problem_set: ProblemSet, output_dir: Path | None) -> EvalReport:
+    """`config` with its model path and (for a prompt variant) prompt replaced, on one set."""
+    update = {"model": model, **({"prompt": problem_set.prompt} if problem_set.prompt is not None else {})}
+    return evaluate(config.model_copy(update={"model": config.model.model_copy(update=update),
+                                              "output_dir": output_dir}), problem_set.problems)
+
+
+def before_after(config: EvalConfig, student: str, baseline: str | None, sets: list[ProblemSet],
+                 output_dir: Path, confidence: float = 0.95) -> dict:
+    """Evaluate `student` (and `baseline`, its starting model) on every set; eval.json holds
+    the main set's student report (as before) plus `baseline`, `difference` and `sets`."""
+    results, main_report = [], None
+    for problem_set in sets:
+        after = evaluate_model(config, student, problem_set, output_dir / problem_set.name / "student")
+        main_report = main_report or after
+        entry = {"name": problem_set.name, "kind": problem_set.kind, "student": after.overall()}
+        if baseline is not None:
+            before = evaluate_model(config, baseline, problem_set, output_dir / problem_set.name / "baseline")
+            entry["baseline"] = before.overall()
+            entry["difference"] = _difference(after.traces, before.traces, confidence)
+        results.append(entry)
+    summary = main_report.to_json() | {"baseline_model": baseline, "sets": results}
+    if baseline is not None:
+        summary |= {"baseline": results[0]["baseline"], "difference": results[0]["difference"]}
+    write_json(summary, output_dir / "eval.json")
+    return summary
+
+
+def _difference(after: pl.DataFrame, before: pl.DataFrame, confidence: float) -> dict | None:
+    try:
+        return paired_difference(after, before, ("student", "baseline"), confidence).to_json()
+    except ValueError:  # a set of one problem has no paired interval
+        return None
+
+
+def before_after_lines(summary: dict) -> list[str]:
+    """One line per set: pass@1 before -> after, the paired gain and its interval."""
+    lines = []
+    for entry in summary.get("sets", []):
+        after = entry["student"]["pass@1"]
+        line = f"{entry['name']} ({entry['kind']}, {entry['student']['problems']} problems): pass@1 "
+        difference = entry.get("difference")
+        if "baseline" in entry:
+            line += f"{entry['baseline']['pass@1']:.3f} -> {after:.3f}"
+            if difference is not None:
+                low, high = difference["interval"]
+                line += (f", gain {difference['difference']:+.3f} "
+                         f"[{low:+.3f}, {high:+.3f}] ({difference['confidence']:.0%} paired)")
+        else:
+            line += f"{after:.3f}"
+        lines.append(line)
+    return lines
+
+
+def student_card(summary: dict, student_model: str) -> str:
+    """The README.md written next to a trained student: what it scored, before and after."""
+    rows = ["| set | kind | problems | pass@1 before | pass@1 after | gain [interval] |",
+            "|---|---|---:|---:|---:|---|"]
+    for entry in summary.get("sets", []):
+        before = entry.get("baseline", {}).get("pass@1")
+        difference = entry.get("difference")
+        gain = (f"{difference['difference']:+.3f} [{difference['interval'][0]:+.3f}, "
+                f"{difference['interval'][1]:+.3f}]" if difference else "-")
+        rows.append(f"| {entry['name']} | {entry['kind']} | {entry['student']['problems']} | "
+                    f"{'-' if before is None else f'{before:.3f}'} | {entry['student']['pass@1']:.3f} | {gain} |")
+    return (f"# {Path(student_model).parent.name or 'student'}\n\n"
+            f"Fine-tuned from `{summary.get('baseline_model')}` by curate. Evaluation on held-out problems "
+            f"(pass@1; \"before\" is the starting model on the same problems, the interval is on the paired "
+            f"per-problem difference):\n\n" + "\n".join(rows) + "\n")
