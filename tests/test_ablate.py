@@ -234,7 +234,8 @@ def test_ablation_trains_real_students(tmp_path):
     recipe.train = recipe.train.model_copy(update={"max_steps": 1, "batch_size": 2, "grad_accumulation": 1,
                                                    "max_length": 64})
     problems = pl.DataFrame({"problem_id": ["a", "b"], "source": ["s", "s"], "problem": ["1+1?", "2+2?"],
-                             "reference_answer": ["2", "4"], "domain": ["math", "math"]})
+                             "reference_answer": ["2", "4"], "domain": ["math", "math"],
+                             "tests": [None, None], "metadata": ["{}", "{}"]})
     datasets = ArmDatasets(recipe, fake_run(tmp_path), tmp_path / "ablation", Console(quiet=True))
     report = Ablation(recipe, recipe.ablate, Console(quiet=True)).run(
         datasets, [ProblemSet("heldout", "in_distribution", problems)])
