@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -45,7 +45,11 @@ class StepContext:
         self.metrics[name] += value
 
 
-class Operator:
+# The config type of an operator: `class Verify(Operator[VerifyConfig])` types `self.config`.
+ConfigT = TypeVar("ConfigT", bound=OperatorConfig)
+
+
+class Operator(Generic[ConfigT]):
     name: ClassVar[str]
     Config: ClassVar[type[OperatorConfig]] = OperatorConfig
     # "batch": rows are independent, the runner may split the frame into chunks.
@@ -66,8 +70,8 @@ class Operator:
     # the runner's step fingerprint covers them, so editing them reruns the step.
     code_modules: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: OperatorConfig):
-        self.config = config
+    def __init__(self, config: ConfigT):
+        self.config: ConfigT = config
 
     def input_columns(self) -> set[str]:
         return set(self.reads)
@@ -104,7 +108,7 @@ class Operator:
 _MEASURE_PREFIX = "__measure_"
 
 
-class Filter(Operator):
+class Filter(Operator[ConfigT]):
     """An operator that keeps or rejects rows, the one way to write a filter.
 
     A row filter gives its measures (`evidence`) and a reason expression over them
@@ -115,7 +119,7 @@ class Filter(Operator):
     rejected row, its measures as JSON there.
     """
 
-    adds = ("reject_reason",)
+    adds: ClassVar[tuple[str, ...]] = ("reject_reason",)
 
     def evidence(self) -> dict[str, pl.Expr]:
         """Measures worth showing in `reject_detail`, by name."""
@@ -177,16 +181,17 @@ def split_rejections(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 # The allow-list: operators registered by the modules `curate.catalogue` imports, and by
 # installed packages that declare the `curate.operators` entry point.
-_REGISTRY: dict[str, type[Operator]] = {}
+_REGISTRY: dict[str, type[Operator[Any]]] = {}
+OperatorT = TypeVar("OperatorT", bound=Operator[Any])
 
 
-def register(cls: type[Operator]) -> type[Operator]:
+def register(cls: type[OperatorT]) -> type[OperatorT]:
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"operator name {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def registered() -> dict[str, type[Operator]]:
+def registered() -> dict[str, type[Operator[Any]]]:
     """The operators registered so far, by name (`curate.catalogue.registry()` imports them all)."""
     return dict(sorted(_REGISTRY.items()))

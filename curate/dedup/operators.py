@@ -77,7 +77,7 @@ class ExactDedupConfig(_UnitConfig):
 
 
 @register
-class ExactDedup(Filter):
+class ExactDedup(Filter[ExactDedupConfig]):
     """Reject rows whose text equals an earlier one's after normalisation (Unicode, case,
     whitespace, LaTeX spacing, number formats); reject_detail names the kept row."""
 
@@ -131,7 +131,7 @@ class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
 
 
 @register
-class SemanticDedup(Filter):
+class SemanticDedup(Filter[SemanticDedupConfig]):
     """Embed -> FAISS neighbours above a cosine threshold -> clusters -> keep by policy.
     By default (clustering: greedy) a row is removed only when it is itself similar to
     a kept row, so every rejected row's reject_detail gives a kept row and a similarity
@@ -232,7 +232,7 @@ class TraceDedupConfig(_EmbeddingConfig):
 
 
 @register
-class TraceDedup(Filter):
+class TraceDedup(Filter[TraceDedupConfig]):
     """Within each problem, reject traces that are near-copies of another trace (the same
     teacher sampling the same text); reject_detail names the kept trace and the similarity."""
 
@@ -349,7 +349,7 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
 
 
 @register
-class Decontaminate(Filter):
+class Decontaminate(Filter[DecontaminateConfig]):
     """Reject problems that appear in an eval set: shared word n-grams (13 by default)
     or embedding similarity. reject_detail gives the matched eval problem, method and
     score; `decontamination_report.parquet` in the step folder lists every match."""

@@ -7,12 +7,14 @@ All measures are polars expressions over the whole chunk; the evidence for a rej
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import polars as pl
 from pydantic import Field, model_validator
 
 from curate.answers.extract import stated_answer
 from curate.answers.normalise import normalise_answer
-from curate.core.operator import Filter, OperatorConfig, register
+from curate.core.operator import ConfigT, Filter, OperatorConfig, register
 from curate.prune import text as T
 
 DEFAULT_HESITATION_MARKERS = [
@@ -21,12 +23,12 @@ DEFAULT_HESITATION_MARKERS = [
 ]
 
 
-class TraceFilter(Filter):
+class TraceFilter(Filter[ConfigT]):
     """A filter that measures something per trace, rejects above/below a threshold and
     records the measures as evidence (the base counts the rows and tokens it removes)."""
 
-    reads = ("reasoning_tokens", "answer_tokens")
-    adds = ("reject_reason", "reject_detail")
+    reads: ClassVar[tuple[str, ...]] = ("reasoning_tokens", "answer_tokens")
+    adds: ClassVar[tuple[str, ...]] = ("reject_reason", "reject_detail")
 
 
 class TextConfig(OperatorConfig):
@@ -47,7 +49,7 @@ class AnswerMissingConfig(OperatorConfig):
 
 
 @register
-class AnswerMissingFilter(TraceFilter):
+class AnswerMissingFilter(TraceFilter[AnswerMissingConfig]):
     """Reject traces that end without a recognisable final answer ('no_final_answer')."""
 
     name = "answer_missing_filter"
@@ -74,7 +76,7 @@ class TruncationConfig(OperatorConfig):
 
 
 @register
-class TruncationFilter(TraceFilter):
+class TruncationFilter(TraceFilter[TruncationConfig]):
     """Reject traces cut off by the token limit ('truncated'): finish_reason 'length', or
     a thought/solution block opened and never closed."""
 
@@ -107,7 +109,7 @@ class RepetitionConfig(TextConfig):
 
 
 @register
-class RepetitionFilter(TraceFilter):
+class RepetitionFilter(TraceFilter[RepetitionConfig]):
     """Reject traces stuck in loops ('repetition'): too many repeated word n-grams or
     repeated lines (Data-Juicer's word_repetition_filter idea, on hashed n-grams)."""
 
@@ -142,7 +144,7 @@ class LanguageMixConfig(TextConfig):
 
 
 @register
-class LanguageMixFilter(TraceFilter):
+class LanguageMixFilter(TraceFilter[LanguageMixConfig]):
     """Reject traces that drift into other scripts ('language_mix'), e.g. a teacher
     switching to Chinese mid-reasoning."""
 
@@ -176,7 +178,7 @@ class LengthConfig(OperatorConfig):
 
 
 @register
-class LengthFilter(TraceFilter):
+class LengthFilter(TraceFilter[LengthConfig]):
     """Reject traces outside token bounds ('too_short' / 'too_long')."""
 
     name = "length_filter"
@@ -209,7 +211,7 @@ class HesitationConfig(TextConfig):
 
 
 @register
-class HesitationFilter(TraceFilter):
+class HesitationFilter(TraceFilter[HesitationConfig]):
     """Reject traces dense with hesitation ('hesitation'): markers such as 'wait' or
     'let me double-check' per 1000 tokens above a threshold."""
 
@@ -252,7 +254,7 @@ class AnswerConsistencyConfig(OperatorConfig):
 
 
 @register
-class AnswerConsistencyFilter(TraceFilter):
+class AnswerConsistencyFilter(TraceFilter[AnswerConsistencyConfig]):
     """Reject traces whose final answer contradicts the last result the reasoning stated
     ('answer_inconsistent'). Only clear contradictions count: when either side is
     missing or the comparison cannot decide, the trace is kept."""

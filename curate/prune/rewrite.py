@@ -98,7 +98,7 @@ class RewriteConfig(OperatorConfig):
 
 
 @register
-class RewriteTraces(Operator):
+class RewriteTraces(Operator[RewriteConfig]):
     """Have a teacher rewrite selected traces' reasoning (or solution text) shorter,
     re-verify the answer, and keep the rewrite only if the answer survives and it is
     shorter. Sets rewrite_status (rewritten, skipped, rejected:answer_lost,

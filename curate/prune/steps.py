@@ -42,7 +42,7 @@ class PruneStepsConfig(OperatorConfig):
 
 
 @register
-class PruneSteps(Operator):
+class PruneSteps(Operator[PruneStepsConfig]):
     """Cut verified-correct traces after the first step that states the verified answer,
     keeping the last `conclusion_steps` steps; re-checks the answer. Rewrites reasoning,
     completion and reasoning_tokens (estimated from the share of characters kept), and

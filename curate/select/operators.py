@@ -29,7 +29,7 @@ class SampleConfig(OperatorConfig):
 
 
 @register
-class Sample(Filter):
+class Sample(Filter[SampleConfig]):
     """Keep a seeded random subset of groups (e.g. problems); the rest are rejected
     as 'not_sampled'. The draw ranks a hash of each group key, so it does not depend
     on row order or chunking and a larger n keeps a superset of a smaller one."""
@@ -66,7 +66,7 @@ class SelectDifficultyConfig(OperatorConfig):
 
 
 @register
-class SelectDifficulty(Filter):
+class SelectDifficulty(Filter[SelectDifficultyConfig]):
     """Keep traces of problems in the chosen bands and/or pass-rate range (needs `grade`).
     Reasons: too_few_samples, ungraded, band:<name>, pass_rate_below_min, pass_rate_above_max."""
 
@@ -123,7 +123,7 @@ class SelectTracesConfig(OperatorConfig):
 
 
 @register
-class SelectTraces(Filter):
+class SelectTraces(Filter[SelectTracesConfig]):
     """Keep k traces per problem by policy; reject the rest with the reason they lost."""
 
     name = "select_traces"
