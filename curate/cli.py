@@ -6,7 +6,7 @@ import dataclasses
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -306,7 +306,7 @@ def operators(
     """List the operators a recipe can name, with their config fields."""
     from curate.catalogue import registry
 
-    listing = {}
+    listing: dict[str, dict[str, Any]] = {}
     for name, cls in registry().items():
         fields = {
             field_name: {

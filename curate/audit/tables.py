@@ -55,15 +55,10 @@ class Audit:
     manifest: dict
     output: pl.DataFrame
     rejections: pl.DataFrame
+    # The manifest, typed: run.json, or the recipe and steps a published version's lineage.json lists.
+    run: RunManifest
     hesitation_markers: list[str] = field(default_factory=lambda: list(DEFAULT_HESITATION_MARKERS))
     notes: list[str] = field(default_factory=list)
-    # The manifest, typed: run.json, or the recipe and steps a published version's lineage.json lists.
-    run: RunManifest | None = None
-
-    def __post_init__(self) -> None:
-        if self.run is None:
-            self.run = RunManifest.model_validate(
-                {key: self.manifest[key] for key in ("recipe", "steps") if key in self.manifest})
 
     # --- loading -----------------------------------------------------------------------
 
@@ -95,7 +90,7 @@ class Audit:
         rejections_path = directory.root / (run.rejections or directory.rejections.name)
         rejections = pl.read_parquet(rejections_path) if rejections_path.is_file() else pl.DataFrame()
         audit = cls(run_dir, "run", _read_json(directory.manifest_path), pl.read_parquet(output_path), rejections,
-                    run=run)
+                    run)
         if not rejections_path.is_file():
             audit.notes.append(f"{rejections_path} is missing: rejected rows (clusters, contamination) are unknown.")
         return audit
@@ -108,7 +103,8 @@ class Audit:
         if not files or missing:
             raise AuditError(f"{folder / 'lineage.json'}: data files missing: {', '.join(missing) or 'none listed'}")
         output = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-        audit = cls(folder, "published", lineage, output, pl.DataFrame())
+        run = RunManifest.model_validate({key: lineage[key] for key in ("recipe", "steps") if key in lineage})
+        audit = cls(folder, "published", lineage, output, pl.DataFrame(), run)
         audit.notes.append("Published version: only kept rows are available, so teacher accuracy, clusters and "
                            "contamination hits cover what was published (the funnel comes from lineage.json).")
         return audit
@@ -303,9 +299,11 @@ class Audit:
     def clusters(self) -> pl.DataFrame:
         """Dedup clusters: the kept row's id and problem, the rejected members and their
         similarity to it, one row per (step, kept id)."""
-        schema = {"step": pl.String, "reason": pl.String, "kept_id": pl.String, "kept_problem": pl.String,
-                  "members": pl.List(pl.String), "similarities": pl.List(pl.Float64), "size": pl.UInt32,
-                  "min_similarity": pl.Float64, "member_problems": pl.List(pl.String)}
+        schema: dict[str, pl.DataType | type[pl.DataType]] = {
+            "step": pl.String, "reason": pl.String, "kept_id": pl.String, "kept_problem": pl.String,
+            "members": pl.List(pl.String), "similarities": pl.List(pl.Float64), "size": pl.UInt32,
+            "min_similarity": pl.Float64, "member_problems": pl.List(pl.String),
+        }
         rejected = self._rejected_by(DUPLICATE_REASONS, "clusters")
         if rejected is None or rejected.height == 0:
             return pl.DataFrame(schema=schema)

@@ -28,6 +28,10 @@ class OperatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _no_advance(n: int, note: str = "") -> None:
+    """The default subtask bar: draws nothing."""
+
+
 @dataclass
 class StepContext:
     """What a step may use besides its input frame: places to cache, counters, progress."""
@@ -39,10 +43,11 @@ class StepContext:
     on_progress: Callable[[int], None] = lambda advance: None
     # A bar of its own under the step's (e.g. one per teacher): subtask(label, total)
     # returns advance(n, note) where note is shown beside the bar (e.g. "42 tok/s").
-    subtask: Callable[[str, int], Callable[[int, str], None]] = lambda label, total: (lambda n, note="": None)
+    subtask: Callable[[str, int], Callable[[int, str], None]] = lambda label, total: _no_advance
 
     def count(self, name: str, value: int | float = 1) -> None:
-        self.metrics[name] += value
+        # typeshed's Counter holds ints only; metrics may be floats (seconds, rates).
+        self.metrics[name] += value  # type: ignore[assignment]
 
 
 # The config type of an operator: `class Verify(Operator[VerifyConfig])` types `self.config`.
@@ -147,7 +152,7 @@ class Filter(Operator[ConfigT]):
         if "reject_detail" not in self.adds:
             return marked
         detail = (
-            pl.struct(**{name: pl.col(hidden[name]) for name in evidence}).struct.json_encode()
+            pl.struct([pl.col(hidden[name]).alias(name) for name in evidence]).struct.json_encode()
             if evidence else pl.lit(None, pl.String)
         )
         return marked.with_columns(reject_detail=pl.when(pl.col("reject_reason").is_not_null()).then(detail))

@@ -217,7 +217,7 @@ class AdaptiveGenerate(Operator[AdaptiveGenerateConfig]):
                          drawn: dict[str, int]) -> dict[str, list[list[int]]]:
         """Per teacher, per plan row, the teacher-local sample indices of this round."""
         teachers = [t.name for t in self.config.teachers]
-        indices = {name: [[] for _ in problem_ids] for name in teachers}
+        indices: dict[str, list[list[int]]] = {name: [[] for _ in problem_ids] for name in teachers}
         for row, (problem_id, count) in enumerate(zip(problem_ids, counts, strict=True)):
             for sample in range(drawn[problem_id], drawn[problem_id] + count):
                 indices[teachers[sample % len(teachers)]][row].append(sample // len(teachers))

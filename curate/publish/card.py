@@ -312,7 +312,8 @@ def _lengths_section(frame: pl.DataFrame) -> str:
         values = values.drop_nulls().cast(pl.Float64)
         if values.len() == 0:
             continue
-        rows.append((label, unit) + tuple(f"{v:,.0f}" for v in (
+        # polars types these statistics as any Python literal; on a Float64 series they are floats.
+        rows.append((label, unit) + tuple(f"{v:,.0f}" for v in (  # type: ignore[str-bytes-safe]
             values.mean(), values.quantile(0.1), values.median(), values.quantile(0.9), values.max()
         )))
     return "### Lengths\n\n" + _table(["Field", "Unit", "Mean", "p10", "Median", "p90", "Max"], rows)
@@ -436,7 +437,8 @@ def _stats_sentence(values: pl.Series, digits: int) -> str:
     parts = zip(
         ("mean", "min", "median", "max"), (values.mean(), values.min(), values.median(), values.max()), strict=True
     )
-    return ", ".join(f"{name} {value:.{digits}f}" for name, value in parts) + "."
+    # polars types these statistics as any Python literal; on a numeric series they are numbers.
+    return ", ".join(f"{name} {value:.{digits}f}" for name, value in parts) + "."  # type: ignore[str-bytes-safe]
 
 
 def _distinct(frame: pl.DataFrame, column: str) -> list:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 from pydantic import Field, model_validator
 
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
@@ -49,7 +50,11 @@ class Sample(Filter[SampleConfig]):
         # sha256, not polars' hash: the sample must not change with the polars version.
         draw = pl.Series([content_hash(str(config.seed), g) for g in groups.to_list()])
         rank = draw.rank("ordinal")
-        size = config.n if config.n is not None else round(config.fraction * len(groups))
+        if config.n is not None:
+            size = config.n
+        else:
+            assert config.fraction is not None, "SampleConfig's validator requires n or fraction"
+            size = round(config.fraction * len(groups))
         chosen = groups.filter(rank <= size)
         return frame.with_columns(
             reject_reason=pl.when(key.is_in(chosen.implode())).then(None).otherwise(pl.lit("not_sampled"))
@@ -93,7 +98,7 @@ class SelectDifficulty(Filter[SelectDifficultyConfig]):
             checks.append((pass_rate < config.min_pass_rate, pl.lit("pass_rate_below_min")))
         if config.max_pass_rate is not None:
             checks.append((pass_rate > config.max_pass_rate, pl.lit("pass_rate_above_max")))
-        expression = pl.when(checks[0][0]).then(checks[0][1])
+        expression: Then | ChainedThen = pl.when(checks[0][0]).then(checks[0][1])
         for condition, reason in checks[1:]:
             expression = expression.when(condition).then(reason)
         return expression.otherwise(pl.lit(None, pl.String))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -39,6 +40,7 @@ def read_source(source: Source, path: Path | None) -> pl.DataFrame:
     """The source's records as a frame, before field mapping. `path` is resolved already."""
     if source.hub:
         return _read_hub(source)
+    assert path is not None, "Source's validator requires a path when there is no hub"
     if not path.exists():
         raise SourceError(f"{path}: file not found (source {source.name!r})")
     if path.is_file() and path.stat().st_size == 0:
@@ -130,7 +132,7 @@ def _read_hf_disk(path: Path, split: str) -> pl.DataFrame:
         if split not in dataset:
             raise SourceError(f"{path}: no split {split!r} (splits: {', '.join(dataset)})")
         dataset = dataset[split]
-    return pl.from_arrow(dataset.data.table)
+    return cast(pl.DataFrame, pl.from_arrow(dataset.data.table))  # a Table makes a DataFrame
 
 
 def _read_hub(source: Source) -> pl.DataFrame:
@@ -142,7 +144,7 @@ def _read_hub(source: Source) -> pl.DataFrame:
         )
     except Exception as error:  # noqa: BLE001
         raise SourceError(f"hub dataset {source.hub!r} (source {source.name!r}): {_first_line(error)}") from None
-    return pl.from_arrow(dataset.data.table)
+    return cast(pl.DataFrame, pl.from_arrow(dataset.data.table))  # a Table makes a DataFrame
 
 
 def _first_line(error: Exception) -> str:
