@@ -103,7 +103,7 @@ class ExactDedup(Filter[ExactDedupConfig]):
             reject_reason=pl.when(duplicate).then(pl.lit("exact_duplicate")),
             reject_detail=pl.when(duplicate).then(pl.struct(duplicate_of=pl.col("kept")).struct.json_encode()),
         )
-        ctx.count("exact_duplicates", decisions["reject_reason"].is_not_null().sum())
+        ctx.count("exact_duplicates", int(decisions["reject_reason"].is_not_null().sum()))
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
@@ -185,7 +185,7 @@ class SemanticDedup(Filter[SemanticDedupConfig]):
                 pl.struct(duplicate_of="kept", similarity="similarity", cluster_size="size").struct.json_encode()
             ),
         )
-        ctx.count("near_duplicates", decisions["reject_reason"].is_not_null().sum())
+        ctx.count("near_duplicates", int(decisions["reject_reason"].is_not_null().sum()))
         ctx.count("clusters", decisions.filter(pl.col("reject_reason").is_not_null())["dedup_cluster"].n_unique())
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, [*FILTER_COLUMNS, "dedup_cluster"])
@@ -262,10 +262,11 @@ class TraceDedup(Filter[TraceDedupConfig]):
         if config.method == "minhash":
             pairs = _minhash_pairs(valid, config.shingle_size, config.num_perm)
         else:
+            assert self.embedder is not None, "setup loads the embedder for method 'embedding'"
             pairs = _embedding_pairs(valid, self.embedder, config, ctx)
         close = pairs.filter(pl.col("similarity") >= config.threshold)
-        kept_position, similarity = greedy_keep(
-            valid.height, *[close[c].to_numpy() for c in ("left", "right", "similarity")], priority(valid, config.keep))
+        kept_position, similarity = greedy_keep(valid.height, close["left"].to_numpy(), close["right"].to_numpy(),
+                                                close["similarity"].to_numpy(), priority(valid, config.keep))
         decisions = _duplicate_decisions(valid, key, kept_position, similarity)
         duplicate = pl.col("kept") != pl.col("id")
         decisions = decisions.select(
@@ -275,7 +276,7 @@ class TraceDedup(Filter[TraceDedupConfig]):
                 pl.struct(duplicate_of="kept", similarity="similarity", method=pl.lit(config.method)).struct.json_encode()
             ),
         )
-        ctx.count("near_copy_traces", decisions["reject_reason"].is_not_null().sum())
+        ctx.count("near_copy_traces", int(decisions["reject_reason"].is_not_null().sum()))
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
@@ -433,6 +434,7 @@ class Decontaminate(Filter[DecontaminateConfig]):
     def _embedding_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         import faiss
 
+        assert self.embedder is not None, "setup loads the embedder for method 'embedding'"
         vectors, node = _embed_distinct(self.embedder, valid["text"], self.config.max_chars, ctx)
         index = faiss.IndexFlatIP(self.eval_vectors.shape[1])
         index.add(self.eval_vectors)
