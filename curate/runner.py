@@ -39,9 +39,10 @@ from curate.core.rundir import (
     write_step_marker,
 )
 from curate.core.versions import package_versions
-from curate.recipe import Recipe, Step
+from curate.recipe import EvalSection, Recipe, Step
 from curate.schema import PROBLEM_COLUMNS
 from curate.sources.problems import load_problems, source_fingerprint
+from curate.train.config import TrainConfig
 
 PACKAGES = ("curate", "polars", "datasets", "transformers", "torch", "sentence-transformers",
             "faiss-cpu", "math-verify", "vllm", "trl", "peft")
@@ -98,17 +99,16 @@ class _Run:
 
             result.published = publish_run(self.run_dir, self.recipe.publish)
         if self.recipe.train is not None:
-            result.trained = self._train(result.published)
+            result.trained = self._train(self.recipe.train, result.published)
         if self.recipe.eval is not None:
-            result.evaluated = self._evaluate(result.trained)
+            result.evaluated = self._evaluate(self.recipe.eval, result.trained)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _train(self, published) -> dict:
+    def _train(self, config: TrainConfig, published) -> dict:
         """Train once per (config, dataset): a finished training is found by its fingerprint,
         and its own checkpoints resume an interrupted one. Each fingerprint trains into its
         own folder, so an evaluation's response cache never mixes two students."""
-        config = self.recipe.train
         if config.dataset is None and published is not None:
             config = config.model_copy(update={"dataset": str(published.folder)})
         dataset_key = published.fingerprint if published is not None else config.dataset
@@ -124,10 +124,9 @@ class _Run:
         write_json(trained, step_dir / "result.json")
         return trained
 
-    def _evaluate(self, trained: dict | None) -> dict:
+    def _evaluate(self, section: EvalSection, trained: dict | None) -> dict:
         from curate.evals import EvalConfig, evaluate, load_eval_set
 
-        section = self.recipe.eval
         config = section
         if section.model.model == "student":
             if trained is None:
@@ -162,8 +161,8 @@ class _Run:
         for source in self.recipe.sources:
             frames.append(load_problems(source, recipe_dir))
             progress.advance(task)
-        for record, frame in zip(sources, frames, strict=True):
-            record["rows"] = frame.height
+        for source_record, frame in zip(sources, frames, strict=True):
+            source_record["rows"] = frame.height
         frame = pl.concat(frames) if frames else pl.DataFrame(schema={c.name: c.dtype for c in PROBLEM_COLUMNS})
         record = StepRecord(id="load", op="load", config={"sources": [s["config"] for s in sources]},
                             fingerprint=fingerprint, rows_in=frame.height, rows_out=frame.height)
@@ -282,7 +281,9 @@ def _code_version(obj) -> str:
     """curate's version plus a hash of the module that defines `obj`, and of the modules it
     names in `code_modules` (code it runs that lives elsewhere, e.g. the teacher engine):
     editing an operator invalidates its checkpoints, editing another one does not."""
-    modules = [inspect.getmodule(obj), *(importlib.import_module(m) for m in getattr(obj, "code_modules", ()))]
+    module = inspect.getmodule(obj)
+    assert module is not None, f"{obj!r} is defined in no module"
+    modules = [module, *(importlib.import_module(m) for m in getattr(obj, "code_modules", ()))]
     source = "".join(inspect.getsource(module) for module in modules)
     return f"{curate.__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
 
