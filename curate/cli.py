@@ -94,7 +94,8 @@ def _print_summary(result) -> None:
     if result.trained is not None:
         trained = result.trained
         console.print(f"student: {trained['steps']} steps, loss {trained['train_loss']:.3f}, "
-                      f"{trained['tokens']:,} tokens in {trained['seconds']:.0f}s -> [bold]{trained['model_dir']}[/bold]")
+                      f"{trained['tokens']:,} tokens in {trained['seconds']:.0f}s "
+                      f"-> [bold]{trained['model_dir']}[/bold]")
     if result.evaluated is not None:
         overall = result.evaluated["overall"]
         scores = ", ".join(f"{k} {v:.3f}" for k, v in overall.items() if k.startswith("pass@"))

@@ -132,7 +132,8 @@ class Audit:
     def _has(self, frame: pl.DataFrame, columns: tuple[str, ...], table: str) -> bool:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            self.notes.append(f"{table}: no column {', '.join(repr(c) for c in missing)} in {self.path}; table is empty.")
+            names = ", ".join(repr(c) for c in missing)
+            self.notes.append(f"{table}: no column {names} in {self.path}; table is empty.")
         return not missing
 
     # --- tables ---------------------------------------------------------------------------
@@ -227,7 +228,9 @@ class Audit:
         """reasoning_tokens, or answer_tokens when no trace has reasoning (teachers without
         a thinking phase put everything in the answer)."""
         rows = self.rows("all")
-        if "reasoning_tokens" in rows.columns and (rows["reasoning_tokens"].sum() or "answer_tokens" not in rows.columns):
+        if "reasoning_tokens" in rows.columns and (
+            rows["reasoning_tokens"].sum() or "answer_tokens" not in rows.columns
+        ):
             return "reasoning_tokens"
         return "answer_tokens" if "answer_tokens" in rows.columns else "reasoning_tokens"
 
@@ -344,7 +347,9 @@ class Audit:
         """Which column names the rows in this step's reject_detail (the step's id_column)."""
         record = self.run.step(step)
         config = record.config if record is not None else {}
-        traces = "near_copy_trace" in rows["reject_reason"] or (record is not None and record.can_reject(("near_copy_trace",)))
+        traces = "near_copy_trace" in rows["reject_reason"] or (
+            record is not None and record.can_reject(("near_copy_trace",))
+        )
         default = "trace_id" if traces else "problem_id"
         column = config.get("id_column", default)
         return column if column in rows.columns else "problem_id"

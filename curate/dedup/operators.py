@@ -109,18 +109,25 @@ class ExactDedup(Filter[ExactDedupConfig]):
 
 
 class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
-    threshold: float = Field(0.9, gt=0, le=1, description="Cosine similarity at or above which two texts are duplicates.")
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="Cosine similarity at or above which two texts are duplicates."
+    )
     keep: KeepPolicy = Field("first", description=KEEP_DESCRIPTION)
     index: IndexKind = Field(
-        "auto", description="FAISS index: flat (exact), ivf or hnsw (approximate); auto = flat up to flat_max_rows, else ivf."
+        "auto",
+        description="FAISS index: flat (exact), ivf or hnsw (approximate); auto = flat up to flat_max_rows, else ivf.",
     )
     flat_max_rows: int = Field(
         50_000, ge=1, description="auto: largest number of distinct texts searched exactly (flat costs n^2)."
     )
     search: SearchKind = Field(
-        "knn", description="knn: each text's max_neighbours nearest, kept if >= threshold; range: all hits >= threshold (flat/ivf)."
+        "knn",
+        description="knn: each text's max_neighbours nearest, kept if >= threshold; "
+        "range: all hits >= threshold (flat/ivf).",
     )
-    max_neighbours: int = Field(32, ge=1, description="Most neighbours kept per text (bounds memory on dense clusters).")
+    max_neighbours: int = Field(
+        32, ge=1, description="Most neighbours kept per text (bounds memory on dense clusters)."
+    )
     clustering: Literal["greedy", "connected"] = Field(
         "greedy",
         description="greedy: keep rows in keep order, removing those similar to a kept row (every removed row "
@@ -227,7 +234,8 @@ class TraceDedupConfig(_EmbeddingConfig):
     shingle_size: int = Field(5, ge=1, description="minhash: words per shingle.")
     num_perm: int = Field(128, ge=16, description="minhash: signature size (more = more exact Jaccard).")
     keep: Literal["first", "shortest", "most_correct"] = Field(
-        "first", description="Which near-copy is kept: first, shortest, or most_correct (a correct one; needs `correct`)."
+        "first",
+        description="Which near-copy is kept: first, shortest, or most_correct (a correct one; needs `correct`).",
     )
 
 
@@ -273,7 +281,8 @@ class TraceDedup(Filter[TraceDedupConfig]):
             key,
             reject_reason=pl.when(duplicate).then(pl.lit("near_copy_trace")),
             reject_detail=pl.when(duplicate).then(
-                pl.struct(duplicate_of="kept", similarity="similarity", method=pl.lit(config.method)).struct.json_encode()
+                pl.struct(duplicate_of="kept", similarity="similarity", method=pl.lit(config.method))
+                .struct.json_encode()
             ),
         )
         ctx.count("near_copy_traces", int(decisions["reject_reason"].is_not_null().sum()))
@@ -346,7 +355,9 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
     )
     ngram: int = Field(13, ge=1, description="Words per n-gram (texts shorter than this match only as a whole).")
     min_shared_ngrams: int = Field(1, ge=1, description="ngram: shared n-grams needed to flag a problem.")
-    embedding_threshold: float = Field(0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem.")
+    embedding_threshold: float = Field(
+        0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem."
+    )
 
 
 @register
@@ -440,7 +451,9 @@ class Decontaminate(Filter[DecontaminateConfig]):
         index.add(self.eval_vectors)
         scores, rows = index.search(vectors, 1) if len(vectors) else (np.zeros((0, 1)), np.zeros((0, 1)))
         per_unit = pl.DataFrame({
-            "unit": valid["unit"], "eval_row": rows[node, 0].astype(np.uint32), "score": scores[node, 0].astype(np.float64)
+            "unit": valid["unit"],
+            "eval_row": rows[node, 0].astype(np.uint32),
+            "score": scores[node, 0].astype(np.float64),
         }, schema={"unit": pl.UInt32, "eval_row": pl.UInt32, "score": pl.Float64})
         return per_unit.filter(pl.col("score") >= self.config.embedding_threshold).select(
             "unit", "eval_row", method=pl.lit("embedding"), score=pl.col("score").clip(upper_bound=1.0))

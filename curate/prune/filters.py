@@ -44,7 +44,8 @@ class AnswerMissingConfig(OperatorConfig):
     )
     tail_chars: int = Field(
         2000, ge=1,
-        description="Search only this many final characters of answer_text (of the completion when answer_text is empty).",
+        description="Search only this many final characters of answer_text "
+        "(of the completion when answer_text is empty).",
     )
 
 
@@ -102,10 +103,18 @@ class TruncationFilter(TraceFilter[TruncationConfig]):
 # --- repetition loops ------------------------------------------------------------------
 
 class RepetitionConfig(TextConfig):
-    ngram: int = Field(20, ge=2, description="Words per n-gram; long n-grams repeat only in loops, not in normal phrasing.")
-    max_ngram_share: float = Field(0.3, ge=0, le=1, description="Reject when more than this share of word n-grams repeat an earlier one.")
-    min_line_chars: int = Field(20, ge=1, description="Lines shorter than this ('Wait.', '') are not counted as repeated lines.")
-    max_line_share: float = Field(0.4, ge=0, le=1, description="Reject when more than this share of lines repeat an earlier line.")
+    ngram: int = Field(
+        20, ge=2, description="Words per n-gram; long n-grams repeat only in loops, not in normal phrasing."
+    )
+    max_ngram_share: float = Field(
+        0.3, ge=0, le=1, description="Reject when more than this share of word n-grams repeat an earlier one."
+    )
+    min_line_chars: int = Field(
+        20, ge=1, description="Lines shorter than this ('Wait.', '') are not counted as repeated lines."
+    )
+    max_line_share: float = Field(
+        0.4, ge=0, le=1, description="Reject when more than this share of lines repeat an earlier line."
+    )
 
 
 @register
@@ -140,7 +149,9 @@ class LanguageMixConfig(TextConfig):
     scripts: list[str] = Field(
         ["Latin", "Greek"], description="Unicode scripts expected in the text (Greek for math symbols)."
     )
-    max_share: float = Field(0.02, ge=0, le=1, description="Reject when more than this share of characters are letters of other scripts.")
+    max_share: float = Field(
+        0.02, ge=0, le=1, description="Reject when more than this share of characters are letters of other scripts."
+    )
 
 
 @register
@@ -207,7 +218,9 @@ class LengthFilter(TraceFilter[LengthConfig]):
 class HesitationConfig(TextConfig):
     markers: list[str] = Field(DEFAULT_HESITATION_MARKERS, min_length=1,
                                description="Hesitation markers, matched as whole words, case-insensitive.")
-    max_per_1k_tokens: float = Field(15.0, gt=0, description="Reject above this many markers per 1000 completion tokens.")
+    max_per_1k_tokens: float = Field(
+        15.0, gt=0, description="Reject above this many markers per 1000 completion tokens."
+    )
 
 
 @register
@@ -250,7 +263,9 @@ class AnswerConsistencyConfig(OperatorConfig):
     )
     timeout_seconds: int = Field(5, ge=1, description="math-verify timeout per comparison.")
     workers: int = Field(2, ge=1, description="math-verify worker processes.")
-    tail_chars: int = Field(3000, ge=1, description="The reasoning's last stated result is looked for in this many final characters.")
+    tail_chars: int = Field(
+        3000, ge=1, description="The reasoning's last stated result is looked for in this many final characters."
+    )
 
 
 @register
@@ -293,7 +308,8 @@ class AnswerConsistencyFilter(TraceFilter[AnswerConsistencyConfig]):
             verdicts = verify_pairs([(final, stated) for _, stated, final in undecided],
                                     timeout_s=self.config.timeout_seconds, workers=self.config.workers)
             # Only a definite "differ" rejects; a timeout or parse failure keeps the trace.
-            confirmed += [row for (row, _, _), verdict in zip(undecided, verdicts, strict=True) if verdict.correct is False]
+            confirmed += [row for (row, _, _), verdict in zip(undecided, verdicts, strict=True)
+                          if verdict.correct is False]
         keep_reason = pl.int_range(pl.len()).is_in(pl.Series(confirmed, dtype=pl.UInt32).implode())
         return marked.with_columns(reject_reason=pl.when(keep_reason).then(pl.col("reject_reason")))
 

@@ -91,7 +91,9 @@ class RewriteConfig(OperatorConfig):
     @model_validator(mode="after")
     def _one_sample(self) -> RewriteConfig:
         if self.teacher.sampling.n != 1:
-            raise ValueError(f"rewrite_traces: teacher.sampling.n must be 1 (one rewrite per trace), got {self.teacher.sampling.n}")
+            raise ValueError(
+                f"rewrite_traces: teacher.sampling.n must be 1 (one rewrite per trace), got {self.teacher.sampling.n}"
+            )
         if "regex" in self.methods:
             raise ValueError("rewrite_traces: extraction method 'regex' is not supported here (it needs a pattern)")
         return self

@@ -124,7 +124,9 @@ class SelectTracesConfig(OperatorConfig):
     correct_column: str = Field("correct", description="Boolean column set by verification (null = unverified).")
     group_by: str = Field("problem_id", description="Column that identifies a problem.")
     ngram: int = Field(4, ge=1, description="diverse: word n-gram size of the similarity sketch.")
-    sketch_size: int = Field(64, ge=8, description="diverse: smallest n-gram hashes kept per trace to estimate overlap.")
+    sketch_size: int = Field(
+        64, ge=8, description="diverse: smallest n-gram hashes kept per trace to estimate overlap."
+    )
 
 
 @register

@@ -282,7 +282,8 @@ def _lora_config(config: TrainConfig):
 
 def _drop_overlong(conversations: pl.DataFrame, tokenizer, max_length: int) -> pl.DataFrame:
     # The same call TRL tokenizes with, so a kept example is never truncated by it.
-    full = [p + c for p, c in zip(conversations["prompt"].to_list(), conversations["completion"].to_list(), strict=True)]
+    prompts, completions = conversations["prompt"].to_list(), conversations["completion"].to_list()
+    full = [p + c for p, c in zip(prompts, completions, strict=True)]
     token_ids = tokenizer.apply_chat_template(full, tokenize=True, return_dict=False)
     lengths = pl.Series("tokens", [len(ids) for ids in token_ids])
     return conversations.filter(lengths <= max_length)

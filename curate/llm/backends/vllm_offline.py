@@ -52,7 +52,9 @@ class VLLMBackend(Backend):
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
-            raise GenerationError(f"teacher {self.teacher.name!r}: backend 'vllm' needs the vllm package (pip install vllm)")
+            raise GenerationError(
+                f"teacher {self.teacher.name!r}: backend 'vllm' needs the vllm package (pip install vllm)"
+            )
         self._source = resolve_model(self.teacher.model, self.cache_dir)
         local_model_path(self._source, self.teacher.name)
         self._llm = None
@@ -103,7 +105,8 @@ class VLLMBackend(Backend):
         (vLLM's `get_diff_sampling_param`, the same defaults `vllm serve` applies)."""
         defaults = getattr(self, "_defaults", None)
         if defaults is None:
-            config = getattr(llm, "model_config", None) or getattr(getattr(llm, "llm_engine", None), "model_config", None)
+            engine = getattr(llm, "llm_engine", None)
+            config = getattr(llm, "model_config", None) or getattr(engine, "model_config", None)
             diff = getattr(config, "get_diff_sampling_param", None)
             found = diff() if callable(diff) else {}
             defaults = {k: v for k, v in (found or {}).items() if k in MODEL_DEFAULT_KEYS and v is not None}
