@@ -70,10 +70,9 @@ class TransformersBackend(Backend):
         if device.startswith("cuda"):
             claim_gpu(self)  # a vLLM engine on the GPU is released first
         try:
-            # transformers types `.to` as taking the model itself as its first argument.
             self.model = AutoModelForCausalLM.from_pretrained(
                 self._model_source(), dtype=dtype, trust_remote_code=options.trust_remote_code
-            ).to(device)  # type: ignore[arg-type]
+            ).to(device)
         except OSError as error:
             raise GenerationError(
                 f"teacher {self.teacher.name!r}: cannot load model {self.teacher.model!r}: {error}"
