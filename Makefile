@@ -22,8 +22,10 @@ $(STAMP):
 quickstart: $(STAMP)
 	$(BIN)/curate run recipes/quickstart.yaml
 
+# mypy checks curate (pyproject [tool.mypy]); its cache (.mypy_cache) makes reruns take seconds.
 test: $(STAMP)
 	$(BIN)/ruff check curate tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # The training tests again with the highest transformers the latest vLLM allows (about 2 min).
@@ -32,6 +34,7 @@ compat: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check curate tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .venv-compat runs

@@ -48,7 +48,8 @@ def problem_frame(path: Path, count: int) -> pl.DataFrame:
 
 
 def teacher_config(backend: str, args) -> dict:
-    options = {"batch_size": args.batch_size, "threads": args.threads} if backend == "transformers" else {"n_threads": args.threads}
+    options = ({"batch_size": args.batch_size, "threads": args.threads} if backend == "transformers"
+               else {"n_threads": args.threads})
     return {
         "name": backend, "backend": backend, "model": "bundled:smollm2",
         "prompt": {"system": "Solve the problem step by step. End with 'Answer: N'.", "user": "{problem}"},

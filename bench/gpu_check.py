@@ -90,7 +90,8 @@ def make_student(target: Path) -> dict:
         config.update({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
                        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16})
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.save_pretrained(target)
     AutoTokenizer.from_pretrained(source).save_pretrained(target)
     return {"student": str(target), "weights": "random init (SmolLM2-135M-Instruct config + tokenizer; the GGUF "
@@ -139,7 +140,8 @@ def train_run(student: Path, work: Path, lora: bool) -> dict:
             "loss_first5_mean": sum(losses[:5]) / max(len(losses[:5]), 1),
             "loss_last5_mean": sum(losses[-5:]) / max(len(losses[-5:]), 1),
             "precision": choose_precision(None, torch.cuda.is_available()),
-            "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if torch.cuda.is_available() else None,
+            "peak_gpu_mem_gib": (round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                                 if torch.cuda.is_available() else None),
             "final_model": (result.model_dir / "config.json").is_file()}
 
 

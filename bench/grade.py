@@ -63,8 +63,10 @@ def bench_grade(rows: int, teachers: int, samples: int) -> None:
     selector = SelectDifficulty(SelectDifficulty.Config(bands=["hard", "medium"], min_samples=8))
     marked = timed("select_difficulty (bands hard, medium)", traces.height, lambda: selector.apply(graded, ctx))
     kept, rejected = split_rejections(marked)
-    timed("grade + select_difficulty", traces.height, lambda: selector.apply(Grade(Grade.Config()).apply(traces, ctx), ctx))
-    print(f"kept {kept.height:,} rows; rejected: {dict(rejected.group_by('reject_reason').len().sort('len').iter_rows())}")
+    timed("grade + select_difficulty", traces.height,
+          lambda: selector.apply(Grade(Grade.Config()).apply(traces, ctx), ctx))
+    reasons = dict(rejected.group_by("reject_reason").len().sort("len").iter_rows())
+    print(f"kept {kept.height:,} rows; rejected: {reasons}")
 
 
 def bench_adaptive(problems: int, k: int, confidence: float, seed: int, band_edges: list[float],

@@ -86,8 +86,10 @@ def synthetic_chunk(rows: int, seed: int, start: int) -> pl.DataFrame:
     loop = "Let me reconsider whether the remainder really is the value I found before.\n"
     frame = frame.with_columns(
         reasoning=pl.when(pl.col("kind") < 0.02).then(pl.col("reasoning") + pl.lit(loop * 40))
-        .when(pl.col("kind") < 0.03).then(pl.col("reasoning") + pl.lit("Wait, hmm. Wait. Hmm, let me double-check. " * 20))
-        .when(pl.col("kind") < 0.035).then(pl.col("reasoning") + pl.lit("所以我们需要重新计算这个结果，然后检查每一步是否正确。" * 10))
+        .when(pl.col("kind") < 0.03)
+        .then(pl.col("reasoning") + pl.lit("Wait, hmm. Wait. Hmm, let me double-check. " * 20))
+        .when(pl.col("kind") < 0.035)
+        .then(pl.col("reasoning") + pl.lit("所以我们需要重新计算这个结果，然后检查每一步是否正确。" * 10))
         .otherwise(pl.col("reasoning"))
         + pl.format("\n\nSo the answer is {}.", pl.col("answer")),
     )

@@ -32,7 +32,9 @@ def synthetic_run(run_dir: Path, rows: int) -> pl.DataFrame:
         teacher=pl.when(index % 2 == 0).then(pl.lit("a")).otherwise(pl.lit("b")),
         model=pl.lit("some/model"),
         reasoning=pl.concat_str([pl.lit("Let me add the numbers step by step. " * 40), index.cast(pl.String)]),
-        answer_text=pl.concat_str([pl.lit("The answer is \\boxed{"), (index * 7 + index % 13).cast(pl.String), pl.lit("}.")]),
+        answer_text=pl.concat_str(
+            [pl.lit("The answer is \\boxed{"), (index * 7 + index % 13).cast(pl.String), pl.lit("}.")]
+        ),
         generation_params=pl.lit(params),
         reasoning_tokens=pl.lit(400, pl.Int32),
         answer_tokens=pl.lit(8, pl.Int32),
@@ -75,18 +77,22 @@ def main() -> None:
         first, seconds_new = timed(lambda: publish_run(tmp / "run", config))
         again, seconds_noop = timed(lambda: publish_run(tmp / "run", config))
         assert first.created and not again.created
-        changed = output.with_columns(answer_text=pl.when(pl.col("trace_id") == "t1").then(pl.lit("x")).otherwise("answer_text"))
+        changed = output.with_columns(
+            answer_text=pl.when(pl.col("trace_id") == "t1").then(pl.lit("x")).otherwise("answer_text")
+        )
         changed.write_parquet(tmp / "run" / "output.parquet")
         publish_run(tmp / "run", config)
         diff, seconds_diff = timed(lambda: diff_versions(config.output_dir, "v1", "v2"))
         shards = len(list((first.folder / "data").iterdir()))
         size_mb = sum(p.stat().st_size for p in (first.folder / "data").iterdir()) / 1e6
-    print(f"rows: {args.rows:,} ({output.estimated_size('mb'):.0f} MB in memory; {shards} shards, {size_mb:.0f} MB on disk)")
+    print(f"rows: {args.rows:,} ({output.estimated_size('mb'):.0f} MB in memory; "
+          f"{shards} shards, {size_mb:.0f} MB on disk)")
     print(f"baseline write_parquet : {baseline:6.2f} s  {args.rows / baseline:>10,.0f} rows/s")
     print(f"publish (new version)  : {seconds_new:6.2f} s  {args.rows / seconds_new:>10,.0f} rows/s  "
           f"({seconds_new / baseline:.1f}x baseline)")
     print(f"publish (same content) : {seconds_noop:6.2f} s  {args.rows / seconds_noop:>10,.0f} rows/s")
-    print(f"diff v1 v2             : {seconds_diff:6.2f} s  {args.rows / seconds_diff:>10,.0f} rows/s  ({diff.summary()})")
+    print(f"diff v1 v2             : {seconds_diff:6.2f} s  {args.rows / seconds_diff:>10,.0f} rows/s  "
+          f"({diff.summary()})")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -127,7 +127,8 @@ def _print_summary(result) -> None:
     if result.trained is not None:
         trained = result.trained
         console.print(f"student: {trained['steps']} steps, loss {trained['train_loss']:.3f}, "
-                      f"{trained['tokens']:,} tokens in {trained['seconds']:.0f}s -> [bold]{trained['model_dir']}[/bold]")
+                      f"{trained['tokens']:,} tokens in {trained['seconds']:.0f}s "
+                      f"-> [bold]{trained['model_dir']}[/bold]")
     if result.evaluated is not None:
         from curate.evals.suite import before_after_lines
 
@@ -375,7 +376,7 @@ def operators(
     """List the operators a recipe can name, with their config fields."""
     from curate.catalogue import registry
 
-    listing = {}
+    listing: dict[str, dict[str, Any]] = {}
     for name, cls in registry().items():
         fields = {
             field_name: {

@@ -23,6 +23,7 @@ from statistics import NormalDist
 from typing import Literal
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 from pydantic import Field, model_validator
 
 from curate.core.operator import OperatorConfig
@@ -82,7 +83,7 @@ def interval(successes: pl.Expr, samples: pl.Expr, confidence: float, method: st
 def band_expr(pass_rate: pl.Expr, edges: list[float], names: list[str]) -> pl.Expr:
     """'unsolved' at 0, 'trivial' at 1; between, names[i] for the i-th slice of (0, 1) cut
     at `edges` (upper edge inclusive: with edges [0.3, 0.7], 0.3 is the first name)."""
-    expression = pl.when(pass_rate.is_null()).then(pl.lit(None, pl.String))
+    expression: Then | ChainedThen = pl.when(pass_rate.is_null()).then(pl.lit(None, pl.String))
     expression = expression.when(pass_rate <= 0).then(pl.lit(UNSOLVED))
     expression = expression.when(pass_rate >= 1).then(pl.lit(TRIVIAL))
     for edge, name in zip(edges, names[:-1], strict=True):

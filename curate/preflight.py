@@ -48,7 +48,8 @@ def check_recipe(recipe: Recipe, output_dir: Path | None = None, cache_dir: Path
         for where, backend, model, options in _models(step.operator.config, f"step {step.id!r}"):
             _check_model(report, file, step.line, where, backend, model, options, reach)
     if recipe.train is not None and recipe.train.student:
-        _check_model(report, file, recipe.line("train", "student"), "train.student", "transformers", recipe.train.student, {}, reach)
+        _check_model(report, file, recipe.line("train", "student"), "train.student", "transformers",
+                     recipe.train.student, {}, reach)
     return report
 
 

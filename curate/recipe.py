@@ -9,15 +9,16 @@ types, the columns each step needs) before any step runs.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import Field, ValidationError, create_model
 
 from curate.catalogue import registry
-from curate.core.operator import Operator
+from curate.core.operator import Operator, OperatorConfig
 from curate.core.overrides import OverrideError, parse_override, set_path
 from curate.core.yamlsafe import MAX_YAML_BYTES, YamlInputError, load_yaml
 from curate.evals.ablate import AblateConfig
@@ -58,39 +59,42 @@ class StepBase(StrictModel):
     chunk_size: int | None = Field(None, ge=1, description="Rows per chunk for batch operators.")
 
 
-def step_models() -> dict[str, type[BaseModel]]:
+def step_models() -> dict[str, type[OperatorConfig]]:
     """One model per operator: `op` + `id` + `chunk_size` + the operator's config fields."""
-    models = {}
+    models: dict[str, type[OperatorConfig]] = {}
     for name, operator in registry().items():
+        op_type: Any = Literal[name]  # built at run time: a type to pydantic, a value to mypy
         models[name] = create_model(
             f"Step_{name}",
             __base__=operator.Config,
-            op=(Literal[name], ...),
+            op=(op_type, ...),
             id=(str | None, Field(None, description="Step id (default: the operator name).")),
             chunk_size=(int | None, Field(None, ge=1, description="Rows per chunk (batch operators).")),
         )
     return models
 
 
-def recipe_model() -> type[BaseModel]:
+class RecipeSections(StrictModel):
+    # A recipe file's sections; `recipe_model` types `steps` by the registered operators.
+    name: str = Field(description="Recipe name.")
+    version: str = Field("0.1.0", description="Recipe version.")
+    description: str = Field("", description="What the recipe makes.")
+    sources: list[Source] = Field(min_length=1)
+    steps: list[Any] = Field(default_factory=list)
+    output: Output = Field(default_factory=Output)
+    cache_dir: str | None = Field(None, description="Shared cache (generations, embeddings).")
+    publish: PublishConfig | None = Field(None, description="Publish the output as a versioned dataset.")
+    train: TrainConfig | None = Field(None, description="Fine-tune a student on the published dataset.")
+    eval: EvalSection | None = Field(None, description="Evaluate a model (e.g. the student) on held-out problems.")
+    compare: CompareSection | None = Field(None, description="`curate compare`: two datasets, one student.")
+    ablate: AblateConfig | None = Field(None, description="`curate ablate`: dataset variants x seeds.")
+
+
+def recipe_model() -> type[RecipeSections]:
     steps = list(step_models().values())
-    step_union = Annotated[Union[tuple(steps)], Field(discriminator="op")]  # noqa: UP007
-    return create_model(
-        "Recipe",
-        __base__=StrictModel,
-        name=(str, Field(description="Recipe name.")),
-        version=(str, Field("0.1.0", description="Recipe version.")),
-        description=(str, Field("", description="What the recipe makes.")),
-        sources=(list[Source], Field(min_length=1)),
-        steps=(list[step_union], Field(default_factory=list)),
-        output=(Output, Field(default_factory=Output)),
-        cache_dir=(str | None, Field(None, description="Shared cache (generations, embeddings).")),
-        publish=(PublishConfig | None, Field(None, description="Publish the output as a versioned dataset.")),
-        train=(TrainConfig | None, Field(None, description="Fine-tune a student on the published dataset.")),
-        eval=(EvalSection | None, Field(None, description="Evaluate a model (e.g. the student) on held-out problems.")),
-        compare=(CompareSection | None, Field(None, description="`curate compare`: two datasets, one student.")),
-        ablate=(AblateConfig | None, Field(None, description="`curate ablate`: dataset variants x seeds.")),
-    )
+    # A union built at run time: a type to pydantic, a value to mypy.
+    step_union: Any = Annotated[Union[tuple(steps)], Field(discriminator="op")]  # noqa: UP007
+    return create_model("Recipe", __base__=RecipeSections, steps=(list[step_union], Field(default_factory=list)))
 
 
 def recipe_json_schema() -> dict:
@@ -159,7 +163,7 @@ class RecipeError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     path = Path(path)
     file = str(path)
     try:
@@ -270,7 +274,7 @@ def _check_operator_names(data: dict, lines: _LineIndex, file: str) -> None:
         raise RecipeError(problems)
 
 
-def _apply_overrides(data: dict, overrides: list[str], file: str) -> None:
+def _apply_overrides(data: dict, overrides: Sequence[str], file: str) -> None:
     """`--set STEP_ID.FIELD=VALUE` (or a top-level `FIELD.SUB=VALUE`); values are YAML."""
     sections = set(recipe_model().model_fields)
     for text in overrides:
@@ -314,9 +318,10 @@ def _find_step(data: dict, step_id: str) -> dict | None:
     return None
 
 
-def _build_steps(model: BaseModel, lines: _LineIndex, file: str) -> list[Step]:
+def _build_steps(model: RecipeSections, lines: _LineIndex, file: str) -> list[Step]:
     operators = registry()
-    steps, seen = [], {}
+    steps: list[Step] = []
+    seen: dict[str, int] = {}
     for index, step_model in enumerate(model.steps):
         cls = operators[step_model.op]
         config = step_model.model_dump(exclude=set(STEP_KEYS))

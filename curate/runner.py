@@ -39,10 +39,11 @@ from curate.core.rundir import (
     write_step_marker,
 )
 from curate.core.versions import package_versions
-from curate.recipe import Recipe, Step, makes_traces
+from curate.recipe import EvalSection, Recipe, Step, makes_traces
 from curate.schema import PROBLEM_COLUMNS
 from curate.sources.problems import load_problems, source_fingerprint
 from curate.sources.traces import load_traces
+from curate.train.config import TrainConfig
 
 PACKAGES = ("curate", "polars", "datasets", "transformers", "torch", "sentence-transformers",
             "faiss-cpu", "math-verify", "vllm", "trl", "peft")
@@ -103,17 +104,16 @@ class _Run:
 
             result.published = publish_run(self.run_dir, self.recipe.publish)
         if self.recipe.train is not None:
-            result.trained = self._train(result.published)
+            result.trained = self._train(self.recipe.train, result.published)
         if self.recipe.eval is not None:
-            result.evaluated = self._evaluate(result.trained)
+            result.evaluated = self._evaluate(self.recipe.eval, result.trained)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _train(self, published) -> dict:
+    def _train(self, config: TrainConfig, published) -> dict:
         """Train once per (config, dataset): a finished training is found by its fingerprint,
         and its own checkpoints resume an interrupted one. Each fingerprint trains into its
         own folder, so an evaluation's response cache never mixes two students."""
-        config = self.recipe.train
         if config.dataset is None and published is not None:
             config = config.model_copy(update={"dataset": str(published.folder)})
         dataset_key = published.fingerprint if published is not None else config.dataset
@@ -129,17 +129,17 @@ class _Run:
         write_json(trained, step_dir / "result.json")
         return trained
 
-    def _evaluate(self, trained: dict | None) -> dict:
+    def _evaluate(self, section: EvalSection, trained: dict | None) -> dict:
         """Evaluate on every eval set; a trained student is also compared with the model it
         started from (before/after, paired per problem), and its README gets the table."""
         from curate.evals import EvalConfig
         from curate.evals.suite import before_after, problem_sets, student_card
 
-        section = self.recipe.eval
         model, baseline = section.model.model, None
         if model == "student":
             if trained is None:
                 raise ValueError("eval.model.model is 'student' but the recipe has no train section")
+            assert self.recipe.train is not None, "a trained student comes from the train section"
             model, baseline = trained["model_dir"], self.recipe.train.student
         config = section.model_copy(update={"model": section.model.model_copy(update={"model": model})})
         _, step_dir, done = self._checkpoint("eval", {
@@ -309,7 +309,9 @@ def _code_version(obj) -> str:
     """curate's version plus a hash of the module that defines `obj`, and of the modules it
     names in `code_modules` (code it runs that lives elsewhere, e.g. the teacher engine):
     editing an operator invalidates its checkpoints, editing another one does not."""
-    modules = [inspect.getmodule(obj), *(importlib.import_module(m) for m in getattr(obj, "code_modules", ()))]
+    module = inspect.getmodule(obj)
+    assert module is not None, f"{obj!r} is defined in no module"
+    modules = [module, *(importlib.import_module(m) for m in getattr(obj, "code_modules", ()))]
     source = "".join(inspect.getsource(module) for module in modules)
     return f"{curate.__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
 

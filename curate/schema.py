@@ -73,8 +73,10 @@ STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
     Column("reject_detail", pl.String(), "Filters: JSON with evidence for the removal.", nullable=True),
     # verify
     Column("extracted_answer", pl.String(), "Verify: final answer (math) or code taken from the trace.", nullable=True),
-    Column("extraction_method", pl.String(), "Verify: how it was found: boxed, gsm8k, answer_is, choice, regex, last_number, code_block, raw.", nullable=True),
-    Column("correct", pl.Boolean(), "Verify: answer matches the reference / passes the tests (null = undecided).", nullable=True),
+    Column("extraction_method", pl.String(), "Verify: how it was found: boxed, gsm8k, answer_is, choice, regex, "
+           "last_number, code_block, raw.", nullable=True),
+    Column("correct", pl.Boolean(), "Verify: answer matches the reference / passes the tests (null = undecided).",
+           nullable=True),
     Column("verify_status", pl.String(), "Verify: correct, wrong, timeout, parse_error, no_answer or error."),
     Column("verify_detail", pl.String(), "Verify: JSON with the reason, or per-test results for code."),
     # grade (per problem, repeated on each of its trace rows)
@@ -86,16 +88,23 @@ STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
     Column("n_teachers", pl.Int32(), "Grade: teachers with at least one verified sample."),
     Column("teacher_pass_rates", pl.String(), "Grade: JSON list of {teacher, pass_rate, n_samples}."),
     Column("teacher_variance", pl.Float64(), "Grade: variance of the teachers' pass rates.", nullable=True),
-    Column("teacher_cv", pl.Float64(), "Grade: coefficient of variation of the teachers' pass rates (null at mean 0).", nullable=True),
+    Column("teacher_cv", pl.Float64(), "Grade: coefficient of variation of the teachers' pass rates (null at mean 0).",
+           nullable=True),
     Column("teacher_disagreement", pl.Boolean(), "Grade: some teacher never solves it while another does."),
     Column("band", pl.String(), "Grade: difficulty band: unsolved, the configured bands, trivial.", nullable=True),
     # dedup
-    Column("dedup_cluster", pl.String(), "Dedup: id of the row kept for this row's near-duplicate cluster (its own id when unique; null for empty text).", nullable=True),
+    Column("dedup_cluster", pl.String(), "Dedup: id of the row kept for this row's near-duplicate cluster "
+           "(its own id when unique; null for empty text).", nullable=True),
     # prune
-    Column("reasoning_tokens_before", pl.Int32(), "Prune: reasoning tokens before the first shortening (null = untouched).", nullable=True),
-    Column("pruned_by", pl.String(), "Prune: comma-separated operators that shortened the reasoning (null = untouched).", nullable=True),
-    Column("rewrite_status", pl.String(), "Prune: rewrite_traces outcome: rewritten, skipped, rejected:answer_lost|format_lost|no_gain|truncated or failed:<reason> (original kept unless rewritten).", nullable=True),
-    Column("answer_tokens_before", pl.Int32(), "Prune: answer tokens before rewrite_traces (text: answer_text) shortened the solution (null = untouched).", nullable=True),
+    Column("reasoning_tokens_before", pl.Int32(), "Prune: reasoning tokens before the first shortening "
+           "(null = untouched).", nullable=True),
+    Column("pruned_by", pl.String(), "Prune: comma-separated operators that shortened the reasoning "
+           "(null = untouched).", nullable=True),
+    Column("rewrite_status", pl.String(), "Prune: rewrite_traces outcome: rewritten, skipped, "
+           "rejected:answer_lost|format_lost|no_gain|truncated or failed:<reason> (original kept unless rewritten).",
+           nullable=True),
+    Column("answer_tokens_before", pl.Int32(), "Prune: answer tokens before rewrite_traces (text: answer_text) "
+           "shortened the solution (null = untouched).", nullable=True),
 )
 
 TABLES: dict[str, tuple[Column, ...]] = {"problem": PROBLEM_COLUMNS, "trace": TRACE_COLUMNS}

@@ -202,8 +202,9 @@ def real_traces() -> pl.DataFrame:
     frame = pl.DataFrame(read_jsonl("traces_math500_6.jsonl"))
     return frame.with_columns(
         problem_id=problem_id_expr(pl.col("problem")),
-        trace_id=pl.concat_str("teacher", pl.col("sample_index").cast(pl.String), pl.int_range(pl.len()).cast(pl.String),
-                               separator="-"),
+        trace_id=pl.concat_str(
+            "teacher", pl.col("sample_index").cast(pl.String), pl.int_range(pl.len()).cast(pl.String), separator="-"
+        ),
     )
 
 

@@ -386,7 +386,8 @@ def test_killed_run_resumes_without_sending_anything_twice(server, tmp_path):
     first.wait()
     assert 20 <= len(server.log) < expected, "the kill must land mid-way"
     with sqlite3.connect(cache / CACHE_FILE) as db:
-        stored = {json.dumps([json.loads(p), s], sort_keys=True) for p, s in db.execute("SELECT prompt, seed FROM completions")}
+        stored = {json.dumps([json.loads(p), s], sort_keys=True)
+                  for p, s in db.execute("SELECT prompt, seed FROM completions")}
     assert len(stored) >= 18  # at most the 2 in flight were lost
     before = len(server.log)
 

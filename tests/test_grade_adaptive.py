@@ -64,7 +64,8 @@ def test_unverifiable_samples_still_end_the_loop():
     def never_verified(plan):
         return plan.select("problem_id", pl.col("n").alias("k")).with_columns(correct=pl.lit(None, pl.Boolean))
 
-    result = run_adaptive(pl.DataFrame({"problem_id": ["a"]}), never_verified, AdaptiveConfig(max_samples_per_problem=8))
+    result = run_adaptive(pl.DataFrame({"problem_id": ["a"]}), never_verified,
+                          AdaptiveConfig(max_samples_per_problem=8))
     row = result.problems.row(0, named=True)
     assert row["drawn"] == 8 and row["samples"] == 0 and row["band"] is None and not row["settled"]
 

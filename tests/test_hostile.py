@@ -113,7 +113,8 @@ CASES = [
                             + ",".join(["*c"] * 10) + "], e: &e [" + ",".join(["*d"] * 10) + "], f: &f ["
                             + ",".join(["*e"] * 10) + "], g: [" + ",".join(["*f"] * 10) + "]}"],
          2, ["--set", "aliases"]),
-    Case("set-unknown-top-level", ["validate", "r.yaml", "--set", "nme=x"], 2, ["--set 'nme=x'", "expected STEP.FIELD"]),
+    Case("set-unknown-top-level", ["validate", "r.yaml", "--set", "nme=x"], 2,
+         ["--set 'nme=x'", "expected STEP.FIELD"]),
     Case("set-into-a-scalar", ["validate", "r.yaml", "--set", "name.x=1"], 2, ["name is not a mapping"]),
     # --- models, paths: what validate knows without running ---
     Case("bundled-model-unknown", ["validate", "r.yaml"], 2, ["r.yaml:6:", "'bundled:nope' is not a bundled model",

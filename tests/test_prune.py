@@ -117,7 +117,8 @@ def test_answer_missing_on_real_and_hand_made(real, tmp_path):
     hand = table(
         trace(),
         trace(trace_id="t2", answer_text="So it is five.", completion="<think>x</think>So it is five."),
-        trace(trace_id="t3", reasoning="", answer_text="Thus the final answer is 5.", completion="Thus the final answer is 5."),
+        trace(trace_id="t3", reasoning="", answer_text="Thus the final answer is 5.",
+              completion="Thus the final answer is 5."),
         trace(trace_id="t4", answer_text="#### 5"),
     )
     assert reasons(run(F.AnswerMissingFilter, hand, tmp_path)[0]) == [None, "no_final_answer", None, None]
@@ -136,7 +137,8 @@ def test_truncation_by_finish_reason_and_think_tags(tmp_path):
 
 def test_language_mix(real, tmp_path):
     assert run(F.LanguageMixFilter, real, tmp_path)[0]["reject_reason"].null_count() == real.height
-    mixed = trace(trace_id="t2", completion="We add 2 and 3. 所以答案是五，我们再检查一下这个结果是否正确。 The sum is 5.")
+    mixed = trace(trace_id="t2",
+                  completion="We add 2 and 3. 所以答案是五，我们再检查一下这个结果是否正确。 The sum is 5.")
     greek = trace(trace_id="t3", completion="Let θ = π/2 and α + β = 5, so the answer is 5.")
     result, _ = run(F.LanguageMixFilter, table(trace(), mixed, greek), tmp_path)
     assert reasons(result) == [None, "language_mix", None]
@@ -175,7 +177,8 @@ def test_answer_consistency(real, tmp_path):
         trace(trace_id="t2", reasoning="... so the answer is 7.", answer_text="The sum is \\boxed{5}."),
         # Same value, other spelling: kept (math-verify decides).
         trace(trace_id="t3", reasoning="Thus the answer is \\dfrac{1}{2}.", answer_text="\\boxed{0.5}"),
-        trace(trace_id="t4", reasoning="We get \\boxed{(3, \\frac{\\pi}{2})}", answer_text="\\boxed{\\left(3, \\frac{\\pi}{2}\\right)}"),
+        trace(trace_id="t4", reasoning="We get \\boxed{(3, \\frac{\\pi}{2})}",
+              answer_text="\\boxed{\\left(3, \\frac{\\pi}{2}\\right)}"),
         # No result stated in the reasoning: nothing to compare, kept.
         trace(trace_id="t5", reasoning="Adding gives five.", answer_text="\\boxed{5}"),
     )

@@ -100,7 +100,9 @@ def test_messages_follow_template_and_think_tags(tmp_path):
         user_template="Solve:\n{problem}\nAnswer in \\boxed{}.",
     )
     folder = publish_run(run_dir, config).folder
-    published = pl.read_parquet(folder / "data").join(pl.read_parquet(run_dir / "output.parquet"), on="trace_id", suffix="_run")
+    published = pl.read_parquet(folder / "data").join(
+        pl.read_parquet(run_dir / "output.parquet"), on="trace_id", suffix="_run"
+    )
 
     for row in published.iter_rows(named=True):
         user, assistant = row["messages"]

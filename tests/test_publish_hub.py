@@ -130,7 +130,8 @@ class HubStandIn:
         repo = self.repos[repo_id]
         if method == "GET" and action == "refs":
             return 200, {
-                "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": o} for n, o in repo["branches"].items()],
+                "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": o}
+                             for n, o in repo["branches"].items()],
                 "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": o} for n, o in repo["tags"].items()],
                 "converts": [],
             }, {}
@@ -154,7 +155,8 @@ class HubStandIn:
                 oid = repo["branches"].get(revision) or repo["tags"][revision]
                 return 200, {"id": repo_id, "sha": oid, "private": repo["private"],
                              "siblings": [{"rfilename": p} for p in files]}, {}
-            return 200, [{"type": "file", "path": p, "size": len(d), "oid": _git_blob_oid(d)} for p, d in files.items()], {}
+            listing = [{"type": "file", "path": p, "size": len(d), "oid": _git_blob_oid(d)} for p, d in files.items()]
+            return 200, listing, {}
         if method == "POST" and action == "preupload":
             files = self.files(repo_id, rest)
             return 200, {"files": [self._upload_mode(f["path"], files) for f in json.loads(body)["files"]]}, {}
@@ -208,10 +210,12 @@ class HubStandIn:
                 files[value["path"]] = self.lfs[value["oid"]]
             elif line["key"] == "deletedFile":
                 files.pop(value["path"])
-        oid = hashlib.sha1(json.dumps([parent, sorted((p, _git_blob_oid(d)) for p, d in files.items())]).encode()).hexdigest()
+        tree = sorted((p, _git_blob_oid(d)) for p, d in files.items())
+        oid = hashlib.sha1(json.dumps([parent, tree]).encode()).hexdigest()
         repo["commits"][oid] = {"files": files, "parent": parent, "message": lines[0]["value"]["summary"]}
         repo["branches"][branch] = oid
-        return 200, {"success": True, "commitOid": oid, "commitUrl": f"{self.endpoint}/datasets/{repo_id}/commit/{oid}"}, {}
+        commit_url = f"{self.endpoint}/datasets/{repo_id}/commit/{oid}"
+        return 200, {"success": True, "commitOid": oid, "commitUrl": commit_url}, {}
 
 
 def _read_body(request: BaseHTTPRequestHandler) -> bytes:

@@ -11,7 +11,9 @@ DATA = "../../curate/data"
 
 def write_recipe(tmp_path, body: str):
     (tmp_path / "data").mkdir(exist_ok=True)
-    (tmp_path / "data" / "p.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": "4"}\n')
+    (tmp_path / "data" / "p.jsonl").write_text(
+        '{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": "4"}\n'
+    )
     path = tmp_path / "recipe.yaml"
     path.write_text(textwrap.dedent(body))
     return path

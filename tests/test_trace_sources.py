@@ -206,7 +206,8 @@ def test_imported_and_generated_traces_of_one_problem_grade_together(tmp_path, s
     path = recipe_file(tmp_path, {
         "name": "mixed", "output": {"dir": str(tmp_path / "run")}, "cache_dir": str(tmp_path / "cache"),
         "sources": [{"name": "p", "path": str(problems)},
-                    {"name": "d", "kind": "traces", "path": str(dump), "fields": {"problem": "question", "answer": "gt"},
+                    {"name": "d", "kind": "traces", "path": str(dump),
+                     "fields": {"problem": "question", "answer": "gt"},
                      "traces": {"shape": "generations", "completion": "code", "label": "score",
                                 "teacher": "dump", "tokenizer": "chars/4"}}],
         "steps": [{"op": "exact_dedup"}, {"op": "generate", "teachers": [teacher(server.url)]},

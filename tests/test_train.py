@@ -33,7 +33,8 @@ def publish_like(folder: Path, rows: int) -> Path:
     """A dataset version folder in the publish layout: data/train-*.parquet with `messages`.
 
     The shortest solutions keep CPU training steps cheap."""
-    records = sorted((json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()), key=lambda r: len(r["answer"]))
+    records = sorted((json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()),
+                     key=lambda r: len(r["answer"]))
     records = records[:rows]
     (folder / "data").mkdir(parents=True)
     pl.DataFrame(

@@ -45,7 +45,8 @@ def test_infinite_loop_times_out(isolate):
 
 @pytest.mark.parametrize("isolate", ISOLATION)
 def test_network_is_refused(isolate):
-    result = _run("    import socket\n    socket.create_connection(('127.0.0.1', 22), timeout=1)\n    return 1", isolate)
+    result = _run("    import socket\n    socket.create_connection(('127.0.0.1', 22), timeout=1)\n    return 1",
+                  isolate)
     assert result.status == "wrong"
     assert result.tests[0]["status"] == "error"
 

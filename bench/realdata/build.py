@@ -343,7 +343,9 @@ def build_decontamination(shared: Path, out_dir: Path, gsm8k_per_split: int, pla
             train_by_split[split_of(f"gsm8k_train:{text}")].append(i)
     for split in SPLITS:
         for i in sorted(rng.sample(train_by_split[split], gsm8k_per_split)):
-            pools[split].append({"problem": train[i], "origin": f"gsm8k_train:{i}", "label": "clean", "class": "gsm8k_train"})
+            pools[split].append(
+                {"problem": train[i], "origin": f"gsm8k_train:{i}", "label": "clean", "class": "gsm8k_train"}
+            )
     for i, r in enumerate(math500):
         if i not in excluded_math:
             pools[split_of(math500_key(i))].append({"problem": r["problem"], "origin": f"math500:{i}", "label": "clean",
@@ -360,7 +362,8 @@ def build_decontamination(shared: Path, out_dir: Path, gsm8k_per_split: int, pla
                 base = {"eval_set": it["eval_set"], "eval_id": it["eval_id"], "eval_problem": it["problem"],
                         "origin": f"{it['eval_set']}:{it['eval_id']}"}
                 kinds = [kind for kind in light if kind in ("verbatim", "prefix") or (
-                    near_duplicate(kind, it["problem"], random.Random(0)) and not (is_gsm8k and kind == "latex_spacing"))]
+                    near_duplicate(kind, it["problem"], random.Random(0))
+                    and not (is_gsm8k and kind == "latex_spacing"))]
                 kind = rng.choice(kinds)
                 if kind == "verbatim":
                     text = it["problem"]
@@ -430,7 +433,8 @@ def gsm8k_rows(shared: Path, per_split: int, rng: random.Random) -> dict[str, li
             final = solution.rsplit("####", 1)[1].strip()
             annotations = list(ANNOTATION.finditer(solution))
             native = [m.group(0) for m in annotations
-                      if (v := safe_eval(m.group(1))) is not None and (c := safe_eval(m.group(2).replace(",", ""))) is not None
+                      if (v := safe_eval(m.group(1))) is not None
+                      and (c := safe_eval(m.group(2).replace(",", ""))) is not None
                       and not close(v, c)]
             # Planting sites: a correct annotated equation whose result is stated right after it.
             sites = []
@@ -452,11 +456,13 @@ def gsm8k_rows(shared: Path, per_split: int, rng: random.Random) -> dict[str, li
             m, result = rng.choice(sites)
             wrong = wrong_value(result, rng)
             start = m.end()
-            planted_annotated = (solution[:m.start()] + f"<<{m.group(1)}={wrong}>>" + wrong + solution[start + len(result):])
+            planted_annotated = (solution[:m.start()] + f"<<{m.group(1)}={wrong}>>" + wrong
+                                 + solution[start + len(result):])
             before = solution[:m.start()]
             lhs = re.split(r"\n|(?<=[.:?!,])\s+", before.rstrip())[-1]
             evidence = f"{ANNOTATION.sub('', lhs).strip()} {wrong}".strip()
-            planted_plain = ANNOTATION.sub("", solution[:m.start()]) + wrong + ANNOTATION.sub("", solution[start + len(result):])
+            planted_plain = (ANNOTATION.sub("", solution[:m.start()]) + wrong
+                             + ANNOTATION.sub("", solution[start + len(result):]))
             for fmt, text in (("plain", planted_plain), ("annotated", planted_annotated)):
                 out[split].append({**base, "format": fmt, "text": text, "label": "planted", "evidence": evidence,
                                    "true_value": result, "planted_value": wrong,
@@ -570,11 +576,14 @@ UNITS = [("degrees", "^\\circ"), ("cm", "\\text{ cm}"), ("inches", "\\text{ inch
          ("seconds", "\\text{ seconds}"), ("square units", "\\text{ square units}"), ("units", "\\text{ units}")]
 HANDWRITTEN_TEXT = [
     # (reference, boxed answer, correct?) — \text{} references of the kinds issue 19 names.
-    ("\\text{June 20}", "June 20", True), ("\\text{June 20}", "\\text{June 20}", True), ("\\text{June 20}", "June 21", False),
-    ("\\text{1:03 PM}", "1:03 PM", True), ("\\text{1:03 PM}", "1:03 \\text{ PM}", True), ("\\text{1:03 PM}", "1:30 PM", False),
+    ("\\text{June 20}", "June 20", True), ("\\text{June 20}", "\\text{June 20}", True),
+    ("\\text{June 20}", "June 21", False),
+    ("\\text{1:03 PM}", "1:03 PM", True), ("\\text{1:03 PM}", "1:03 \\text{ PM}", True),
+    ("\\text{1:03 PM}", "1:30 PM", False),
     ("\\text{A, D}", "A, D", True), ("\\text{A, D}", "A,D", True), ("\\text{A, D}", "A, C", False),
     ("\\text{B, C, E}", "B, C, E", True), ("\\text{B, C, E}", "B, E", False), ("\\text{Tuesday}", "Tuesday", True),
-    ("\\text{Tuesday}", "Wednesday", False), ("\\text{March 3}", "March 3", True), ("\\text{10:45 AM}", "10:45 AM", True),
+    ("\\text{Tuesday}", "Wednesday", False), ("\\text{March 3}", "March 3", True),
+    ("\\text{10:45 AM}", "10:45 AM", True),
 ]
 
 
@@ -592,7 +601,8 @@ def verify_rows(shared: Path, per_class: int) -> dict[str, list[dict]]:
 
     def add(cls, teacher, idx, k, reference, completion, label, rule, origin="transformed", finish_reason=None):
         rows[cls].append({"class": cls, "teacher": teacher, "source_index": idx, "sample_index": k,
-                          "problem": math500[idx]["problem"] if idx >= 0 else None, "reference": reference, "completion": completion,
+                          "problem": math500[idx]["problem"] if idx >= 0 else None, "reference": reference,
+                          "completion": completion,
                           "finish_reason": finish_reason, "label": label, "label_rule": rule, "origin": origin})
 
     def closed(text):  # outputs whose reasoning block (if any) is closed
@@ -604,7 +614,8 @@ def verify_rows(shared: Path, per_class: int) -> dict[str, list[dict]]:
     same = "the final answer's content is unchanged, so the careful label of the real output stands"
     for t, i, k, x, y in outputs:
         if closed(x):
-            add("real_control", t, i, k, math500[i]["answer"], x, y, "careful label (file score, hand corrections)", "real")
+            add("real_control", t, i, k, math500[i]["answer"], x, y, "careful label (file score, hand corrections)",
+                "real")
         if "\\text" in math500[i]["answer"] and closed(x):
             add("text_reference_real", t, i, k, math500[i]["answer"], x, y, "careful label", "real")
         if "The correct answer is" in x or "the correct answer is" in x:
@@ -624,13 +635,17 @@ def verify_rows(shared: Path, per_class: int) -> dict[str, list[dict]]:
         if rng.random() < 0.5:
             add("echoed_instruction", t, i, k, ref, f"{echo}\n\n{body}\n\nThe answer is {answer}.", y, same)
         else:
-            add("echoed_instruction", t, i, k, ref, f"{x.rstrip()}\n\n(As instructed, the final answer is within \\boxed{{}}.)", y, same)
+            echoed = f"{x.rstrip()}\n\n(As instructed, the final answer is within \\boxed{{}}.)"
+            add("echoed_instruction", t, i, k, ref, echoed, y, same)
         add("reference_trailing_period", t, i, k, ref.rstrip() + ".", x, y,
             "a trailing period in the reference is punctuation, not part of the answer")
-        phrase = rng.choice(["The correct answer is {a}.", "So the correct answer is {a}.", "The correct answer is: {a}"])
+        phrase = rng.choice(
+            ["The correct answer is {a}.", "So the correct answer is {a}.", "The correct answer is: {a}"]
+        )
         add("correct_answer_is", t, i, k, ref, body + "\n\n" + phrase.format(a=answer), y, same)
         if re.fullmatch(r"\(\s*[^()\[\]]+,[^()\[\]]+\)", answer.replace("\\left", "").replace("\\right", "")) and \
-                re.search(r"ordered|pair|point|coordinates|triple|\(a,\s*b", math500[i]["problem"]) and "infty" not in ref:
+                re.search(r"ordered|pair|point|coordinates|triple|\(a,\s*b", math500[i]["problem"]) and \
+                "infty" not in ref:
             inner = answer.replace("\\left", "").replace("\\right", "").strip()[1:-1]
             add("tuple_parens", t, i, k, ref, replace_last_box(x, inner), y,
                 "an ordered tuple written without its parentheses names the same tuple")
@@ -640,11 +655,13 @@ def verify_rows(shared: Path, per_class: int) -> dict[str, list[dict]]:
         ref = math500[i]["answer"].strip()
         answer = last_boxed(x)[2].strip()
         problem = math500[i]["problem"]
-        add("percent", t, i, k, ref + "\\%", x, y, "the reference's \\% is a unit: 7.2\\% and 7.2 state the same answer")
+        add("percent", t, i, k, ref + "\\%", x, y,
+            "the reference's \\% is a unit: 7.2\\% and 7.2 state the same answer")
         add("percent", t, i, k, ref, replace_last_box(x, answer + "\\%"), y, "the answer's \\% is a unit")
         unit = next((u for word, u in UNITS if re.search(rf"\b{word}\b", problem)), None)
         if unit:
-            add("units_in_box", t, i, k, ref, replace_last_box(x, answer + unit), y, "a unit inside the box is not part of the number")
+            add("units_in_box", t, i, k, ref, replace_last_box(x, answer + unit), y,
+                "a unit inside the box is not part of the number")
         add("text_wrapped_reference", t, i, k, f"\\text{{{ref}}}", x, y, "\\text{} around the reference is typesetting")
     # Multiple choice: MATH-500's lettered problems, every common letter format.
     for t, i, k, x, _label in boxed:
@@ -716,7 +733,8 @@ def main() -> None:
         for name, rows, key in (("dedup_pairs", pairs, "class"), ("decontam_pool", pools, "class"),
                                 ("arith_traces", arith, "label"), ("verify_rows", verify, "class")):
             counts = Counter(r[key] for r in rows[split])
-            log.append(f"{name}.{split}: {len(rows[split])} rows; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            log.append(f"{name}.{split}: {len(rows[split])} rows; "
+                       + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     (out / "BUILD_LOG.txt").write_text("\n".join(log) + "\n")
     print("\n".join(log))
 

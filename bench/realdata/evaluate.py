@@ -138,11 +138,13 @@ def trace_frame(rows: list[dict], text: str, reference: str) -> pl.DataFrame:
         else:
             reasoning, answer = split_output(completion)
         records.append({
-            "problem_id": f"p{n}", "problem": r.get("problem") or "", "reference_answer": r[reference], "source": "realdata",
+            "problem_id": f"p{n}", "problem": r.get("problem") or "", "reference_answer": r[reference],
+            "source": "realdata",
             "domain": "math", "tests": None, "metadata": "{}", "trace_id": f"t{n}", "teacher": r.get("teacher", "x"),
             "model": "x", "sample_index": 0, "prompt": r.get("problem") or "", "completion": completion,
-            "reasoning": reasoning, "answer_text": answer, "prompt_tokens": 1, "reasoning_tokens": estimate_tokens(reasoning),
-            "answer_tokens": estimate_tokens(answer), "finish_reason": r.get("finish_reason"), "generation_params": "{}",
+            "reasoning": reasoning, "answer_text": answer, "prompt_tokens": 1,
+            "reasoning_tokens": estimate_tokens(reasoning), "answer_tokens": estimate_tokens(answer),
+            "finish_reason": r.get("finish_reason"), "generation_params": "{}",
         })
     return conform(pl.DataFrame(records, infer_schema_length=None), "trace")
 
@@ -173,7 +175,8 @@ def eval_arith(split: str) -> dict:
                                           "answer_consistency_flagged": rate(flagged, len(idx))}
     planted = [i for i, r in enumerate(rows) if r["label"] == "planted"]
     result["planted_detected_by_any_current_operator"] = rate(
-        sum(consistency["reject_reason"][i] is not None or verified["correct"][i] is False for i in planted), len(planted))
+        sum(consistency["reject_reason"][i] is not None or verified["correct"][i] is False for i in planted),
+        len(planted))
     return result
 
 
@@ -195,7 +198,8 @@ def eval_verify(split: str) -> dict:
     good_total = missing_total = consistency_total = 0
     for cls in sorted({r["class"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["class"] == cls]
-        agree = sum(verified["correct"][i] is not None and bool(verified["correct"][i]) == rows[i]["label"] for i in idx)
+        agree = sum(verified["correct"][i] is not None and bool(verified["correct"][i]) == rows[i]["label"]
+                    for i in idx)
         good = [i for i in idx if rows[i]["label"]]
         miss = sum(missing["reject_reason"][i] is not None for i in good)
         cons = sum(consistency["reject_reason"][i] is not None for i in good)

@@ -91,8 +91,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(args.out)
     pairs = frame.select("reference_answer", "answer_text").n_unique()
-    print(f"{frame.height} rows from {len(pool)} real outputs ({copy} copies); distinct (reference, answer_text): {pairs}; "
-          f"-> {args.out}")
+    print(f"{frame.height} rows from {len(pool)} real outputs ({copy} copies); "
+          f"distinct (reference, answer_text): {pairs}; -> {args.out}")
 
 
 if __name__ == "__main__":

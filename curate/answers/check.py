@@ -129,7 +129,8 @@ class AnswerChecker:
         limits = SandboxLimits(wall_timeout_s=config.code_timeout_s, test_timeout_s=config.test_timeout_s,
                                cpu_seconds=int(config.code_timeout_s) + 1,
                                memory_bytes=config.code_memory_mb << 20)
-        todo = [(o, row) for o, row in zip(outcomes, rows, strict=True) if o["verify_status"] is None and o["_domain"] == "code"]
+        todo = [(o, row) for o, row in zip(outcomes, rows, strict=True)
+                if o["verify_status"] is None and o["_domain"] == "code"]
 
         def run(item):
             outcome, row = item

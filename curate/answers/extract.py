@@ -157,7 +157,10 @@ def answer_extractor(
     unknown = [m for m in methods if m not in _EXTRACTORS and m != "regex"]
     if unknown:
         raise ValueError(f"unknown extraction methods: {unknown}; known: {[*_EXTRACTORS, 'regex']}")
-    chain = [(m, regex_extractor(pattern) if m == "regex" else _EXTRACTORS[m]) for m in methods]
+    extractors = dict(_EXTRACTORS)
+    if pattern and "regex" in methods:
+        extractors["regex"] = regex_extractor(pattern)
+    chain = [(m, extractors[m]) for m in methods]
 
     def extract(text: str | None) -> tuple[str | None, str | None]:
         for method, extractor in chain:

@@ -22,7 +22,8 @@ _MAX_TABLE_ROWS = 200
 _MAX_CELL_CHARS = 300
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+  color:#222;padding:0 1em}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:13px;margin:.6em 0;display:block;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
@@ -97,7 +98,8 @@ def _table(frame: pl.DataFrame) -> str:
             for name, value in row.items()
         )
         rows.append(f"<tr>{cells}</tr>")
-    more = f"<p class=\"meta\">{frame.height - shown.height:,} more rows not shown.</p>" if frame.height > shown.height else ""
+    hidden = frame.height - shown.height
+    more = f"<p class=\"meta\">{hidden:,} more rows not shown.</p>" if hidden > 0 else ""
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
 
 
@@ -129,7 +131,8 @@ def _samples(samples: pl.DataFrame) -> str:
                 f"<p class=\"meta\">{meta}</p><pre>{html.escape(row.get('problem') or '')}</pre>"
                 + (f"<details><summary>Reasoning</summary><pre>{html.escape(reasoning)}</pre></details>"
                    if reasoning else "")
-                + (f"<p><b>Answer</b></p><pre>{html.escape(row['answer_text'])}</pre>" if row.get("answer_text") else "")
+                + (f"<p><b>Answer</b></p><pre>{html.escape(row['answer_text'])}</pre>"
+                   if row.get("answer_text") else "")
                 + "</div>"
             )
     return "".join(parts)

@@ -55,15 +55,10 @@ class Audit:
     manifest: dict
     output: pl.DataFrame
     rejections: pl.DataFrame
+    # The manifest, typed: run.json, or the recipe and steps a published version's lineage.json lists.
+    run: RunManifest
     hesitation_markers: list[str] = field(default_factory=lambda: list(DEFAULT_HESITATION_MARKERS))
     notes: list[str] = field(default_factory=list)
-    # The manifest, typed: run.json, or the recipe and steps a published version's lineage.json lists.
-    run: RunManifest | None = None
-
-    def __post_init__(self) -> None:
-        if self.run is None:
-            self.run = RunManifest.model_validate(
-                {key: self.manifest[key] for key in ("recipe", "steps") if key in self.manifest})
 
     # --- loading -----------------------------------------------------------------------
 
@@ -128,7 +123,8 @@ class Audit:
         if not files or missing:
             raise AuditError(f"{folder / 'lineage.json'}: data files missing: {', '.join(missing) or 'none listed'}")
         output = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-        audit = cls(folder, "published", lineage, output, pl.DataFrame())
+        run = RunManifest.model_validate({key: lineage[key] for key in ("recipe", "steps") if key in lineage})
+        audit = cls(folder, "published", lineage, output, pl.DataFrame(), run)
         audit.notes.append("Published version: only kept rows are available, so teacher accuracy, clusters and "
                            "contamination hits cover what was published (the funnel comes from lineage.json).")
         return audit
@@ -156,7 +152,8 @@ class Audit:
     def _has(self, frame: pl.DataFrame, columns: tuple[str, ...], table: str) -> bool:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            self.notes.append(f"{table}: no column {', '.join(repr(c) for c in missing)} in {self.path}; table is empty.")
+            names = ", ".join(repr(c) for c in missing)
+            self.notes.append(f"{table}: no column {names} in {self.path}; table is empty.")
         return not missing
 
     # --- tables ---------------------------------------------------------------------------
@@ -251,7 +248,9 @@ class Audit:
         """reasoning_tokens, or answer_tokens when no trace has reasoning (teachers without
         a thinking phase put everything in the answer)."""
         rows = self.rows("all")
-        if "reasoning_tokens" in rows.columns and (rows["reasoning_tokens"].sum() or "answer_tokens" not in rows.columns):
+        if "reasoning_tokens" in rows.columns and (
+            rows["reasoning_tokens"].sum() or "answer_tokens" not in rows.columns
+        ):
             return "reasoning_tokens"
         return "answer_tokens" if "answer_tokens" in rows.columns else "reasoning_tokens"
 
@@ -353,9 +352,11 @@ class Audit:
     def clusters(self) -> pl.DataFrame:
         """Dedup clusters: the kept row's id and problem, the rejected members and their
         similarity to it, one row per (step, kept id)."""
-        schema = {"step": pl.String, "reason": pl.String, "kept_id": pl.String, "kept_problem": pl.String,
-                  "members": pl.List(pl.String), "similarities": pl.List(pl.Float64), "size": pl.UInt32,
-                  "min_similarity": pl.Float64, "member_problems": pl.List(pl.String)}
+        schema: dict[str, pl.DataType | type[pl.DataType]] = {
+            "step": pl.String, "reason": pl.String, "kept_id": pl.String, "kept_problem": pl.String,
+            "members": pl.List(pl.String), "similarities": pl.List(pl.Float64), "size": pl.UInt32,
+            "min_similarity": pl.Float64, "member_problems": pl.List(pl.String),
+        }
         rejected = self._rejected_by(DUPLICATE_REASONS, "clusters")
         if rejected is None or rejected.height == 0:
             return pl.DataFrame(schema=schema)
@@ -396,7 +397,9 @@ class Audit:
         """Which column names the rows in this step's reject_detail (the step's id_column)."""
         record = self.run.step(step)
         config = record.config if record is not None else {}
-        traces = "near_copy_trace" in rows["reject_reason"] or (record is not None and record.can_reject(("near_copy_trace",)))
+        traces = "near_copy_trace" in rows["reject_reason"] or (
+            record is not None and record.can_reject(("near_copy_trace",))
+        )
         default = "trace_id" if traces else "problem_id"
         column = config.get("id_column", default)
         return column if column in rows.columns else "problem_id"

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +29,10 @@ class OperatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _no_advance(n: int, note: str = "") -> None:
+    """The default subtask bar: draws nothing."""
+
+
 @dataclass
 class StepContext:
     """What a step may use besides its input frame: places to cache, counters, progress."""
@@ -40,10 +44,11 @@ class StepContext:
     on_progress: Callable[[int], None] = lambda advance: None
     # A bar of its own under the step's (e.g. one per teacher): subtask(label, total)
     # returns advance(n, note) where note is shown beside the bar (e.g. "42 tok/s").
-    subtask: Callable[[str, int], Callable[[int, str], None]] = lambda label, total: (lambda n, note="": None)
+    subtask: Callable[[str, int], Callable[[int, str], None]] = lambda label, total: _no_advance
 
     def count(self, name: str, value: int | float = 1) -> None:
-        self.metrics[name] += value
+        # typeshed's Counter holds ints only; metrics may be floats (seconds, rates).
+        self.metrics[name] += value  # type: ignore[assignment]
 
 
 class MissingColumnsError(ValueError):
@@ -72,7 +77,11 @@ def _check_input_columns(apply: Callable) -> Callable:
     return checked
 
 
-class Operator:
+# The config type of an operator: `class Verify(Operator[VerifyConfig])` types `self.config`.
+ConfigT = TypeVar("ConfigT", bound=OperatorConfig)
+
+
+class Operator(Generic[ConfigT]):
     name: ClassVar[str]
     Config: ClassVar[type[OperatorConfig]] = OperatorConfig
     # "batch": rows are independent, the runner may split the frame into chunks.
@@ -100,8 +109,8 @@ class Operator:
         if "apply" in cls.__dict__:
             cls.apply = _check_input_columns(cls.__dict__["apply"])
 
-    def __init__(self, config: OperatorConfig):
-        self.config = config
+    def __init__(self, config: ConfigT):
+        self.config: ConfigT = config
 
     def input_columns(self) -> set[str]:
         return set(self.reads)
@@ -138,7 +147,7 @@ class Operator:
 _MEASURE_PREFIX = "__measure_"
 
 
-class Filter(Operator):
+class Filter(Operator[ConfigT]):
     """An operator that keeps or rejects rows, the one way to write a filter.
 
     A row filter gives its measures (`evidence`) and a reason expression over them
@@ -149,7 +158,7 @@ class Filter(Operator):
     rejected row, its measures as JSON there.
     """
 
-    adds = ("reject_reason",)
+    adds: ClassVar[tuple[str, ...]] = ("reject_reason",)
 
     def evidence(self) -> dict[str, pl.Expr]:
         """Measures worth showing in `reject_detail`, by name."""
@@ -177,7 +186,7 @@ class Filter(Operator):
         if "reject_detail" not in self.adds:
             return marked
         detail = (
-            pl.struct(**{name: pl.col(hidden[name]) for name in evidence}).struct.json_encode()
+            pl.struct([pl.col(hidden[name]).alias(name) for name in evidence]).struct.json_encode()
             if evidence else pl.lit(None, pl.String)
         )
         return marked.with_columns(reject_detail=pl.when(pl.col("reject_reason").is_not_null()).then(detail))
@@ -211,16 +220,17 @@ def split_rejections(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 # The allow-list: operators registered by the modules `curate.catalogue` imports, and by
 # installed packages that declare the `curate.operators` entry point.
-_REGISTRY: dict[str, type[Operator]] = {}
+_REGISTRY: dict[str, type[Operator[Any]]] = {}
+OperatorT = TypeVar("OperatorT", bound=Operator[Any])
 
 
-def register(cls: type[Operator]) -> type[Operator]:
+def register(cls: type[OperatorT]) -> type[OperatorT]:
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"operator name {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def registered() -> dict[str, type[Operator]]:
+def registered() -> dict[str, type[Operator[Any]]]:
     """The operators registered so far, by name (`curate.catalogue.registry()` imports them all)."""
     return dict(sorted(_REGISTRY.items()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -108,7 +109,7 @@ class RayExecutor:
             # (max_restarts=-1, max_task_retries=-1); test_ray's kill test relies on it.
         )
         for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for row in pl.from_arrow(batch).iter_rows(named=True):
+            for row in cast(pl.DataFrame, pl.from_arrow(batch)).iter_rows(named=True):  # a Table: a DataFrame
                 for name, value in json.loads(row["metrics"]).items():
                     ctx.count(name, value)
                 rows_done(row["rows"])

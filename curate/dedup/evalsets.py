@@ -41,7 +41,7 @@ class EvalSetSpec(OperatorConfig):
 
     def source(self) -> Source:
         """The eval set as a source (path or hub, config, split) for the source readers."""
-        name = self.name or (self.hf_dataset or Path(self.path).stem)
+        name = self.name or self.hf_dataset or Path(str(self.path)).stem  # the validator: path when no hf_dataset
         return Source(name=name, path=self.path, hub=self.hf_dataset, hub_config=self.hf_config, split=self.split)
 
 

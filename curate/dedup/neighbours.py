@@ -31,9 +31,9 @@ def build_index(vectors: np.ndarray, kind: IndexKind, flat_max_rows: int, nprobe
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 128
-        return index
+        hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efSearch = 128
+        return hnsw
     # 4 sqrt(n) short lists (measured faster than sqrt(n) long ones, or 2x more lists
     # with an HNSW quantizer, at equal recall); 5 k-means iterations partition as well as
     # 10 (bench/RESULTS.md). Vectors are stored as float16 (the embedding cache's

@@ -77,7 +77,7 @@ class ExactDedupConfig(_UnitConfig):
 
 
 @register
-class ExactDedup(Filter):
+class ExactDedup(Filter[ExactDedupConfig]):
     """Reject rows whose text equals an earlier one's after normalisation (Unicode, case,
     whitespace, LaTeX spacing, number formats); reject_detail names the kept row."""
 
@@ -103,24 +103,31 @@ class ExactDedup(Filter):
             reject_reason=pl.when(duplicate).then(pl.lit("exact_duplicate")),
             reject_detail=pl.when(duplicate).then(pl.struct(duplicate_of=pl.col("kept")).struct.json_encode()),
         )
-        ctx.count("exact_duplicates", decisions["reject_reason"].is_not_null().sum())
+        ctx.count("exact_duplicates", int(decisions["reject_reason"].is_not_null().sum()))
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
 
 class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
-    threshold: float = Field(0.9, gt=0, le=1, description="Cosine similarity at or above which two texts are duplicates.")
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="Cosine similarity at or above which two texts are duplicates."
+    )
     keep: KeepPolicy = Field("first", description=KEEP_DESCRIPTION)
     index: IndexKind = Field(
-        "auto", description="FAISS index: flat (exact), ivf or hnsw (approximate); auto = flat up to flat_max_rows, else ivf."
+        "auto",
+        description="FAISS index: flat (exact), ivf or hnsw (approximate); auto = flat up to flat_max_rows, else ivf.",
     )
     flat_max_rows: int = Field(
         50_000, ge=1, description="auto: largest number of distinct texts searched exactly (flat costs n^2)."
     )
     search: SearchKind = Field(
-        "knn", description="knn: each text's max_neighbours nearest, kept if >= threshold; range: all hits >= threshold (flat/ivf)."
+        "knn",
+        description="knn: each text's max_neighbours nearest, kept if >= threshold; "
+        "range: all hits >= threshold (flat/ivf).",
     )
-    max_neighbours: int = Field(32, ge=1, description="Most neighbours kept per text (bounds memory on dense clusters).")
+    max_neighbours: int = Field(
+        32, ge=1, description="Most neighbours kept per text (bounds memory on dense clusters)."
+    )
     clustering: Literal["greedy", "connected"] = Field(
         "greedy",
         description="greedy: keep rows in keep order, removing those similar to a kept row (every removed row "
@@ -131,7 +138,7 @@ class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
 
 
 @register
-class SemanticDedup(Filter):
+class SemanticDedup(Filter[SemanticDedupConfig]):
     """Embed -> FAISS neighbours above a cosine threshold -> clusters -> keep by policy.
     By default (clustering: greedy) a row is removed only when it is itself similar to
     a kept row, so every rejected row's reject_detail gives a kept row and a similarity
@@ -185,7 +192,7 @@ class SemanticDedup(Filter):
                 pl.struct(duplicate_of="kept", similarity="similarity", cluster_size="size").struct.json_encode()
             ),
         )
-        ctx.count("near_duplicates", decisions["reject_reason"].is_not_null().sum())
+        ctx.count("near_duplicates", int(decisions["reject_reason"].is_not_null().sum()))
         ctx.count("clusters", decisions.filter(pl.col("reject_reason").is_not_null())["dedup_cluster"].n_unique())
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, [*FILTER_COLUMNS, "dedup_cluster"])
@@ -227,12 +234,13 @@ class TraceDedupConfig(_EmbeddingConfig):
     shingle_size: int = Field(5, ge=1, description="minhash: words per shingle.")
     num_perm: int = Field(128, ge=16, description="minhash: signature size (more = more exact Jaccard).")
     keep: Literal["first", "shortest", "most_correct"] = Field(
-        "first", description="Which near-copy is kept: first, shortest, or most_correct (a correct one; needs `correct`)."
+        "first",
+        description="Which near-copy is kept: first, shortest, or most_correct (a correct one; needs `correct`).",
     )
 
 
 @register
-class TraceDedup(Filter):
+class TraceDedup(Filter[TraceDedupConfig]):
     """Within each problem, reject traces that are near-copies of another trace (the same
     teacher sampling the same text); reject_detail names the kept trace and the similarity."""
 
@@ -262,20 +270,22 @@ class TraceDedup(Filter):
         if config.method == "minhash":
             pairs = _minhash_pairs(valid, config.shingle_size, config.num_perm)
         else:
+            assert self.embedder is not None, "setup loads the embedder for method 'embedding'"
             pairs = _embedding_pairs(valid, self.embedder, config, ctx)
         close = pairs.filter(pl.col("similarity") >= config.threshold)
-        kept_position, similarity = greedy_keep(
-            valid.height, *[close[c].to_numpy() for c in ("left", "right", "similarity")], priority(valid, config.keep))
+        kept_position, similarity = greedy_keep(valid.height, close["left"].to_numpy(), close["right"].to_numpy(),
+                                                close["similarity"].to_numpy(), priority(valid, config.keep))
         decisions = _duplicate_decisions(valid, key, kept_position, similarity)
         duplicate = pl.col("kept") != pl.col("id")
         decisions = decisions.select(
             key,
             reject_reason=pl.when(duplicate).then(pl.lit("near_copy_trace")),
             reject_detail=pl.when(duplicate).then(
-                pl.struct(duplicate_of="kept", similarity="similarity", method=pl.lit(config.method)).struct.json_encode()
+                pl.struct(duplicate_of="kept", similarity="similarity", method=pl.lit(config.method))
+                .struct.json_encode()
             ),
         )
-        ctx.count("near_copy_traces", decisions["reject_reason"].is_not_null().sum())
+        ctx.count("near_copy_traces", int(decisions["reject_reason"].is_not_null().sum()))
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
@@ -345,11 +355,13 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
     )
     ngram: int = Field(13, ge=1, description="Words per n-gram (texts shorter than this match only as a whole).")
     min_shared_ngrams: int = Field(1, ge=1, description="ngram: shared n-grams needed to flag a problem.")
-    embedding_threshold: float = Field(0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem.")
+    embedding_threshold: float = Field(
+        0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem."
+    )
 
 
 @register
-class Decontaminate(Filter):
+class Decontaminate(Filter[DecontaminateConfig]):
     """Reject problems that appear in an eval set: shared word n-grams (13 by default)
     or embedding similarity. reject_detail gives the matched eval problem, method and
     score; `decontamination_report.parquet` in the step folder lists every match."""
@@ -433,12 +445,15 @@ class Decontaminate(Filter):
     def _embedding_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         import faiss
 
+        assert self.embedder is not None, "setup loads the embedder for method 'embedding'"
         vectors, node = _embed_distinct(self.embedder, valid["text"], self.config.max_chars, ctx)
         index = faiss.IndexFlatIP(self.eval_vectors.shape[1])
         index.add(self.eval_vectors)
         scores, rows = index.search(vectors, 1) if len(vectors) else (np.zeros((0, 1)), np.zeros((0, 1)))
         per_unit = pl.DataFrame({
-            "unit": valid["unit"], "eval_row": rows[node, 0].astype(np.uint32), "score": scores[node, 0].astype(np.float64)
+            "unit": valid["unit"],
+            "eval_row": rows[node, 0].astype(np.uint32),
+            "score": scores[node, 0].astype(np.float64),
         }, schema={"unit": pl.UInt32, "eval_row": pl.UInt32, "score": pl.Float64})
         return per_unit.filter(pl.col("score") >= self.config.embedding_threshold).select(
             "unit", "eval_row", method=pl.lit("embedding"), score=pl.col("score").clip(upper_bound=1.0))

@@ -219,7 +219,8 @@ class Ablation:
         train_config = train_config.model_copy(update={"output_dir": cell_dir / "train"})
         model_dir = cell_dir / "train" / "final"
         if not (cell_dir / "train" / "train.json").exists():  # the trainer writes it last
-            self.console.print(f"[bold]ablate[/bold] {arm.name} seed {seed}: train ({arm.method}) on {rows.height} rows")
+            self.console.print(f"[bold]ablate[/bold] {arm.name} seed {seed}: "
+                               f"train ({arm.method}) on {rows.height} rows")
             model_dir = self.train_methods[arm.method](train_config)
         self.console.print(f"[bold]ablate[/bold] {arm.name} seed {seed}: eval on {len(sets)} set(s)")
         results = {s.name: self._scores(str(model_dir), s, cell_dir / "eval" / s.name) for s in sets}
@@ -275,7 +276,8 @@ def summarise(cells: list[Cell], baseline: dict[str, pl.DataFrame], sets: list[P
         for problem_set in sets:
             frames = [c.sets[problem_set.name] for c in arm_cells] or [baseline[problem_set.name]]
             scores = _matrix(frames)
-            totals = pl.concat(frames).select(pl.col("samples", "correct", "completion_tokens").sum()).row(0, named=True)
+            sums = pl.col("samples", "correct", "completion_tokens").sum()
+            totals = pl.concat(frames).select(sums).row(0, named=True)
             entry = {"pass@1": bootstrap_mean(scores, config.confidence).to_json(),
                      "pass@1_per_seed": scores.mean(axis=1).tolist(),
                      "tokens_per_answer": totals["completion_tokens"] / max(totals["samples"], 1),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Literal
+from typing import Literal, cast
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -123,9 +123,12 @@ def paired_difference(first: pl.DataFrame, second: pl.DataFrame, names: tuple[st
     if paired.height < 2:
         raise ValueError("the two evaluations share fewer than 2 problems: evaluate both on the same set")
     delta = paired["pass1"] - paired["pass1_b"]
-    mean, stderr = delta.mean(), delta.std() / paired.height ** 0.5
+    # polars types Series statistics as any Python literal; these columns are floats.
+    mean = cast(float, delta.mean())
+    stderr = cast(float, delta.std()) / paired.height ** 0.5
     margin = NormalDist().inv_cdf(0.5 + confidence / 2) * stderr
-    return Difference(names, (paired["pass1"].mean(), paired["pass1_b"].mean()), mean,
+    pass1 = (cast(float, paired["pass1"].mean()), cast(float, paired["pass1_b"].mean()))
+    return Difference(names, pass1, mean,
                       mean - margin, mean + margin, paired.height, confidence)
 
 

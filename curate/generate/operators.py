@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 @register
-class Generate(Operator):
+class Generate(Operator[GenerateConfig]):
     """Sample n completions per problem from each teacher (transformers, OpenAI-compatible
     server, vLLM or llama.cpp), split reasoning from answer, and cache every completion
     durably so that nothing is generated twice."""
@@ -124,7 +124,7 @@ def fixed_k_teachers(config: AdaptiveGenerateConfig) -> GenerateConfig:
 
 
 @register
-class AdaptiveGenerate(Operator):
+class AdaptiveGenerate(Operator[AdaptiveGenerateConfig]):
     """Sample and verify in rounds: stop sampling a problem once its difficulty band is
     decided with the configured confidence, and spend the rest of the budget on the
     undecided ones. Outputs verified trace rows, like generate + verify."""
@@ -217,7 +217,7 @@ class AdaptiveGenerate(Operator):
                          drawn: dict[str, int]) -> dict[str, list[list[int]]]:
         """Per teacher, per plan row, the teacher-local sample indices of this round."""
         teachers = [t.name for t in self.config.teachers]
-        indices = {name: [[] for _ in problem_ids] for name in teachers}
+        indices: dict[str, list[list[int]]] = {name: [[] for _ in problem_ids] for name in teachers}
         for row, (problem_id, count) in enumerate(zip(problem_ids, counts, strict=True)):
             for sample in range(drawn[problem_id], drawn[problem_id] + count):
                 indices[teachers[sample % len(teachers)]][row].append(sample // len(teachers))

@@ -31,7 +31,7 @@ class GradeConfig(BandConfig):
 
 
 @register
-class Grade(Operator):
+class Grade(Operator[GradeConfig]):
     """Per problem: samples, pass rate (overall and per teacher), its confidence interval,
     variance and coefficient of variation of the teachers' pass rates, whether teachers
     disagree (one never solves what another does), and a difficulty band; broadcast onto

@@ -44,7 +44,7 @@ class PromptConfig(_Strict):
             raise ValueError("prompt needs exactly one of 'user' (chat) or 'completion' (base model)")
         if self.system is not None and self.completion is not None:
             raise ValueError("'system' applies to chat prompts; put it in the 'completion' text instead")
-        needed = template_fields(self.user or self.completion) | {"response"}
+        needed = template_fields(self.template) | {"response"}
         for number, example in enumerate(self.examples):
             missing = needed - set(example)
             if missing:
@@ -54,6 +54,13 @@ class PromptConfig(_Strict):
     @property
     def kind(self) -> Literal["chat", "completion"]:
         return "chat" if self.user is not None else "completion"
+
+    @property
+    def template(self) -> str:
+        """The user template (chat) or the completion template, whichever the prompt has."""
+        template = self.user if self.user is not None else self.completion
+        assert template is not None, "the validator requires user or completion"
+        return template
 
     def fields(self) -> set[str]:
         """Problem-table columns the templates use."""

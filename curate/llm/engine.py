@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +48,7 @@ def sampling_identity(teacher: TeacherConfig) -> dict:
 
 
 def build_requests(teacher: TeacherConfig, frame: pl.DataFrame,
-                   sample_indices: list[list[int]] | None = None) -> list[list[Request]]:
+                   sample_indices: Sequence[Sequence[int]] | None = None) -> list[list[Request]]:
     """For each problem row, the teacher's requests (keys identify them in the cache):
     samples 0..n-1, or the row's `sample_indices` (adaptive sampling draws in rounds)."""
     sampling = sampling_identity(teacher)
@@ -81,6 +81,10 @@ class _Spend:
     seconds: float = 0.0
 
 
+def _no_bar(n: int, note: str = "") -> None:
+    """The default progress bar: draws nothing."""
+
+
 @dataclass
 class _TeacherSink:
     """Receives a backend's results: caches each at once, counts, reports progress."""
@@ -92,7 +96,7 @@ class _TeacherSink:
     progress: _Progress
     results: dict[str, Completion] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-    bar: Callable[[int, str], None] = lambda n, note="": None  # this teacher's own progress bar
+    bar: Callable[[int, str], None] = _no_bar  # this teacher's own progress bar
     started: float = field(default_factory=time.perf_counter)
 
     def _advance_bar(self, count: int) -> None:
@@ -243,7 +247,8 @@ class Engine:
         spend.seconds += seconds
         if spend.new_tokens:
             speed = spend.new_tokens / max(spend.seconds, 1e-9)
-            ctx.metrics[f"{teacher.name}.tokens_per_s"] = round(speed, 2)
+            # typeshed's Counter holds ints only; a step's metrics may be floats.
+            ctx.metrics[f"{teacher.name}.tokens_per_s"] = round(speed, 2)  # type: ignore[assignment]
             log.info("teacher %r: %d new tokens, %.1f tokens/s", teacher.name, spend.new_tokens, speed)
 
     def _rows(self, teacher: TeacherConfig, plan: list[list[Request]], problem_ids: list[str],
@@ -253,7 +258,8 @@ class Engine:
                    for row, samples in enumerate(plan) for request in samples]
         split = [r for r in records if r["_needs_count"]]
         counts = backend.count_tokens([r["reasoning"] for r in split])
-        for record, count in zip(split, counts or [None] * len(split), strict=True):
+        per_record: list[int | None] = list(counts) if counts else [None] * len(split)
+        for record, count in zip(split, per_record, strict=True):
             record["reasoning_tokens"], record["answer_tokens"] = split_token_counts(
                 record["_completion_tokens"], record["reasoning"], record["answer_text"], count
             )

@@ -44,15 +44,15 @@ def check_columns(prompt: PromptConfig, columns: list[str], teacher: str) -> Non
 def render(prompt: PromptConfig, row: dict[str, Any]) -> Prompt:
     """Chat messages (list of {role, content}) or completion text for one problem row."""
     if prompt.kind == "completion":
-        shots = [fill(prompt.completion, example) + example["response"] for example in prompt.examples]
-        return prompt.example_separator.join(shots + [fill(prompt.completion, row)])
+        shots = [fill(prompt.template, example) + example["response"] for example in prompt.examples]
+        return prompt.example_separator.join(shots + [fill(prompt.template, row)])
     messages = []
     if prompt.system is not None:
         messages.append({"role": "system", "content": fill(prompt.system, row)})
     for example in prompt.examples:
-        messages.append({"role": "user", "content": fill(prompt.user, example)})
+        messages.append({"role": "user", "content": fill(prompt.template, example)})
         messages.append({"role": "assistant", "content": example["response"]})
-    messages.append({"role": "user", "content": fill(prompt.user, row)})
+    messages.append({"role": "user", "content": fill(prompt.template, row)})
     return messages
 
 

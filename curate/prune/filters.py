@@ -7,12 +7,14 @@ All measures are polars expressions over the whole chunk; the evidence for a rej
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import polars as pl
 from pydantic import Field, model_validator
 
 from curate.answers.extract import stated_answer
 from curate.answers.normalise import normalise_answer
-from curate.core.operator import Filter, OperatorConfig, register
+from curate.core.operator import ConfigT, Filter, OperatorConfig, register
 from curate.prune import text as T
 
 DEFAULT_HESITATION_MARKERS = [
@@ -21,12 +23,12 @@ DEFAULT_HESITATION_MARKERS = [
 ]
 
 
-class TraceFilter(Filter):
+class TraceFilter(Filter[ConfigT]):
     """A filter that measures something per trace, rejects above/below a threshold and
     records the measures as evidence (the base counts the rows and tokens it removes)."""
 
-    reads = ("reasoning_tokens", "answer_tokens")
-    adds = ("reject_reason", "reject_detail")
+    reads: ClassVar[tuple[str, ...]] = ("reasoning_tokens", "answer_tokens")
+    adds: ClassVar[tuple[str, ...]] = ("reject_reason", "reject_detail")
 
 
 class TextConfig(OperatorConfig):
@@ -42,12 +44,13 @@ class AnswerMissingConfig(OperatorConfig):
     )
     tail_chars: int = Field(
         2000, ge=1,
-        description="Search only this many final characters of answer_text (of the completion when answer_text is empty).",
+        description="Search only this many final characters of answer_text "
+        "(of the completion when answer_text is empty).",
     )
 
 
 @register
-class AnswerMissingFilter(TraceFilter):
+class AnswerMissingFilter(TraceFilter[AnswerMissingConfig]):
     """Reject traces that end without a recognisable final answer ('no_final_answer')."""
 
     name = "answer_missing_filter"
@@ -74,7 +77,7 @@ class TruncationConfig(OperatorConfig):
 
 
 @register
-class TruncationFilter(TraceFilter):
+class TruncationFilter(TraceFilter[TruncationConfig]):
     """Reject traces cut off by the token limit ('truncated'): finish_reason 'length', or
     a thought/solution block opened and never closed."""
 
@@ -100,14 +103,22 @@ class TruncationFilter(TraceFilter):
 # --- repetition loops ------------------------------------------------------------------
 
 class RepetitionConfig(TextConfig):
-    ngram: int = Field(20, ge=2, description="Words per n-gram; long n-grams repeat only in loops, not in normal phrasing.")
-    max_ngram_share: float = Field(0.3, ge=0, le=1, description="Reject when more than this share of word n-grams repeat an earlier one.")
-    min_line_chars: int = Field(20, ge=1, description="Lines shorter than this ('Wait.', '') are not counted as repeated lines.")
-    max_line_share: float = Field(0.4, ge=0, le=1, description="Reject when more than this share of lines repeat an earlier line.")
+    ngram: int = Field(
+        20, ge=2, description="Words per n-gram; long n-grams repeat only in loops, not in normal phrasing."
+    )
+    max_ngram_share: float = Field(
+        0.3, ge=0, le=1, description="Reject when more than this share of word n-grams repeat an earlier one."
+    )
+    min_line_chars: int = Field(
+        20, ge=1, description="Lines shorter than this ('Wait.', '') are not counted as repeated lines."
+    )
+    max_line_share: float = Field(
+        0.4, ge=0, le=1, description="Reject when more than this share of lines repeat an earlier line."
+    )
 
 
 @register
-class RepetitionFilter(TraceFilter):
+class RepetitionFilter(TraceFilter[RepetitionConfig]):
     """Reject traces stuck in loops ('repetition'): too many repeated word n-grams or
     repeated lines (Data-Juicer's word_repetition_filter idea, on hashed n-grams)."""
 
@@ -138,11 +149,13 @@ class LanguageMixConfig(TextConfig):
     scripts: list[str] = Field(
         ["Latin", "Greek"], description="Unicode scripts expected in the text (Greek for math symbols)."
     )
-    max_share: float = Field(0.02, ge=0, le=1, description="Reject when more than this share of characters are letters of other scripts.")
+    max_share: float = Field(
+        0.02, ge=0, le=1, description="Reject when more than this share of characters are letters of other scripts."
+    )
 
 
 @register
-class LanguageMixFilter(TraceFilter):
+class LanguageMixFilter(TraceFilter[LanguageMixConfig]):
     """Reject traces that drift into other scripts ('language_mix'), e.g. a teacher
     switching to Chinese mid-reasoning."""
 
@@ -176,7 +189,7 @@ class LengthConfig(OperatorConfig):
 
 
 @register
-class LengthFilter(TraceFilter):
+class LengthFilter(TraceFilter[LengthConfig]):
     """Reject traces outside token bounds ('too_short' / 'too_long')."""
 
     name = "length_filter"
@@ -205,11 +218,13 @@ class LengthFilter(TraceFilter):
 class HesitationConfig(TextConfig):
     markers: list[str] = Field(DEFAULT_HESITATION_MARKERS, min_length=1,
                                description="Hesitation markers, matched as whole words, case-insensitive.")
-    max_per_1k_tokens: float = Field(15.0, gt=0, description="Reject above this many markers per 1000 completion tokens.")
+    max_per_1k_tokens: float = Field(
+        15.0, gt=0, description="Reject above this many markers per 1000 completion tokens."
+    )
 
 
 @register
-class HesitationFilter(TraceFilter):
+class HesitationFilter(TraceFilter[HesitationConfig]):
     """Reject traces dense with hesitation ('hesitation'): markers such as 'wait' or
     'let me double-check' per 1000 tokens above a threshold."""
 
@@ -248,11 +263,13 @@ class AnswerConsistencyConfig(OperatorConfig):
     )
     timeout_seconds: int = Field(5, ge=1, description="math-verify timeout per comparison.")
     workers: int = Field(2, ge=1, description="math-verify worker processes.")
-    tail_chars: int = Field(3000, ge=1, description="The reasoning's last stated result is looked for in this many final characters.")
+    tail_chars: int = Field(
+        3000, ge=1, description="The reasoning's last stated result is looked for in this many final characters."
+    )
 
 
 @register
-class AnswerConsistencyFilter(TraceFilter):
+class AnswerConsistencyFilter(TraceFilter[AnswerConsistencyConfig]):
     """Reject traces whose final answer contradicts the last result the reasoning stated
     ('answer_inconsistent'). Only clear contradictions count: when either side is
     missing or the comparison cannot decide, the trace is kept."""
@@ -291,7 +308,8 @@ class AnswerConsistencyFilter(TraceFilter):
             verdicts = verify_pairs([(final, stated) for _, stated, final in undecided],
                                     timeout_s=self.config.timeout_seconds, workers=self.config.workers)
             # Only a definite "differ" rejects; a timeout or parse failure keeps the trace.
-            confirmed += [row for (row, _, _), verdict in zip(undecided, verdicts, strict=True) if verdict.correct is False]
+            confirmed += [row for (row, _, _), verdict in zip(undecided, verdicts, strict=True)
+                          if verdict.correct is False]
         keep_reason = pl.int_range(pl.len()).is_in(pl.Series(confirmed, dtype=pl.UInt32).implode())
         return marked.with_columns(reject_reason=pl.when(keep_reason).then(pl.col("reject_reason")))
 

@@ -91,14 +91,16 @@ class RewriteConfig(OperatorConfig):
     @model_validator(mode="after")
     def _one_sample(self) -> RewriteConfig:
         if self.teacher.sampling.n != 1:
-            raise ValueError(f"rewrite_traces: teacher.sampling.n must be 1 (one rewrite per trace), got {self.teacher.sampling.n}")
+            raise ValueError(
+                f"rewrite_traces: teacher.sampling.n must be 1 (one rewrite per trace), got {self.teacher.sampling.n}"
+            )
         if "regex" in self.methods:
             raise ValueError("rewrite_traces: extraction method 'regex' is not supported here (it needs a pattern)")
         return self
 
 
 @register
-class RewriteTraces(Operator):
+class RewriteTraces(Operator[RewriteConfig]):
     """Have a teacher rewrite selected traces' reasoning (or solution text) shorter,
     re-verify the answer, and keep the rewrite only if the answer survives and it is
     shorter. Sets rewrite_status (rewritten, skipped, rejected:answer_lost,

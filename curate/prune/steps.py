@@ -42,7 +42,7 @@ class PruneStepsConfig(OperatorConfig):
 
 
 @register
-class PruneSteps(Operator):
+class PruneSteps(Operator[PruneStepsConfig]):
     """Cut verified-correct traces after the first step that states the verified answer,
     keeping the last `conclusion_steps` steps; re-checks the answer. Rewrites reasoning,
     completion and reasoning_tokens (estimated from the share of characters kept), and
@@ -130,7 +130,9 @@ class PruneSteps(Operator):
             pl.col("completion").str.split(pl.col("reasoning")).list.len() == 2
         ).with_columns(new_completion=_replace_reasoning())
         extract = answer_extractor(("boxed", "gsm8k", "answer_is"))
-        before_after, unsure = [], []
+        # (row, answer before, answer after)
+        before_after: list[tuple[int, str, str]] = []
+        unsure: list[tuple[int, str, str]] = []
         for row, answer_text, completion, new_completion in candidates.select(
             _ROW, "answer_text", "completion", "new_completion"
         ).iter_rows():
@@ -166,7 +168,7 @@ def _replace_reasoning() -> pl.Expr:
     return pl.concat_str(parts.list.first(), pl.col("new_reasoning"), parts.list.last())
 
 
-def existing_column(frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+def existing_column(frame: pl.DataFrame, column: str, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
     """The column if the frame has it, else nulls of `dtype`."""
     return pl.col(column) if column in frame.columns else pl.lit(None, dtype)
 

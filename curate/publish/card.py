@@ -99,13 +99,15 @@ def _summary(run: Run, config: PublishConfig) -> str:
     done = [word for key, word in _STEP_WORDS if any(key in step.op for step in run.steps)]
     if "trace_id" in frame.columns:
         problems = f" to {frame['problem_id'].n_unique():,} problems" if "problem_id" in frame.columns else ""
-        text = f"**{_title(run, config)}** is a reasoning-distillation dataset: {frame.height:,} worked solutions{problems}"
+        text = (f"**{_title(run, config)}** is a reasoning-distillation dataset: "
+                f"{frame.height:,} worked solutions{problems}")
     else:
         text = f"**{_title(run, config)}** is a problem set of {frame.height:,} problems"
     if sources:
         text += f" from {_join(f'`{s}`' for s in sources)}"
     if teachers:
-        text += f", written by {len(teachers)} teacher model{'s' if len(teachers) > 1 else ''} ({_join(f'`{t}`' for t in teachers)})"
+        plural = "s" if len(teachers) > 1 else ""
+        text += f", written by {len(teachers)} teacher model{plural} ({_join(f'`{t}`' for t in teachers)})"
     text += "."
     if done:
         text += f" The rows were kept after {_join(done)}."
@@ -199,7 +201,8 @@ def _funnel_section(run: Run, frame: pl.DataFrame) -> str:
             f"{sum(rejected.values()):,}" if rejected else "", _reasons(rejected), time,
         ))
     unit = " (problems until generation, traces after it)" if any("generat" in s.op for s in steps) else ""
-    text = f"## How it was made\n\n### Funnel\n\nRows after each step{unit}:\n\n{chain} → **{frame.height:,} published**\n\n"
+    text = (f"## How it was made\n\n### Funnel\n\nRows after each step{unit}:\n\n"
+            f"{chain} → **{frame.height:,} published**\n\n")
     return text + _table(["#", "Step", "Operator", "Rows in", "Rows out", "Removed", "Removed because", "Time"], rows)
 
 
@@ -286,13 +289,15 @@ def _difficulty_section(frame: pl.DataFrame) -> str:
         bands = bands.sort("mean_pass_rate", descending=True) if "pass_rate" in frame.columns else bands.sort("band")
         rows = [
             (f"`{row['band']}`", f"{row['rows']:,}", f"{row['rows'] / frame.height:.0%}")
-            + ((f"{row['mean_pass_rate']:.2f}" if row["mean_pass_rate"] is not None else "",) if "pass_rate" in frame.columns else ())
+            + ((f"{row['mean_pass_rate']:.2f}" if row["mean_pass_rate"] is not None else "",)
+               if "pass_rate" in frame.columns else ())
             for row in bands.iter_rows(named=True)
         ]
         headers = ["Band", "Rows", "Share"] + (["Mean pass rate"] if "pass_rate" in frame.columns else [])
         text += _table(headers, rows)
     if "pass_rate" in frame.columns:
-        text += "\n\nPass rate (share of the teachers' samples judged correct): " + _stats_sentence(frame["pass_rate"], 2)
+        text += ("\n\nPass rate (share of the teachers' samples judged correct): "
+                 + _stats_sentence(frame["pass_rate"], 2))
     return text
 
 
@@ -312,7 +317,8 @@ def _lengths_section(frame: pl.DataFrame) -> str:
         values = values.drop_nulls().cast(pl.Float64)
         if values.len() == 0:
             continue
-        rows.append((label, unit) + tuple(f"{v:,.0f}" for v in (
+        # polars types these statistics as any Python literal; on a Float64 series they are floats.
+        rows.append((label, unit) + tuple(f"{v:,.0f}" for v in (  # type: ignore[str-bytes-safe]
             values.mean(), values.quantile(0.1), values.median(), values.quantile(0.9), values.max()
         )))
     return "### Lengths\n\n" + _table(["Field", "Unit", "Mean", "p10", "Median", "p90", "Max"], rows)
@@ -436,7 +442,8 @@ def _stats_sentence(values: pl.Series, digits: int) -> str:
     parts = zip(
         ("mean", "min", "median", "max"), (values.mean(), values.min(), values.median(), values.max()), strict=True
     )
-    return ", ".join(f"{name} {value:.{digits}f}" for name, value in parts) + "."
+    # polars types these statistics as any Python literal; on a numeric series they are numbers.
+    return ", ".join(f"{name} {value:.{digits}f}" for name, value in parts) + "."  # type: ignore[str-bytes-safe]
 
 
 def _distinct(frame: pl.DataFrame, column: str) -> list:

@@ -38,7 +38,9 @@ class PublishConfig(BaseModel):
         Path("published"),
         description="Dataset folder: each publish adds a version folder inside it (published/v1/, ...).",
     )
-    split: str = Field("train", pattern=r"^\w+$", description="Split name: shards are data/<split>-NNNNN-of-NNNNN.parquet.")
+    split: str = Field(
+        "train", pattern=r"^\w+$", description="Split name: shards are data/<split>-NNNNN-of-NNNNN.parquet."
+    )
     messages: bool = Field(True, description="Add an SFT-ready `messages` column (system/user/assistant chat turns).")
     system_prompt: str | None = Field(
         None, description="Content of the system turn in `messages`; null leaves the system turn out."
@@ -59,7 +61,8 @@ class PublishConfig(BaseModel):
     )
     license: str | None = Field(
         None,
-        description="Hub license id (e.g. 'apache-2.0'); defaults to the sources' license when they share one, else 'other'.",
+        description="Hub license id (e.g. 'apache-2.0'); defaults to the sources' license when they share one, "
+        "else 'other'.",
     )
     language: list[str] = Field(default_factory=lambda: ["en"], description="Language codes for the card header.")
     task_categories: list[str] = Field(
@@ -85,10 +88,13 @@ class PublishConfig(BaseModel):
         None, description="Explicit version name instead of the scheme's next one; it must not exist yet."
     )
     hub_repo_id: str | None = Field(
-        None, pattern=r"^[\w.-]+/[\w.-]+$", description="Hub dataset repo ('owner/name') for `curate push` and the card's load snippet."
+        None, pattern=r"^[\w.-]+/[\w.-]+$",
+        description="Hub dataset repo ('owner/name') for `curate push` and the card's load snippet.",
     )
     private: bool = Field(True, description="Create the Hub repo private (ignored when it already exists).")
-    hub_branch: str = Field("main", description="Hub branch each version is committed to; every version is also tagged.")
+    hub_branch: str = Field(
+        "main", description="Hub branch each version is committed to; every version is also tagged."
+    )
 
     @field_validator("user_template")
     @classmethod

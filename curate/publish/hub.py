@@ -131,7 +131,7 @@ def _push_once(api, folder: Path, repo_id: str, lineage: dict, private: bool, br
     return HubPushResult(repo_id, version, branch, commit.oid, str(repo_url), created=True)
 
 
-def _is_transient(error: BaseException) -> bool:
+def _is_transient(error: BaseException | None) -> bool:
     """A server-side or network failure somewhere in the exception chain (worth a retry)."""
     from huggingface_hub.errors import HfHubHTTPError
 

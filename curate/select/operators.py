@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 from pydantic import Field, model_validator
 
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
@@ -29,7 +30,7 @@ class SampleConfig(OperatorConfig):
 
 
 @register
-class Sample(Filter):
+class Sample(Filter[SampleConfig]):
     """Keep a seeded random subset of groups (e.g. problems); the rest are rejected
     as 'not_sampled'. The draw ranks a hash of each group key, so it does not depend
     on row order or chunking and a larger n keeps a superset of a smaller one."""
@@ -49,7 +50,11 @@ class Sample(Filter):
         # sha256, not polars' hash: the sample must not change with the polars version.
         draw = pl.Series([content_hash(str(config.seed), g) for g in groups.to_list()])
         rank = draw.rank("ordinal")
-        size = config.n if config.n is not None else round(config.fraction * len(groups))
+        if config.n is not None:
+            size = config.n
+        else:
+            assert config.fraction is not None, "SampleConfig's validator requires n or fraction"
+            size = round(config.fraction * len(groups))
         chosen = groups.filter(rank <= size)
         return frame.with_columns(
             reject_reason=pl.when(key.is_in(chosen.implode())).then(None).otherwise(pl.lit("not_sampled"))
@@ -66,7 +71,7 @@ class SelectDifficultyConfig(OperatorConfig):
 
 
 @register
-class SelectDifficulty(Filter):
+class SelectDifficulty(Filter[SelectDifficultyConfig]):
     """Keep traces of problems in the chosen bands and/or pass-rate range (needs `grade`).
     Reasons: too_few_samples, ungraded, band:<name>, pass_rate_below_min, pass_rate_above_max."""
 
@@ -93,7 +98,7 @@ class SelectDifficulty(Filter):
             checks.append((pass_rate < config.min_pass_rate, pl.lit("pass_rate_below_min")))
         if config.max_pass_rate is not None:
             checks.append((pass_rate > config.max_pass_rate, pl.lit("pass_rate_above_max")))
-        expression = pl.when(checks[0][0]).then(checks[0][1])
+        expression: Then | ChainedThen = pl.when(checks[0][0]).then(checks[0][1])
         for condition, reason in checks[1:]:
             expression = expression.when(condition).then(reason)
         return expression.otherwise(pl.lit(None, pl.String))
@@ -119,11 +124,13 @@ class SelectTracesConfig(OperatorConfig):
     correct_column: str = Field("correct", description="Boolean column set by verification (null = unverified).")
     group_by: str = Field("problem_id", description="Column that identifies a problem.")
     ngram: int = Field(4, ge=1, description="diverse: word n-gram size of the similarity sketch.")
-    sketch_size: int = Field(64, ge=8, description="diverse: smallest n-gram hashes kept per trace to estimate overlap.")
+    sketch_size: int = Field(
+        64, ge=8, description="diverse: smallest n-gram hashes kept per trace to estimate overlap."
+    )
 
 
 @register
-class SelectTraces(Filter):
+class SelectTraces(Filter[SelectTracesConfig]):
     """Keep k traces per problem by policy; reject the rest with the reason they lost."""
 
     name = "select_traces"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -49,13 +50,14 @@ def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKi
     record with a wrong value is named."""
     if source.hub:
         return _read_hub(source)
+    assert path is not None, "Source's validator requires a path when there is no hub"
     if not path.exists():
         raise SourceError(f"{path}: file not found (source {source.name!r})")
     if path.is_file() and path.stat().st_size == 0:
         raise SourceError(f"{path}: file is empty (source {source.name!r})")
     fmt = source_format(source, path)
-    reader = {"jsonl": lambda p: _read_jsonl(p, checked or {}), "json": _read_json, "parquet": _read_parquet, "csv": _read_csv,
-              "hf_disk": lambda p: _read_hf_disk(p, source.split)}[fmt]
+    reader = {"jsonl": lambda p: _read_jsonl(p, checked or {}), "json": _read_json, "parquet": _read_parquet,
+              "csv": _read_csv, "hf_disk": lambda p: _read_hf_disk(p, source.split)}[fmt]
     frame = reader(path)
     if frame.height == 0:
         raise SourceError(f"{path}: no records (source {source.name!r})")
@@ -223,7 +225,8 @@ def _read_csv(path: Path) -> pl.DataFrame:
     try:
         table = pa_csv.read_csv(path, convert_options=convert)
     except pa.ArrowInvalid as error:
-        raise SourceError(_csv_error(path, convert) or f"{path}: not a readable CSV file: {_first_line(error)}") from None
+        message = _csv_error(path, convert) or f"{path}: not a readable CSV file: {_first_line(error)}"
+        raise SourceError(message) from None
     return pl.from_arrow(table)
 
 
@@ -261,7 +264,7 @@ def _read_hf_disk(path: Path, split: str) -> pl.DataFrame:
         if split not in dataset:
             raise SourceError(f"{path}: no split {split!r} (splits: {', '.join(dataset)})")
         dataset = dataset[split]
-    return pl.from_arrow(dataset.data.table)
+    return cast(pl.DataFrame, pl.from_arrow(dataset.data.table))  # a Table makes a DataFrame
 
 
 def _read_hub(source: Source) -> pl.DataFrame:
@@ -273,7 +276,7 @@ def _read_hub(source: Source) -> pl.DataFrame:
         )
     except Exception as error:  # noqa: BLE001
         raise SourceError(f"hub dataset {source.hub!r} (source {source.name!r}): {_first_line(error)}") from None
-    return pl.from_arrow(dataset.data.table)
+    return cast(pl.DataFrame, pl.from_arrow(dataset.data.table))  # a Table makes a DataFrame
 
 
 def _first_line(error: Exception) -> str:

@@ -44,7 +44,8 @@ class TrainConfig(BaseModel):
 
     student: str = Field(
         "bundled:smollm2",
-        description="Model to train: Hub id, local model folder, .gguf file (dequantized once, cached) or bundled:NAME.",
+        description="Model to train: Hub id, local model folder, .gguf file (dequantized once, cached) "
+        "or bundled:NAME.",
     )
     dataset: str | None = Field(
         None,

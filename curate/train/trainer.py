@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -21,6 +22,9 @@ from curate.core.io import write_json
 from curate.train.config import TrainConfig
 from curate.train.data import DatasetError, read_conversations
 from curate.train.student import resolve_student
+
+if TYPE_CHECKING:  # imported when training starts: trl is an optional extra
+    from trl import SFTTrainer
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ class TrainResult:
 
 @dataclass
 class PreparedRun:
-    trainer: object  # trl.SFTTrainer
+    trainer: SFTTrainer
     student: str
     examples: int
     dropped_overlong: int
@@ -184,6 +188,7 @@ def sft_config(config: TrainConfig, learning_rate: float, precision: str, use_cu
     # `gradient_checkpointing` (an alias, deprecated, on 5.23+).
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     checkpoint_field = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    checkpoint_option: dict[str, Any] = {checkpoint_field: checkpointing}
     return SFTConfig(
         output_dir=str(config.output_dir),
         max_length=config.max_length,
@@ -197,7 +202,7 @@ def sft_config(config: TrainConfig, learning_rate: float, precision: str, use_cu
         max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accumulation,
-        **{checkpoint_field: checkpointing},
+        **checkpoint_option,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not use_cuda,
@@ -277,7 +282,8 @@ def _lora_config(config: TrainConfig):
 
 def _drop_overlong(conversations: pl.DataFrame, tokenizer, max_length: int) -> pl.DataFrame:
     # The same call TRL tokenizes with, so a kept example is never truncated by it.
-    full = [p + c for p, c in zip(conversations["prompt"].to_list(), conversations["completion"].to_list(), strict=True)]
+    prompts, completions = conversations["prompt"].to_list(), conversations["completion"].to_list()
+    full = [p + c for p, c in zip(prompts, completions, strict=True)]
     token_ids = tokenizer.apply_chat_template(full, tokenize=True, return_dict=False)
     lengths = pl.Series("tokens", [len(ids) for ids in token_ids])
     return conversations.filter(lengths <= max_length)

@@ -19,7 +19,7 @@ __all__ = ["Verify", "VerifyConfig"]
 
 
 @register
-class Verify(Operator):
+class Verify(Operator[VerifyConfig]):
     """Extract the final answer of each trace and check it against the reference (math)
     or the tests (code); adds extracted_answer, extraction_method, correct, verify_status
     and verify_detail."""

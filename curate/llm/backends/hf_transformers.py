@@ -74,7 +74,9 @@ class TransformersBackend(Backend):
                 self._model_source(), dtype=dtype, trust_remote_code=options.trust_remote_code
             ).to(device)
         except OSError as error:
-            raise GenerationError(f"teacher {self.teacher.name!r}: cannot load model {self.teacher.model!r}: {error}") from error
+            raise GenerationError(
+                f"teacher {self.teacher.name!r}: cannot load model {self.teacher.model!r}: {error}"
+            ) from error
         self.model.eval()
         if self.teacher.prompt.kind == "chat" and not self.tokenizer.chat_template:
             raise GenerationError(

@@ -18,11 +18,14 @@ class LlamaCppBackend(Backend):
 
         if importlib.util.find_spec("llama_cpp") is None:
             raise GenerationError(
-                f"teacher {self.teacher.name!r}: backend 'llama_cpp' needs llama-cpp-python (pip install llama-cpp-python)"
+                f"teacher {self.teacher.name!r}: backend 'llama_cpp' needs llama-cpp-python "
+                "(pip install llama-cpp-python)"
             )
         path = Path(resolve_model(self.teacher.model, self.cache_dir)).expanduser()
         if not path.is_file() or path.suffix != ".gguf":
-            raise GenerationError(f"teacher {self.teacher.name!r}: llama_cpp needs an existing .gguf file, got {self.teacher.model!r}")
+            raise GenerationError(
+                f"teacher {self.teacher.name!r}: llama_cpp needs an existing .gguf file, got {self.teacher.model!r}"
+            )
         self._path = path
         self._llm = None
 

@@ -173,7 +173,9 @@ class OpenAIBackend(Backend):
                     return
                 problem = f"HTTP {response.status_code}: {response.text[:300]}"
                 if response.status_code in FATAL_STATUS:
-                    raise GenerationError(f"teacher {self.teacher.name!r}: {options.base_url} refused the request ({problem})")
+                    raise GenerationError(
+                        f"teacher {self.teacher.name!r}: {options.base_url} refused the request ({problem})"
+                    )
                 if response.status_code not in RETRY_STATUS:
                     sink.failed(request, problem)
                     return

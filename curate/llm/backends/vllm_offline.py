@@ -22,6 +22,7 @@ loses that chunk only, so the step's `chunk_size` bounds what a crash can cost.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from curate.llm.backends.base import (
     Backend,
@@ -44,12 +45,16 @@ MODEL_DEFAULT_KEYS = ("top_k", "min_p", "repetition_penalty", "presence_penalty"
 
 class VLLMBackend(Backend):
     gpu_exclusive = True  # vLLM takes gpu_memory_utilization of the whole card
+    _tokenizer: Any  # a transformers tokenizer, loaded by count_tokens
+    _defaults: dict | None
 
     def check(self) -> None:
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
-            raise GenerationError(f"teacher {self.teacher.name!r}: backend 'vllm' needs the vllm package (pip install vllm)")
+            raise GenerationError(
+                f"teacher {self.teacher.name!r}: backend 'vllm' needs the vllm package (pip install vllm)"
+            )
         self._source = resolve_model(self.teacher.model, self.cache_dir)
         local_model_path(self._source, self.teacher.name)
         self._llm = None
@@ -98,14 +103,17 @@ class VLLMBackend(Backend):
     def _model_defaults(self, llm) -> dict:
         """What the model's generation_config sets beyond temperature/top_p/max_tokens
         (vLLM's `get_diff_sampling_param`, the same defaults `vllm serve` applies)."""
-        if getattr(self, "_defaults", None) is None:
-            config = getattr(llm, "model_config", None) or getattr(getattr(llm, "llm_engine", None), "model_config", None)
+        defaults = getattr(self, "_defaults", None)
+        if defaults is None:
+            engine = getattr(llm, "llm_engine", None)
+            config = getattr(llm, "model_config", None) or getattr(engine, "model_config", None)
             diff = getattr(config, "get_diff_sampling_param", None)
             found = diff() if callable(diff) else {}
-            self._defaults = {k: v for k, v in (found or {}).items() if k in MODEL_DEFAULT_KEYS and v is not None}
-            if self._defaults:
-                log.info("teacher %r: the model's generation defaults %s", self.teacher.name, self._defaults)
-        return self._defaults
+            defaults = {k: v for k, v in (found or {}).items() if k in MODEL_DEFAULT_KEYS and v is not None}
+            self._defaults = defaults
+            if defaults:
+                log.info("teacher %r: the model's generation defaults %s", self.teacher.name, defaults)
+        return defaults
 
     def _prompt_lengths(self, llm, requests: list[Request]) -> list[int] | None:
         """Prompt tokens per request as vLLM will see them (None when no tokenizer is at hand)."""
@@ -132,7 +140,7 @@ class VLLMBackend(Backend):
         lengths = self._prompt_lengths(llm, requests) if limit else None
         fitting = []
         for position, request in enumerate(requests):
-            if lengths is not None and lengths[position] >= limit:
+            if limit and lengths is not None and lengths[position] >= limit:
                 sink.failed(request, f"prompt of {lengths[position]} tokens does not fit max_model_len={limit}")
             else:
                 fitting.append(request)
