@@ -15,10 +15,18 @@ from typing import Literal
 import polars as pl
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
-# "The answer is 12." / "the final answer is: $\frac{1}{2}$" (up to the end of the sentence).
+# "The answer is 12." / "the final answer is: $\frac{1}{2}$" / "The correct answer is (D)." /
+# "final answers are: 2, 3" / "**Final Answer:** 7" / "Answer: C": the marker, then the rest of
+# its line (a header alone on its line, "**Final Answer**", is followed by its value below).
 _ANSWER_IS = re.compile(
-    r"(?:the\s+)?final\s+answer\s*(?:is)?\s*[:：]?\s*(.+?)(?:\.\s|\.?\s*$|\n)"
-    r"|answer\s+is\s*[:：]?\s*(.+?)(?:\.\s|\.?\s*$|\n)",
+    r"(?:\b(?:final|correct)\s+answers?\b(?:\s*(?:is|are)\b)?|\banswers?\s+(?:is|are)\b|\banswer\s*(?=[:：]))"
+    r"[ \t*:：]*([^\n]*)(?=(?:\n[ \t*]*\n?([^\n]*))?)",
+    re.IGNORECASE,
+)
+# A value never starts like this: an echoed instruction ("final answer within \boxed{}") or prose.
+_NOT_A_VALUE = re.compile(
+    r"^(?:within|in|inside|as|at|to|for|of|on|using|should|must|will|would|can|could|that|which|here|"
+    r"below|above|is|are|be|was|seems?|might|may|not)\b|\\boxed",
     re.IGNORECASE,
 )
 _CHOICE = re.compile(
@@ -46,12 +54,23 @@ DEFAULT_METHODS: tuple[ExtractionMethod, ...] = ("boxed", "gsm8k", "answer_is", 
 
 
 def last_boxed(text: str | None) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces balanced."""
+    """Content of the last non-empty \\boxed{...} (or \\fbox{...}) in `text`, braces balanced:
+    an echoed instruction ("put your final answer within \\boxed{}") is not an answer."""
     if not text:
         return None
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
+    end = len(text)
+    while True:
+        start = max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
+        if start < 0:
+            return None
+        content = _braced_after(text, start)
+        if content:
+            return content
+        end = start
+
+
+def _braced_after(text: str, start: int) -> str | None:
+    """The stripped content of the first balanced {...} after `start`."""
     open_brace = text.find("{", start)
     if open_brace < 0:
         return None
@@ -77,9 +96,9 @@ def gsm8k_final(text: str | None) -> str | None:
 def _strip_math(answer: str) -> str | None:
     """Drop the $...$ / \\(...\\) wrapping and trailing punctuation around an answer."""
     answer = answer.strip().rstrip(".;,").strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):
+    for left, right in (("**", "**"), ("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):
         if answer.startswith(left) and answer.endswith(right) and len(answer) > len(left) + len(right):
-            answer = answer[len(left) : -len(right)].strip()
+            answer = answer[len(left) : -len(right)].strip().rstrip(".;,").strip()
     return answer or None
 
 
@@ -92,13 +111,36 @@ def _last_match(pattern: re.Pattern, text: str | None) -> re.Match | None:
 
 
 def answer_is(text: str | None) -> str | None:
-    """The phrase after the last "the answer is" / "final answer:"."""
-    last = _last_match(_ANSWER_IS, text)
-    if last is None:
+    """The value after the last "the answer is" / "final answer:" / "the correct answer is"
+    that states one: junk left by a marker ("**", "s are:", an echoed "within \\boxed{}"
+    instruction) or prose ("the answer is correct") is skipped."""
+    if not text:
         return None
-    answer = _strip_math(last.group(1) or last.group(2))
+    for match in reversed(list(_ANSWER_IS.finditer(text))):
+        same_line, next_line = match.group(1), match.group(2)
+        answer = _value(_after_last_is(same_line) if re.match(r"[A-Za-z]{2,}\s", same_line) else same_line)
+        if answer is None and not same_line.strip(" \t*:.") and next_line:
+            # "**Final Answer**\n\nThe area is 0.05." / "Final Answer:\n$\frac{1}{2}$"
+            answer = _value(_after_last_is(next_line))
+        if answer is not None:
+            return answer
+    return None
+
+
+def _after_last_is(sentence: str) -> str:
+    """"The area is 0.05." -> " 0.05."; a line without "is" stays as it is."""
+    parts = re.split(r"\b(?:is|are)\b", sentence)
+    return parts[-1] if len(parts) > 1 else sentence
+
+
+def _value(phrase: str) -> str | None:
+    """The stated value at the start of `phrase`, up to the end of its sentence, or None."""
+    phrase = re.split(r"\.(?:\s|$)|\s+(?:but|since|because|which|as)\b", phrase.strip(), maxsplit=1)[0]
+    answer = _strip_math(phrase.strip().strip("*").strip())
+    if answer is None or not answer.strip("*:.,;() "):
+        return None
     # "the answer is correct" / "the answer is that the boxes are empty": prose, not an answer.
-    if answer is None or answer.lower() in _VERDICT_WORDS:
+    if answer.lower() in _VERDICT_WORDS or _NOT_A_VALUE.search(answer):
         return None
     if len(answer.split()) > 3 and not re.search(r"[\d\\=^]", answer):
         return None
