@@ -41,14 +41,14 @@ _CODE_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTAL
 # general, but real answers (\frac{\sqrt{2}}{3}) stay well within three levels.
 _BRACED = r"(?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*"
 BOXED = r"\\(?:boxed|fbox)\s*\{(" + _BRACED + r")\}"
-# "the answer is X" / "final answer: X", the stated result when nothing is boxed. The
-# value must look like math (digit, sign, bracket, backslash, $): "the answer is indeed
-# 12" or "the answer is two y-intercepts" state no comparable value.
+# "the answer is X" / "final answer: X" / "the correct answer is (D)", the stated result
+# when nothing is boxed. The value must look like math (digit, sign, bracket, backslash,
+# $) and is one token: a $...$ or \\(...\\) span, a bracketed group, or a run up to a space,
+# comma, quote or colon, so "27 miles from city A" states 27 and '(I)" but careful' states (I).
 _STATED = (
-    r"(?is)(?:final answer|the answer)\s*(?:is|:|=)\s*:?\s*"
-    r"((?:\\\(|\$)?\s*[-+\d(\[\\][^\n]*?)\s*(?:\.\s|\.?$|\n)"
+    r"(?i)(?:final answer|correct answer|the answer)\s*(?:is|:|=)\s*:?\s*(?:\*\*)?\s*"
+    r"(\$[^$\n]{1,200}\$|\\\(.{1,200}?\\\)|\([^()\n]{1,100}\)|\[[^\[\]\n]{1,100}[\])]|[-+\d\\][^\s,;:\"'!?]*)"
 )
-
 ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "regex", "last_number"]
 DEFAULT_METHODS: tuple[ExtractionMethod, ...] = ("boxed", "gsm8k", "answer_is", "last_number")
 
@@ -248,4 +248,4 @@ def last_boxed_expr(text: pl.Expr) -> pl.Expr:
 
 def stated_answer(text: pl.Expr) -> pl.Expr:
     """The last boxed answer, else the last "the answer is X"; null when neither."""
-    return pl.coalesce(last_boxed_expr(text), last_group(text, _STATED))
+    return pl.coalesce(last_boxed_expr(text), last_group(text, _STATED).str.strip_chars_end(".*"))
