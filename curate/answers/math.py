@@ -182,7 +182,8 @@ def verify_pairs(
             fresh[pair] = verdict
         else:
             todo.append(pair)
-    fresh.update(zip(todo, _in_workers(todo, timeout_s, workers), strict=True))
+    if todo:
+        fresh.update(zip(todo, _in_workers(todo, timeout_s, workers), strict=True))
     if cache:
         cache.put_many(fresh.items(), VERIFIER)
     known.update(fresh)
