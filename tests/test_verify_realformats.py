@@ -55,6 +55,7 @@ def test_answer_extraction_guards(text, answer):
     ("\\text{1:03 PM}", "1:03 \\text{ PM}", True),
     ("\\text{A, D}", "A, D", True),
     ("(-2,-2)", "-2,-2", True),                      # a tuple written without its parentheses
+    ("(1,-16,-4,43)", "1,\\ -16,\\ -4,\\ 43", True),  # ... and with LaTeX spacing
 ])
 def test_presentation_classes(reference, answer, correct):
     # verify_one runs here, in the test's main thread, as it does in a worker.

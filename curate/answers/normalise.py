@@ -13,11 +13,11 @@ import re
 
 import polars as pl
 
-_NOISE = re.compile(r"\s+|\\!|\\,|\\;|\\left|\\right|^\$|\$$")
+_NOISE = re.compile(r"\s+|\\[!,;: ]|\\q?quad\b|~|\\left|\\right|^\$|\$$")
 
 
 def normal_form(answer: str) -> str:
-    """`answer` without spacing, \\left/\\right and enclosing $; \\dfrac and \\tfrac as \\frac."""
+    """`answer` without spacing (\\, \\ \\quad ~ ...), \\left/\\right and enclosing $; \\dfrac and \\tfrac as \\frac."""
     return _NOISE.sub("", answer).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
 
 
