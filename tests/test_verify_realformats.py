@@ -56,6 +56,7 @@ def test_answer_extraction_guards(text, answer):
     ("\\text{A, D}", "A, D", True),
     ("(-2,-2)", "-2,-2", True),                      # a tuple written without its parentheses
     ("(1,-16,-4,43)", "1,\\ -16,\\ -4,\\ 43", True),  # ... and with LaTeX spacing
+    ("(0,9) \\cup (9,36)", "x \\in (0, 9) \\cup (9, 36)", True),  # "x \in" before the set
 ])
 def test_presentation_classes(reference, answer, correct):
     # verify_one runs here, in the test's main thread, as it does in a worker.

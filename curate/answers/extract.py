@@ -35,6 +35,7 @@ _CHOICE = re.compile(
 )
 _CHOICE_ALONE = re.compile(r"^\s*[\(\[]?([A-J])[\)\]\.:]?\s*$", re.MULTILINE)
 _VERDICT_WORDS = {"correct", "incorrect", "right", "wrong", "consistent", "confirmed", "verified"}
+_TAIL_CHARS = 4000  # answer_is and last_number read this many final characters
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _CODE_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 # \boxed{...} with up to three levels of nested braces: regexes cannot balance braces in
@@ -116,7 +117,8 @@ def answer_is(text: str | None) -> str | None:
     instruction) or prose ("the answer is correct") is skipped."""
     if not text:
         return None
-    for match in reversed(list(_ANSWER_IS.finditer(text))):
+    # A final answer is stated near the end: searching only the tail keeps long traces cheap.
+    for match in reversed(list(_ANSWER_IS.finditer(text, max(0, len(text) - _TAIL_CHARS)))):
         same_line, next_line = match.group(1), match.group(2)
         answer = _value(_after_last_is(same_line) if re.match(r"[A-Za-z]{2,}\s", same_line) else same_line)
         if answer is None and not same_line.strip(" \t*:.") and next_line:
@@ -159,7 +161,8 @@ def last_number(text: str | None) -> str | None:
     """The last number in the text (a fallback when the trace states no marked answer)."""
     if not text:
         return None
-    numbers = _NUMBER.findall(text)
+    # The tail first (cheap on long traces); the whole text only when the tail has no number.
+    numbers = _NUMBER.findall(text, max(0, len(text) - _TAIL_CHARS)) or _NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
 
 

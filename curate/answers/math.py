@@ -18,6 +18,7 @@ a pair that kills its worker twice comes back as `error` with a reason starting
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -144,6 +145,7 @@ _BOOT = "import sys; sys.path.insert(0, {root!r}); from curate.answers.math impo
 class _Worker:
     def __init__(self):
         root = str(Path(__file__).resolve().parents[2])
+        self.boot = _BOOT
         self.process = subprocess.Popen(
             [sys.executable, "-c", _BOOT.format(root=root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONHASHSEED": "0"},
@@ -163,6 +165,29 @@ class _Worker:
             self.process.stdin.close()
         self.process.wait()
         self.process.stdout.close()
+
+
+# Idle workers kept between calls (verify runs once per chunk, and the filters call it too):
+# starting one costs a Python start and the sympy import.
+_IDLE: list[_Worker] = []
+
+
+def close_workers() -> None:
+    """Stop the idle workers (also done at exit)."""
+    while _IDLE:
+        _IDLE.pop().stop()
+
+
+atexit.register(close_workers)
+
+
+def _take_worker() -> _Worker:
+    while _IDLE:
+        worker = _IDLE.pop()
+        if worker.boot == _BOOT and worker.process.poll() is None:
+            return worker
+        worker.stop(kill=True)
+    return _Worker()
 
 
 def verify_pairs(
@@ -199,7 +224,7 @@ def _in_workers(pairs: list[tuple[str, str]], timeout_s: float, workers: int) ->
     pool = []
 
     def start() -> _Worker:
-        worker = _Worker()
+        worker = _take_worker()
         selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
         pool.append(worker)
         return worker
@@ -242,7 +267,10 @@ def _in_workers(pairs: list[tuple[str, str]], timeout_s: float, workers: int) ->
             for worker in [w for w in pool if w.task is not None and time.monotonic() > w.deadline]:
                 lost(worker, Verdict(None, "timeout", f"worker hung for {_HANG_S:.0f}s twice"))
     finally:
-        for worker in pool:
-            worker.stop()
         selector.close()
+        for worker in pool:
+            if worker.task is None and len(_IDLE) < workers:
+                _IDLE.append(worker)
+            else:
+                worker.stop(kill=True)
     return results

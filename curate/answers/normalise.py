@@ -54,6 +54,7 @@ _WHOLE_TEXT = re.compile(r"^" + _TEXT_COMMAND + r"$")
 _TRAILING_UNIT = re.compile(r"^(.*?\S)\s*(?:\\[,;! ]|~)*\s*" + _TEXT_COMMAND + r"\s*(?:\^\{?[23]\}?)?$")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree")
 _PERCENT = re.compile(r"\\?%")
+_MEMBER_OF = re.compile(r"^[A-Za-z]\s*\\in\s*")  # "x \in (0, 9)": the set is the answer
 _PLAIN_NUMBER = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _CHOICE = re.compile(r"^\(?([A-J])\)?$")
 # Text answers: a word of two or more letters outside a LaTeX command, or a clock time.
@@ -79,9 +80,10 @@ def unwrapped(answer: str) -> str:
 
 
 def presented(answer: str) -> str:
-    """What `answer` says apart from how it is presented: `unwrapped`, then without a unit
+    """What `answer` says apart from how it is presented: `unwrapped`, then without a leading
+    "x \\in", a unit
     in \\text{} after a value, \\% and degree signs, and the spacing `normal_form` drops."""
-    text = unwrapped(answer)
+    text = _MEMBER_OF.sub("", unwrapped(answer))
     unit = _TRAILING_UNIT.match(text)
     if unit and re.search(r"\d", unit.group(1)) and re.fullmatch(r"\s*[A-Za-z][A-Za-z .]*", unit.group(2)):
         text = unit.group(1).strip()
