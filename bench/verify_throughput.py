@@ -6,9 +6,9 @@ on PYTHONPATH (so the same script measures the old and the new code on the same 
         --rows 4000 --cache-dir /tmp/vcache [--json out.json]
 
 Prints rows, wall seconds and rows/s (on the machine as loaded), CPU seconds of this
-process and its workers, and `rows_per_cpu_s_x2`: the rows/s two idle cores would give
+process and all its descendants (psutil, sampled), and `rows_per_cpu_s_x2`: the rows/s two idle cores would give
 (2 x rows / CPU seconds; the figure load does not distort), agreement with the careful
-label (an unclosed reasoning block counted as not correct, as in set C) and the verdict
+label (an output cut off inside its thought or solution block counted as not correct) and the verdict
 counts. A fresh --cache-dir measures a cold cache; the same one again a warm cache.
 """
 
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import polars as pl
+import psutil
 
 from curate.core.operator import StepContext
 from curate.verify.operators import Verify
@@ -32,6 +33,31 @@ except ImportError:  # the old code path: its pool is shut down inside verify_pa
 
     def close_workers() -> None:
         pass
+
+
+class DescendantCpu:
+    """CPU seconds of every descendant process (workers, a forkserver's children), sampled
+    every 0.1 s: the old code's pool workers are not our children, so RUSAGE_CHILDREN
+    misses them. A process that ends between samples loses at most 0.1 s."""
+
+    def __init__(self):
+        self.seen: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.1):
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    self.seen[child.pid] = sum(child.cpu_times()[:2])
+                except psutil.Error:
+                    continue
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return sum(self.seen.values())
 
 
 def main() -> None:
@@ -51,17 +77,21 @@ def main() -> None:
         frame = frame.head(args.rows)
     ctx = StepContext(step_id="verify", step_dir=Path(tempfile.mkdtemp(prefix="vbench-")), cache_dir=args.cache_dir)
     op = Verify(Verify.Config(workers=args.workers))
+    sampler = DescendantCpu()
+    cpu_before = sum(psutil.Process().cpu_times()[:2])
     started = time.perf_counter()
     op.setup(ctx)
     out = op.apply(frame, ctx)
-    close_workers()  # so that the workers' CPU time is counted (RUSAGE_CHILDREN)
+    close_workers()
     seconds = time.perf_counter() - started
-    cpu = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for field in ("ru_utime", "ru_stime"))
-    # Careful label, with an output whose reasoning never closes counted as not correct
-    # (truncated), as in set C.
-    unclosed = pl.col("completion").str.contains("<|begin_of_thought|>", literal=True) & ~pl.col(
-        "completion").str.contains("<|end_of_thought|>", literal=True)
+    cpu = sum(psutil.Process().cpu_times()[:2]) - cpu_before + sampler.stop()
+    # Careful label, with an output cut off inside its thought or its solution block counted
+    # as not correct (truncated), as in set C.
+    text = pl.col("completion")
+    unclosed = pl.any_horizontal(
+        text.str.contains(f"<|begin_of_{part}|>", literal=True) & ~text.str.contains(f"<|end_of_{part}|>", literal=True)
+        for part in ("thought", "solution")
+    )
     label = pl.col("label") & ~unclosed
     agree = out.select(pl.col("correct").fill_null(False).eq(label).sum()).item()
     result = {"label": args.label, "rows": out.height, "seconds": round(seconds, 2),

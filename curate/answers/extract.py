@@ -26,7 +26,7 @@ _ANSWER_IS = re.compile(
 # A value never starts like this: an echoed instruction ("final answer within \boxed{}") or prose.
 _NOT_A_VALUE = re.compile(
     r"^(?:within|in|inside|as|at|to|for|of|on|using|should|must|will|would|can|could|that|which|here|"
-    r"below|above|is|are|be|was|seems?|might|may|not)\b|\\boxed",
+    r"below|above|is|are|be|was|seems?|might|may|not|the|an?|this|it|one|also|indeed|just|simply)\b|\\boxed",
     re.IGNORECASE,
 )
 _CHOICE = re.compile(

@@ -40,6 +40,7 @@ from curate.answers.normalise import (
     is_text_answer,
     plain_number,
     presented,
+    presented_latex,
     text_key,
     unwrapped,
 )
@@ -96,7 +97,8 @@ def verify_one(reference: str, answer: str, timeout_s: float) -> Verdict:
         return verdict
     from math_verify import parse, verify
 
-    ref, got = presented(reference), presented(answer)
+    # The parser gets LaTeX as written (spacing kept: "\\ -16" is not "\\-16"), less presentation.
+    ref, got = presented_latex(reference), presented_latex(answer)
     got, ref = bracketed_like(got, ref), bracketed_like(ref, got)
     parsed = {}
     for side, text in (("reference", ref), ("answer", got)):

@@ -44,7 +44,7 @@ def normalise_answer(answer: pl.Expr) -> pl.Expr:
 
 # --- presentation: what an answer says, apart from how it is written ----------------------
 # Bumped whenever a rule below changes a verdict: cached verdicts carry it (VerdictCache).
-RULES_VERSION = "2"
+RULES_VERSION = "3"
 
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
 # \text{...}, \textbf{...}, \mbox{...}, \mathrm{...} with no nested braces.
@@ -54,6 +54,8 @@ _WHOLE_TEXT = re.compile(r"^" + _TEXT_COMMAND + r"$")
 _TRAILING_UNIT = re.compile(r"^(.*?\S)\s*(?:\\[,;! ]|~)*\s*" + _TEXT_COMMAND + r"\s*(?:\^\{?[23]\}?)?$")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree")
 _PERCENT = re.compile(r"\\?%")
+_SIMPLE_FRAC = re.compile(r"\\frac\{(\d+)\}\{(\d+)\}")
+_DIGIT_FRAC = re.compile(r"\\frac(\d)(\d)")
 _MEMBER_OF = re.compile(r"^[A-Za-z]\s*\\in\s*")  # "x \in (0, 9)": the set is the answer
 _PLAIN_NUMBER = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _CHOICE = re.compile(r"^\(?([A-J])\)?$")
@@ -79,15 +81,22 @@ def unwrapped(answer: str) -> str:
     return text
 
 
-def presented(answer: str) -> str:
-    """What `answer` says apart from how it is presented: `unwrapped`, then without a leading
-    "x \\in", a unit
-    in \\text{} after a value, \\% and degree signs, and the spacing `normal_form` drops."""
+def presented_latex(answer: str) -> str:
+    """What `answer` says apart from how it is presented, still as LaTeX (the form a parser
+    gets): `unwrapped`, then without a leading "x \\in", a unit in \\text{} after a value,
+    \\% and degree signs."""
     text = _MEMBER_OF.sub("", unwrapped(answer))
     unit = _TRAILING_UNIT.match(text)
     if unit and re.search(r"\d", unit.group(1)) and re.fullmatch(r"\s*[A-Za-z][A-Za-z .]*", unit.group(2)):
         text = unit.group(1).strip()
-    return normal_form(_PERCENT.sub("", _DEGREES.sub("", text)).strip())
+    return _PERCENT.sub("", _DEGREES.sub("", text)).strip()
+
+
+def presented(answer: str) -> str:
+    """`presented_latex` in `normal_form`, simple fractions as a/b: two answers equal here
+    say the same thing."""
+    text = normal_form(presented_latex(answer))
+    return _SIMPLE_FRAC.sub(r"\1/\2", _DIGIT_FRAC.sub(r"\1/\2", text))
 
 
 def plain_number(answer: str) -> float | None:
