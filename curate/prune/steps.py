@@ -30,7 +30,8 @@ _RESULT_CUE = r"(?:=|is|are|be|equals|answer:?|boxed\{)"
 HEDGE = (
     r"(?i)\?|\b(?:seems?|appears?|might|maybe|perhaps|probably|possibly|likely|guess|suppose|assume|"
     r"not sure|i think|double[- ]check|let me (?:check|verify|re-?check|confirm)|let's (?:check|verify|double)|"
-    r"wait|hmm|but|however|if)\b"
+    r"wait|hmm|but|however|if|let's|let us)\b"
+    r"|:\s*$"  # a step ending in ":" introduces more work
 )
 # The value a step concludes with: after its last "=" / "is" / "answer:".
 _CONCLUDED = r"(?i)(?:=|\bis\b|\bequals\b|answer:?)\s*\$?\s*([^\s$,;]+)"
