@@ -52,6 +52,7 @@ CRASH_REASON = "verifier process crashed"
 # Wall-clock bound on one pair, only for a worker that hangs without using CPU (the CPU
 # limits catch everything else): far above any CPU limit, so load never reaches it.
 _HANG_S = 300.0
+_PAIRS_PER_WORKER = 100
 
 
 def decide(reference: str, answer: str) -> Verdict | None:
@@ -243,15 +244,18 @@ def _in_workers(pairs: list[tuple[str, str]], timeout_s: float, workers: int) ->
         else:
             queue.appendleft(task)
 
+    # A worker costs a Python start and the sympy import (~1.5 CPU seconds): start one per
+    # _PAIRS_PER_WORKER pending pairs, up to `workers`.
+    workers = min(workers, math.ceil(len(pairs) / _PAIRS_PER_WORKER))
     try:
-        for _ in range(min(workers, len(pairs))):
+        for _ in range(workers):
             start()
         while queue or any(w.task is not None for w in pool):
             for worker in [w for w in pool if w.task is None]:
                 if queue:
                     task = queue.popleft()
                     worker.send(task, pairs[task], timeout_s)
-            while len(pool) < min(workers, len(pairs)):
+            while len(pool) < workers:
                 start()
             wait = min((w.deadline for w in pool if w.task is not None), default=time.monotonic()) - time.monotonic()
             for key, _ in selector.select(timeout=max(wait, 0.01)):

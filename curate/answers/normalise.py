@@ -2,9 +2,10 @@
 
 `normalise_answer` (polars, over a column) is the thorough one: prune's filters compare a
 trace's stated result with its final answer or the reference through it. `normal_form`
-(one string) is the light one `verify_one` tries before math-verify: spacing commands,
-\\left/\\right and enclosing $ only, so that only answers math-verify would certainly call
-equal skip it. Neither is a CAS: unequal spellings of equal values stay unequal.
+(one string) is the light one: spacing commands, \\left/\\right and enclosing $ only.
+`presented` (one string) adds what only presentation changes (a trailing period, \\%,
+\\text{}, units, degrees) for the verifier's fast path (`curate.answers.math.decide`).
+None is a CAS: unequal spellings of equal values stay unequal.
 """
 
 from __future__ import annotations
