@@ -202,8 +202,9 @@ def test_prune_steps_cuts_only_at_unhedged_conclusions(tmp_path):
               "Checking 5: 2 + 3 = 5 indeed.\n\nMore checking here.\n\nSo the answer is 5.")
     wrong_conclusion = ("Start.\n\nHence x = 5 and therefore the total is 12.\n\nMore work.\n\n"
                         "Even more work.\n\nSo the answer is 5.")
+    setup = "Start.\n\nSo, let's calculate 3x - 9 when x = 5:\n\nMore work.\n\nMore.\n\nSo the answer is 5."
     plain = "Start.\n\nSo the answer is 5.\n\nWait, let me recheck.\n\nYes.\n\nSo the answer is 5."
     frame = table(trace(trace_id="h", reasoning=hedged), trace(trace_id="w", reasoning=wrong_conclusion),
-                  trace(trace_id="p", reasoning=plain))
+                  trace(trace_id="s", reasoning=setup), trace(trace_id="p", reasoning=plain))
     result, _ = run(PruneSteps, frame, tmp_path, conclusion_steps=1, min_removed_share=0.0)
-    assert result["pruned_by"].to_list() == [None, None, "prune_steps"]
+    assert result["pruned_by"].to_list() == [None, None, None, "prune_steps"]
