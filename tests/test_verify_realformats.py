@@ -200,7 +200,7 @@ def test_answer_consistency_real_false_positives(tmp_path):
 def test_prune_steps_cuts_only_at_unhedged_conclusions(tmp_path):
     hedged = ("Try the options.\n\nSo the answer seems to be 5? But let's double-check.\n\n"
               "Checking 5: 2 + 3 = 5 indeed.\n\nMore checking here.\n\nSo the answer is 5.")
-    wrong_conclusion = ("Start.\n\nHence x = 5 and therefore the total is 12.\n\nMore work.\n\n"
+    wrong_conclusion = ("Start.\n\nHence x = 5, so the total is 12.\n\nMore work.\n\n"
                         "Even more work.\n\nSo the answer is 5.")
     setup = "Start.\n\nSo, let's calculate 3x - 9 when x = 5:\n\nMore work.\n\nMore.\n\nSo the answer is 5."
     plain = "Start.\n\nSo the answer is 5.\n\nWait, let me recheck.\n\nYes.\n\nSo the answer is 5."
