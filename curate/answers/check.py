@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import polars as pl
 from pydantic import Field
 
+from curate.answers.cache import VerdictCache
 from curate.answers.extract import DEFAULT_METHODS, ExtractionMethod, answer_extractor, extract_code
 from curate.core.operator import OperatorConfig
 
@@ -43,8 +44,12 @@ class VerifyConfig(OperatorConfig):
     workers: int = Field(2, ge=1, description="Worker processes for math-verify and parallel sandboxes.")
     truncated_as_no_answer: bool = Field(
         True,
-        description="Rows with finish_reason 'length' get status no_answer (counted as failed): "
-        "a truncated trace did not finish its answer.",
+        description="Rows with finish_reason 'length', or whose reasoning block opens and never "
+        "closes, get status no_answer (counted as failed): a truncated trace did not finish its answer.",
+    )
+    reasoning_tags: list[tuple[str, str]] = Field(
+        [("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>")],
+        description="(open, close) reasoning markers: an answer is never taken from inside a reasoning block.",
     )
     code_language: str = Field("python", description="Code: language tag of the fenced block to run.")
     code_timeout_s: float = Field(10.0, gt=0, description="Code: wall-clock seconds for one program and its tests.")
@@ -63,9 +68,11 @@ def checked_columns(config: VerifyConfig) -> set[str]:
 class AnswerChecker:
     """Adds extracted_answer, extraction_method, correct, verify_status and verify_detail."""
 
-    def __init__(self, config: VerifyConfig):
+    def __init__(self, config: VerifyConfig, cache: VerdictCache | None = None):
         self.config = config
+        self.cache = cache
         self._extract = answer_extractor(tuple(config.methods), config.answer_regex)
+        self._extract_choice = answer_extractor(("boxed", "answer_is", "choice"))
 
     def check(self, frame: pl.DataFrame, count: Callable[[str], None] = lambda name: None) -> pl.DataFrame:
         """`frame` with VERIFY_COLUMNS added; `count(name)` is called once per row with
@@ -92,35 +99,58 @@ class AnswerChecker:
         outcome = {"extracted_answer": None, "extraction_method": None, "correct": None,
                    "verify_status": None, "verify_detail": None, "_reference": row["reference_answer"],
                    "_domain": domain}
+        texts, unclosed = self._outside_reasoning(texts)
         if domain == "code":
             answer, method = next((found for t in texts if (found := extract_code(t, self.config.code_language))[0]),
                                   (None, None))
-        elif domain == "math":
-            answer, method = next((found for t in texts if (found := self._extract(t))[0] is not None),
+        elif domain in ("math", "choice"):
+            extract = self._extract if domain == "math" else self._extract_choice
+            answer, method = next((found for t in texts if (found := extract(t))[0] is not None),
                                   (None, None))
         else:
-            return _final(outcome, None, "error", f"unknown domain {domain!r} (expected 'math' or 'code')")
+            return _final(outcome, None, "error", f"unknown domain {domain!r} (expected 'math', 'choice' or 'code')")
         outcome.update(extracted_answer=answer, extraction_method=method)
         if self.config.truncated_as_no_answer and row["finish_reason"] == "length":
             return _final(outcome, False, "no_answer", "truncated: finish_reason is 'length'")
+        if unclosed:
+            return _final(outcome, False if self.config.truncated_as_no_answer else None, "no_answer",
+                          f"truncated: {unclosed} never closes")
         if answer is None:
             return _final(outcome, False, "no_answer", f"no answer found in {', '.join(self.config.text_columns)}")
-        if domain == "math" and not row["reference_answer"]:
+        if domain != "code" and not row["reference_answer"]:
             return _final(outcome, None, "error", "the problem has no reference_answer")
         if domain == "code" and not row["tests"]:
             return _final(outcome, None, "error", "the problem has no tests")
         return outcome
 
-    def _verify_math(self, outcomes: list[dict]) -> None:
-        from curate.answers.math import verify_pairs
+    def _outside_reasoning(self, texts: list[str | None]) -> tuple[list[str | None], str | None]:
+        """Each text after its last closed reasoning block; and the open marker of a block
+        that never closes (the trace was cut off inside its reasoning), if any."""
+        outside = []
+        for text in texts:
+            for open_tag, close_tag in self.config.reasoning_tags:
+                if not text:
+                    break
+                if close_tag in text:
+                    text = text.rsplit(close_tag, 1)[1]
+                elif open_tag in text:
+                    return [], open_tag
+            outside.append(text)
+        return outside, None
 
-        todo = [o for o in outcomes if o["verify_status"] is None and o["_domain"] == "math"]
-        # Many samples share an answer: check each distinct (reference, answer) pair once.
-        pairs = sorted({(o["_reference"], o["extracted_answer"]) for o in todo})
-        verdicts = dict(zip(pairs, verify_pairs(pairs, self.config.timeout_s, self.config.workers), strict=True))
-        for outcome in todo:
-            verdict = verdicts[(outcome["_reference"], outcome["extracted_answer"])]
+    def _verify_math(self, outcomes: list[dict]) -> None:
+        from curate.answers.math import CRASH_REASON, verify_pairs
+
+        todo = [o for o in outcomes if o["verify_status"] is None and o["_domain"] in ("math", "choice")]
+        pairs = [(o["_reference"], o["extracted_answer"]) for o in todo]
+        verdicts = verify_pairs(pairs, self.config.timeout_s, self.config.workers, cache=self.cache)
+        for outcome, verdict in zip(todo, verdicts, strict=True):
             _final(outcome, verdict.correct, verdict.status, verdict.reason)
+        crashed = [pair for pair, v in zip(pairs, verdicts, strict=True) if v.reason.startswith(CRASH_REASON)]
+        if crashed:
+            # Not saved as a verdict: the step fails, and a rerun (the other verdicts cached) retries it.
+            raise RuntimeError(f"verify: {CRASH_REASON} twice on {len(crashed)} pair(s), first: reference "
+                               f"{crashed[0][0]!r}, answer {crashed[0][1]!r}; rerun to retry them")
 
     def _verify_code(self, outcomes: list[dict], rows: list[dict]) -> None:
         from curate.answers.sandbox import SandboxLimits, run_tests

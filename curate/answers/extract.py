@@ -15,10 +15,18 @@ from typing import Literal
 import polars as pl
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
-# "The answer is 12." / "the final answer is: $\frac{1}{2}$" (up to the end of the sentence).
+# "The answer is 12." / "the final answer is: $\frac{1}{2}$" / "The correct answer is (D)." /
+# "final answers are: 2, 3" / "**Final Answer:** 7" / "Answer: C": the marker, then the rest of
+# its line (a header alone on its line, "**Final Answer**", is followed by its value below).
 _ANSWER_IS = re.compile(
-    r"(?:the\s+)?final\s+answer\s*(?:is)?\s*[:：]?\s*(.+?)(?:\.\s|\.?\s*$|\n)"
-    r"|answer\s+is\s*[:：]?\s*(.+?)(?:\.\s|\.?\s*$|\n)",
+    r"(?:\b(?:final|correct)\s+answers?\b(?:\s*(?:is|are)\b)?|\banswers?\s+(?:is|are)\b|\banswer\s*(?=[:：]))"
+    r"[ \t*:：]*([^\n]*)(?=(?:\n[ \t*]*\n?([^\n]*))?)",
+    re.IGNORECASE,
+)
+# A value never starts like this: an echoed instruction ("final answer within \boxed{}") or prose.
+_NOT_A_VALUE = re.compile(
+    r"^(?:within|in|inside|as|at|to|for|of|on|using|should|must|will|would|can|could|that|which|here|"
+    r"below|above|is|are|be|was|seems?|might|may|not|the|an?|this|it|one|also|indeed|just|simply)\b|\\boxed",
     re.IGNORECASE,
 )
 _CHOICE = re.compile(
@@ -27,31 +35,43 @@ _CHOICE = re.compile(
 )
 _CHOICE_ALONE = re.compile(r"^\s*[\(\[]?([A-J])[\)\]\.:]?\s*$", re.MULTILINE)
 _VERDICT_WORDS = {"correct", "incorrect", "right", "wrong", "consistent", "confirmed", "verified"}
+_TAIL_CHARS = 4000  # answer_is and last_number read this many final characters
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _CODE_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 # \boxed{...} with up to three levels of nested braces: regexes cannot balance braces in
 # general, but real answers (\frac{\sqrt{2}}{3}) stay well within three levels.
 _BRACED = r"(?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*"
 BOXED = r"\\(?:boxed|fbox)\s*\{(" + _BRACED + r")\}"
-# "the answer is X" / "final answer: X", the stated result when nothing is boxed. The
-# value must look like math (digit, sign, bracket, backslash, $): "the answer is indeed
-# 12" or "the answer is two y-intercepts" state no comparable value.
+# "the answer is X" / "final answer: X" / "the correct answer is (D)", the stated result
+# when nothing is boxed. The value must look like math (digit, sign, bracket, backslash,
+# $) and is one token: a $...$ or \\(...\\) span, a bracketed group, or a run up to a space,
+# comma, quote or colon, so "27 miles from city A" states 27 and '(I)" but careful' states (I).
 _STATED = (
-    r"(?is)(?:final answer|the answer)\s*(?:is|:|=)\s*:?\s*"
-    r"((?:\\\(|\$)?\s*[-+\d(\[\\][^\n]*?)\s*(?:\.\s|\.?$|\n)"
+    r"(?i)(?:final answer|correct answer|the answer)\s*(?:is|:|=)\s*:?\s*(?:\*\*)?\s*"
+    r"(\$[^$\n]{1,200}\$|\\\(.{1,200}?\\\)|\([^()\n]{1,100}\)|\[[^\[\]\n]{1,100}[\])]|[-+\d\\][^\s,;:\"'!?]*)"
 )
-
 ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "regex", "last_number"]
 DEFAULT_METHODS: tuple[ExtractionMethod, ...] = ("boxed", "gsm8k", "answer_is", "last_number")
 
 
 def last_boxed(text: str | None) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces balanced."""
+    """Content of the last non-empty \\boxed{...} (or \\fbox{...}) in `text`, braces balanced:
+    an echoed instruction ("put your final answer within \\boxed{}") is not an answer."""
     if not text:
         return None
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
+    end = len(text)
+    while True:
+        start = max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
+        if start < 0:
+            return None
+        content = _braced_after(text, start)
+        if content:
+            return content
+        end = start
+
+
+def _braced_after(text: str, start: int) -> str | None:
+    """The stripped content of the first balanced {...} after `start`."""
     open_brace = text.find("{", start)
     if open_brace < 0:
         return None
@@ -77,9 +97,9 @@ def gsm8k_final(text: str | None) -> str | None:
 def _strip_math(answer: str) -> str | None:
     """Drop the $...$ / \\(...\\) wrapping and trailing punctuation around an answer."""
     answer = answer.strip().rstrip(".;,").strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):
+    for left, right in (("**", "**"), ("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):
         if answer.startswith(left) and answer.endswith(right) and len(answer) > len(left) + len(right):
-            answer = answer[len(left) : -len(right)].strip()
+            answer = answer[len(left) : -len(right)].strip().rstrip(".;,").strip()
     return answer or None
 
 
@@ -92,13 +112,37 @@ def _last_match(pattern: re.Pattern, text: str | None) -> re.Match | None:
 
 
 def answer_is(text: str | None) -> str | None:
-    """The phrase after the last "the answer is" / "final answer:"."""
-    last = _last_match(_ANSWER_IS, text)
-    if last is None:
+    """The value after the last "the answer is" / "final answer:" / "the correct answer is"
+    that states one: junk left by a marker ("**", "s are:", an echoed "within \\boxed{}"
+    instruction) or prose ("the answer is correct") is skipped."""
+    if not text:
         return None
-    answer = _strip_math(last.group(1) or last.group(2))
+    # A final answer is stated near the end: searching only the tail keeps long traces cheap.
+    for match in reversed(list(_ANSWER_IS.finditer(text, max(0, len(text) - _TAIL_CHARS)))):
+        same_line, next_line = match.group(1), match.group(2)
+        answer = _value(_after_last_is(same_line) if re.match(r"[A-Za-z]{2,}\s", same_line) else same_line)
+        if answer is None and not same_line.strip(" \t*:.") and next_line:
+            # "**Final Answer**\n\nThe area is 0.05." / "Final Answer:\n$\frac{1}{2}$"
+            answer = _value(_after_last_is(next_line))
+        if answer is not None:
+            return answer
+    return None
+
+
+def _after_last_is(sentence: str) -> str:
+    """"The area is 0.05." -> " 0.05."; a line without "is" stays as it is."""
+    parts = re.split(r"\b(?:is|are)\b", sentence)
+    return parts[-1] if len(parts) > 1 else sentence
+
+
+def _value(phrase: str) -> str | None:
+    """The stated value at the start of `phrase`, up to the end of its sentence, or None."""
+    phrase = re.split(r"\.(?:\s|$)|\s+(?:but|since|because|which|as)\b", phrase.strip(), maxsplit=1)[0]
+    answer = _strip_math(phrase.strip().strip("*").strip())
+    if answer is None or not answer.strip("*:.,;() "):
+        return None
     # "the answer is correct" / "the answer is that the boxes are empty": prose, not an answer.
-    if answer is None or answer.lower() in _VERDICT_WORDS:
+    if answer.lower() in _VERDICT_WORDS or _NOT_A_VALUE.search(answer):
         return None
     if len(answer.split()) > 3 and not re.search(r"[\d\\=^]", answer):
         return None
@@ -117,7 +161,8 @@ def last_number(text: str | None) -> str | None:
     """The last number in the text (a fallback when the trace states no marked answer)."""
     if not text:
         return None
-    numbers = _NUMBER.findall(text)
+    # The tail first (cheap on long traces); the whole text only when the tail has no number.
+    numbers = _NUMBER.findall(text, max(0, len(text) - _TAIL_CHARS)) or _NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
 
 
@@ -209,4 +254,4 @@ def last_boxed_expr(text: pl.Expr) -> pl.Expr:
 
 def stated_answer(text: pl.Expr) -> pl.Expr:
     """The last boxed answer, else the last "the answer is X"; null when neither."""
-    return pl.coalesce(last_boxed_expr(text), last_group(text, _STATED))
+    return pl.coalesce(last_boxed_expr(text), last_group(text, _STATED).str.strip_chars_end(".*"))

@@ -2,9 +2,10 @@
 
 `normalise_answer` (polars, over a column) is the thorough one: prune's filters compare a
 trace's stated result with its final answer or the reference through it. `normal_form`
-(one string) is the light one `verify_one` tries before math-verify: spacing commands,
-\\left/\\right and enclosing $ only, so that only answers math-verify would certainly call
-equal skip it. Neither is a CAS: unequal spellings of equal values stay unequal.
+(one string) is the light one: spacing commands, \\left/\\right and enclosing $ only.
+`presented` (one string) adds what only presentation changes (a trailing period, \\%,
+\\text{}, units, degrees) for the verifier's fast path (`curate.answers.math.decide`).
+None is a CAS: unequal spellings of equal values stay unequal.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import re
 
 import polars as pl
 
-_NOISE = re.compile(r"\s+|\\!|\\,|\\;|\\left|\\right|^\$|\$$")
+_NOISE = re.compile(r"\s+|\\[!,;: ]|\\q?quad\b|~|\\left|\\right|^\$|\$$")
 
 
 def normal_form(answer: str) -> str:
-    """`answer` without spacing, \\left/\\right and enclosing $; \\dfrac and \\tfrac as \\frac."""
+    """`answer` without spacing (\\, \\ \\quad ~ ...), \\left/\\right and enclosing $; \\dfrac and \\tfrac as \\frac."""
     return _NOISE.sub("", answer).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
 
 
@@ -40,3 +41,97 @@ def normalise_answer(answer: pl.Expr) -> pl.Expr:
     for pattern, replacement in rewrites:
         answer = answer.str.replace_all(pattern, replacement)
     return answer
+
+
+# --- presentation: what an answer says, apart from how it is written ----------------------
+# Bumped whenever a rule below changes a verdict: cached verdicts carry it (VerdictCache).
+RULES_VERSION = "3"
+
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
+# \text{...}, \textbf{...}, \mbox{...}, \mathrm{...} with no nested braces.
+_TEXT_COMMAND = r"\\(?:text|textbf|textit|mbox|mathrm|operatorname)\s*\{([^{}]*)\}"
+_WHOLE_TEXT = re.compile(r"^" + _TEXT_COMMAND + r"$")
+# A unit after a value: "12 \text{ cm}", "5.4\text{ cents}", "3\mbox{ m}^2".
+_TRAILING_UNIT = re.compile(r"^(.*?\S)\s*(?:\\[,;! ]|~)*\s*" + _TEXT_COMMAND + r"\s*(?:\^\{?[23]\}?)?$")
+_DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree")
+_PERCENT = re.compile(r"\\?%")
+_SIMPLE_FRAC = re.compile(r"\\frac\{(\d+)\}\{(\d+)\}")
+_DIGIT_FRAC = re.compile(r"\\frac(\d)(\d)")
+_MEMBER_OF = re.compile(r"^[A-Za-z]\s*\\in\s*")  # "x \in (0, 9)": the set is the answer
+_PLAIN_NUMBER = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_CHOICE = re.compile(r"^\(?([A-J])\)?$")
+# Text answers: a word of two or more letters outside a LaTeX command, or a clock time.
+_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}|\d:\d\d")
+_LETTER_LIST = re.compile(r"^[A-J](?:\s*(?:,|and)\s*[A-J])+$")
+
+
+def unwrapped(answer: str) -> str:
+    """`answer` without enclosing $ / \\( \\) / **, trailing punctuation and a \\text{}
+    around the whole of it."""
+    text = answer.strip()
+    for _ in range(4):  # wrappers nest: "$\\text{(C)}$."
+        before = text
+        text = text.rstrip(".;,").strip()
+        for left, right in _WRAPPERS:
+            if text.startswith(left) and text.endswith(right) and len(text) > len(left) + len(right):
+                text = text[len(left) : -len(right)].strip()
+        if whole := _WHOLE_TEXT.match(text):
+            text = whole.group(1).strip()
+        if text == before:
+            break
+    return text
+
+
+def presented_latex(answer: str) -> str:
+    """What `answer` says apart from how it is presented, still as LaTeX (the form a parser
+    gets): `unwrapped`, then without a leading "x \\in", a unit in \\text{} after a value,
+    \\% and degree signs."""
+    text = _MEMBER_OF.sub("", unwrapped(answer))
+    unit = _TRAILING_UNIT.match(text)
+    if unit and re.search(r"\d", unit.group(1)) and re.fullmatch(r"\s*[A-Za-z][A-Za-z .]*", unit.group(2)):
+        text = unit.group(1).strip()
+    return _PERCENT.sub("", _DEGREES.sub("", text)).strip()
+
+
+def presented(answer: str) -> str:
+    """`presented_latex` in `normal_form`, simple fractions as a/b: two answers equal here
+    say the same thing."""
+    text = normal_form(presented_latex(answer))
+    return _SIMPLE_FRAC.sub(r"\1/\2", _DIGIT_FRAC.sub(r"\1/\2", text))
+
+
+def plain_number(answer: str) -> float | None:
+    """The value of a presented answer that is a plain decimal number ("1,000" and ".5" too)."""
+    text = answer.replace(",", "") if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", answer) else answer
+    return float(text) if _PLAIN_NUMBER.match(text) else None
+
+
+def choice_of(answer: str) -> str | None:
+    """The letter of a presented multiple-choice answer: "C", "(C)", "\\text{(C)}", "\\textbf{(C)}"."""
+    match = _CHOICE.match(answer)
+    return match.group(1) if match else None
+
+
+def is_text_answer(answer: str) -> bool:
+    """A presented answer in words, a clock time or a list of letters ("June 20", "1:03 PM",
+    "A, D"): compared as text, never by a math parser (which reads "June 20" as 20)."""
+    stripped = re.sub(r"\\(?:begin|end)\{[^{}]*\}|\\[A-Za-z]+", " ", answer)
+    return bool(_WORD.search(stripped) or _LETTER_LIST.match(answer))
+
+
+def text_key(answer: str) -> str:
+    """A text answer in a canonical form: \\text{} unwrapped, case and spacing ignored,
+    a list of letters in sorted order ("D, A" = "A,D")."""
+    text = re.sub(_TEXT_COMMAND, r"\1", answer)
+    text = re.sub(r"\\[,;! ]|~", " ", text)
+    if _LETTER_LIST.match(text.strip()):
+        return ",".join(sorted(re.findall(r"[A-J]", text)))
+    return re.sub(r"\s+", "", text).lower()
+
+
+def bracketed_like(bare: str, bracketed: str) -> str:
+    """`bare` ("-2,-2") in the brackets of `bracketed` ("(-2,-2)") when only they differ:
+    a tuple written without its parentheses."""
+    if bracketed[:1] == "(" and bracketed[-1:] == ")" and "," in bare and bare[:1] not in "([{":
+        return f"({bare})"
+    return bare

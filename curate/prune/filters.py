@@ -39,7 +39,8 @@ class TextConfig(OperatorConfig):
 
 class AnswerMissingConfig(OperatorConfig):
     patterns: list[str] = Field(
-        [r"\\(?:boxed|fbox)\s*\{", r"####\s*\S", r"(?i)(?:final answer|the answer)\s*(?:is|:)"],
+        [r"\\(?:boxed|fbox)\s*\{\s*[^\s}]", r"####\s*\S",
+         r"(?i)\b(?:final|correct)\s+answers?\b|\banswers?\s+(?:is|are)\b|\banswer\s*[:：]"],
         description="Regexes; a trace whose final answer text matches none has no final answer.",
     )
     tail_chars: int = Field(
@@ -291,11 +292,23 @@ class AnswerConsistencyFilter(TraceFilter[AnswerConsistencyConfig]):
         return pl.when(stated != final).then(pl.lit("answer_inconsistent"))
 
     def refine(self, marked):
+        from curate.answers.math import decide
+        from curate.answers.normalise import choice_of, is_text_answer, presented
+
         candidates = marked.with_row_index("__row").filter(pl.col("reject_reason").is_not_null())
         measured = (self.measure_column("reasoning_result"), self.measure_column("final_answer"))
         rows = candidates.select("__row", *measured).rows()
         confirmed, undecided = [], []
         for row, stated, final in rows:
+            letters = choice_of(presented(stated)), choice_of(presented(final))
+            if (letters[0] is None) != (letters[1] is None):
+                continue  # a letter against a number (multiple choice): nothing to compare
+            if None in letters and is_text_answer(presented(final)):
+                continue  # "June 20" against a 20 in the reasoning: not comparable
+            if (verdict := decide(final, stated)) is not None:
+                if verdict.correct is False:
+                    confirmed.append(row)
+                continue
             numbers = (_as_number(stated), _as_number(final))
             if None not in numbers:
                 if abs(numbers[0] - numbers[1]) > 1e-9 * max(1.0, abs(numbers[1])):

@@ -2,8 +2,10 @@
 verified answer and keep a short conclusion (the Sky-T1-Flash / concise-reasoning idea:
 what follows the first correct result is mostly re-checking and hesitation).
 
-The cut is re-checked: the pruned trace must still state the answer in its reasoning and
-yield the same final answer as before; otherwise the original is kept untouched.
+A step counts only when it states the answer without hedging ("seems to be A? But let's
+double-check" is no cut point). The cut is re-checked from the cut reasoning itself: the
+value the step where it now stops concludes must verify equal to the reference; otherwise
+the original is kept untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from curate.answers.extract import stated_answer
+from curate.answers.extract import last_boxed_expr, last_group, stated_answer
 from curate.answers.normalise import normalise_answer
 from curate.core.operator import Operator, OperatorConfig, StepContext, register
 from curate.prune import text as T
@@ -24,6 +26,15 @@ _ROW = "__steps_row"
 # _RESULT_CUE is matched in text whose spaces are removed, hence no word boundaries.
 _CONCLUSION = r"(?i)\b(?:so|therefore|thus|hence|answer|boxed|final|conclude|conclusion)\b"
 _RESULT_CUE = r"(?:=|is|are|be|equals|answer:?|boxed\{)"
+# A step that hedges does not state the answer: "seems to be A? But let's double-check".
+HEDGE = (
+    r"(?i)\?|\b(?:seems?|appears?|might|maybe|perhaps|probably|possibly|likely|guess|suppose|assume|"
+    r"not sure|i think|double[- ]check|let me (?:check|verify|re-?check|confirm)|let's (?:check|verify|double)|"
+    r"wait|hmm|but|however|if|let's|let us)\b"
+    r"|:\s*$"  # a step ending in ":" introduces more work
+)
+# The value a step concludes with: after its last "=" / "is" / "answer:".
+_CONCLUDED = r"(?i)(?:=|\bis\b|\bequals\b|answer:?)\s*\$?\s*([^\s$,;]+)"
 
 
 class PruneStepsConfig(OperatorConfig):
@@ -106,6 +117,7 @@ class PruneSteps(Operator[PruneStepsConfig]):
         )
         hits = steps.with_columns(
             hit=pl.col("step").str.contains(_CONCLUSION)
+            & ~pl.col("step").str.contains(HEDGE)
             & normalise_answer(pl.col("step")).str.contains(pl.col("pattern"))
         )
         first_hit = pl.col("index").filter(pl.col("hit")).min().over(_ROW)
@@ -115,12 +127,18 @@ class PruneSteps(Operator[PruneStepsConfig]):
             & (first_hit + 1 < conclusion_start)
             & ((pl.col("index") <= first_hit) | (pl.col("index") >= conclusion_start))
         )
-        return kept.group_by(_ROW, maintain_order=True).agg(new_reasoning=pl.col("step").str.join("\n\n"))
+        return kept.group_by(_ROW, maintain_order=True).agg(
+            new_reasoning=pl.col("step").str.join("\n\n"),
+            cut_step=pl.col("step").filter(pl.col("index") == first_hit).first(),
+        )
 
     def _recheck(self, frame: pl.DataFrame, cut: pl.DataFrame) -> pl.DataFrame:
-        """Keep only cuts that remove enough and whose final answer is unchanged (same
-        extraction, or math-verify says equal), by the verify stage's extraction."""
-        from curate.answers.extract import answer_extractor
+        """Keep only cuts that remove enough and whose cut point concludes an answer that
+        is the reference: the value the step where the reasoning now stops states (its
+        box, its "the answer is", else its last "= X"), checked like verify checks. A final
+        answer must still be stated after the cut point (kept conclusion or answer text)."""
+        from curate.answers.extract import answer_is, last_boxed
+        from curate.answers.math import verify_pairs
 
         candidates = frame.join(cut, on=_ROW).filter(
             pl.col("new_reasoning").str.len_chars()
@@ -128,26 +146,22 @@ class PruneSteps(Operator[PruneStepsConfig]):
         ).filter(
             # The completion must contain the reasoning verbatim, once, to be rebuilt.
             pl.col("completion").str.split(pl.col("reasoning")).list.len() == 2
-        ).with_columns(new_completion=_replace_reasoning())
-        extract = answer_extractor(("boxed", "gsm8k", "answer_is"))
-        # (row, answer before, answer after)
-        before_after: list[tuple[int, str, str]] = []
-        unsure: list[tuple[int, str, str]] = []
-        for row, answer_text, completion, new_completion in candidates.select(
-            _ROW, "answer_text", "completion", "new_completion"
+        ).with_columns(concluded=pl.coalesce(
+            last_boxed_expr(pl.col("cut_step")), last_group(pl.col("cut_step"), _CONCLUDED).str.strip_chars_end(".")
+        ))
+        checks = []
+        for row, reference, step, concluded, answer_text, new_reasoning in candidates.select(
+            _ROW, "reference_answer", "cut_step", "concluded", "answer_text", "new_reasoning"
         ).iter_rows():
-            before = extract(answer_text)[0] or extract(completion)[0]
-            after = extract(answer_text)[0] or extract(new_completion)[0]
-            if before is None or after is None:
-                continue
-            (before_after if before == after else unsure).append((row, before, after))
-        if unsure:
-            from curate.answers.math import verify_pairs
-
-            verdicts = verify_pairs([(b, a) for _, b, a in unsure], workers=self.config.workers)
-            before_after += [item for item, verdict in zip(unsure, verdicts, strict=True) if verdict.correct]
-        passed = pl.Series([row for row, _, _ in before_after], dtype=pl.UInt32)
-        return cut.filter(pl.col(_ROW).is_in(passed.implode()))
+            answer = last_boxed(step) or answer_is(step) or concluded
+            # The final answer must still be stated after the cut point: in the answer text
+            # or in the kept conclusion steps.
+            after_cut = new_reasoning.split(step, 1)[-1] + "\n\n" + (answer_text or "")
+            if reference and answer and (last_boxed(after_cut) or answer_is(after_cut)):
+                checks.append((row, reference, answer))
+        verdicts = verify_pairs([(r, a) for _, r, a in checks], workers=self.config.workers)
+        passed = pl.Series([row for (row, _, _), v in zip(checks, verdicts, strict=True) if v.correct], dtype=pl.UInt32)
+        return cut.filter(pl.col(_ROW).is_in(passed.implode())).drop("cut_step")
 
     def _count(self, before: pl.DataFrame, after: pl.DataFrame, ctx: StepContext) -> None:
         hesitation = T.marker_pattern(self.config.markers)

@@ -117,7 +117,9 @@ class Source(StrictModel):
         description="How the reference answer is read from the answer field: as is, after "
         "GSM8K's '####', or the last \\boxed{} of a MATH-style solution.",
     )
-    domain: Literal["math", "code"] = Field("math", description="Decides the verifier.")
+    domain: Literal["math", "choice", "code"] = Field(
+        "math",
+        description="Decides the verifier: math (math-verify), choice (multiple-choice letter) or code (tests).")
     limit: int | None = Field(None, ge=1, description="Read only the first N records.")
     license: str | None = Field(None, description="License of the data, for the dataset card.")
     traces: TraceMap = Field(default_factory=TraceMap, description="kind traces: which fields make the trace columns.")

@@ -34,7 +34,9 @@ class Verify(Operator[VerifyConfig]):
         return checked_columns(self.config)
 
     def setup(self, ctx: StepContext) -> None:
-        self._checker = AnswerChecker(self.config)
+        from curate.answers.cache import VerdictCache
+
+        self._checker = AnswerChecker(self.config, VerdictCache.in_dir(ctx.cache_dir))
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         if not hasattr(self, "_checker"):
