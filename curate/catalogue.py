@@ -20,6 +20,7 @@ from importlib import metadata
 import curate.dedup.operators
 import curate.generate.operators
 import curate.grade.operators
+import curate.prune.arithmetic
 import curate.prune.filters
 import curate.prune.rewrite
 import curate.prune.steps
