@@ -286,3 +286,16 @@ def test_arithmetic_check_operator_marks_rows_and_keeps_earlier_rejections(tmp_p
     assert ctx.metrics["checked"] == 2
     everything, _ = run(ArithmeticCheck, frame, tmp_path)
     assert everything["reject_reason"].to_list() == [None, "false_arithmetic", "false_arithmetic"]
+
+
+def test_audit_shows_where_judge_and_rules_disagree(tmp_path):
+    from curate.audit.tables import Audit
+
+    audit = Audit.__new__(Audit)  # only rows() is needed: give it the verified frame
+    frame = pl.DataFrame({"trace_id": ["a", "b", "c", "d"], "correct": [True, False, None, False],
+                          "judge_verdict": [True, True, None, None],
+                          "judge_status": ["ok", "ok", "unparseable", "skipped"]})
+    audit.rows = lambda scope="all": frame
+    table = audit.judge()
+    assert table.filter(pl.col("disagree"))["rows"].to_list() == [1]  # rules said no, judge yes
+    assert table["judge_status"].to_list().count("skipped") == 0 and table["rows"].sum() == 3

@@ -166,7 +166,7 @@ class Judge:
         cut = [pl.col(f).cast(pl.String).fill_null("").str.slice(-limit).alias(f) for f in fields]
         nulls = [pl.lit(None, c.dtype).alias(c.name) for c in PROBLEM_COLUMNS if c.name != "problem_id"]
         return items.select(cut).with_columns(
-            problem_id=pl.format("judge-{}", pl.int_range(pl.len())), *nulls,
+            *nulls, problem_id=pl.format("judge-{}", pl.int_range(pl.len())),
         )
 
     def judge(self, items: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:

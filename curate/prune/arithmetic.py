@@ -115,10 +115,38 @@ def _python(expr: str, percent: float, mixed: str) -> str:
     return _INT_LITERAL.sub(r"\1.0", text)
 
 
+_SIMPLE_NUMBER = r"(?:\\?\$\s?)?(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)((?:\s+[a-zA-Z]{2,}(?:/[a-zA-Z]+)?){0,2})"
+# Most sides are a number or `a op b` (units and $ aside): computed without building Python source.
+_SIMPLE = re.compile(
+    rf"\s*{_SIMPLE_NUMBER}\s*(?:([-+*/×÷·–−]|\\times|\\cdot|\\div|(?<=\s)x(?=\s))\s*{_SIMPLE_NUMBER}\s*)?")
+_APPLY = {"+": float.__add__, "-": float.__sub__, "–": float.__sub__, "−": float.__sub__, "*": float.__mul__,
+          "×": float.__mul__, "·": float.__mul__, "x": float.__mul__, r"\times": float.__mul__,
+          r"\cdot": float.__mul__, "/": float.__truediv__, "÷": float.__truediv__, r"\div": float.__truediv__}
+
+
+def _simple_value(expr: str) -> float | None:
+    match = _SIMPLE.fullmatch(expr)
+    if match is None:
+        return None
+    a, units_a, op, b, units_b = match.groups()
+    if any(w.lower() in _KEPT_WORDS for w in f"{units_a} {units_b or ''}".replace("/", " ").split()):
+        return None  # a phrase word: the general path decides
+    left = float(a.replace(",", ""))
+    if op is None:
+        return left
+    try:
+        return _APPLY[op](left, float(b.replace(",", "")))
+    except ZeroDivisionError:
+        return None
+
+
 @lru_cache(maxsize=200_000)
 def _values(expr: str) -> tuple[float, ...]:
     """The expression's values: % read as /100 and as nothing, a whole number before a
     fraction as a mixed number and as a product (duplicates collapse)."""
+    simple = _simple_value(expr)
+    if simple is not None:
+        return (simple,)
     values = []
     readings = [(p, m) for p in ((0.01, 1.0) if "%" in expr else (1.0,))
                 for m in (("+", "*") if _MIXED.search(expr) else ("+",))]
@@ -135,6 +163,7 @@ def _values(expr: str) -> tuple[float, ...]:
     return tuple(dict.fromkeys(values))
 
 
+@lru_cache(maxsize=200_000)
 def _decimals(expr: str) -> int | None:
     """Decimals of a side that is one stated number (None for an expression)."""
     if _computes(expr):
@@ -174,6 +203,7 @@ def _phrase_tail(pre: str, first: str) -> bool:
     return pre.strip().isalpha() and not _computes(first) and bool(_UNIT_WORD.search(first))
 
 
+@lru_cache(maxsize=200_000)
 def _computes(side: str) -> bool:
     """Whether a side holds an operation (unit words aside)."""
     return bool(_HAS_OPERATOR.search(_UNIT_WORD.sub("", side)))
@@ -237,6 +267,13 @@ def false_worded(phrase: str) -> str | None:
     return phrase[:-1].rstrip() if not (tail.isdigit() or tail == "$") else phrase
 
 
+def _judged(matches: pl.Series, check) -> pl.DataFrame:
+    """Each distinct match once: (match, error or null)."""
+    distinct = matches.unique()
+    return pl.DataFrame({matches.name: distinct,
+                         "error": pl.Series([check(m) for m in distinct.to_list()], dtype=pl.String)})
+
+
 def find_false_equations(texts: pl.Series) -> pl.Series:
     """Per text: the list of false equations it states (empty list: none found)."""
     frame = pl.DataFrame({"text": texts}).with_row_index("_row").with_columns(
@@ -245,10 +282,8 @@ def find_false_equations(texts: pl.Series) -> pl.Series:
     )
     chains = frame.select("_row", "chain").explode("chain").drop_nulls("chain")
     worded = frame.select("_row", "worded").explode("worded").drop_nulls("worded")
-    chain_errors = chains.with_columns(
-        error=pl.col("chain").map_elements(false_equation, return_dtype=pl.String, skip_nulls=True))
-    worded_errors = worded.with_columns(
-        error=pl.col("worded").map_elements(false_worded, return_dtype=pl.String, skip_nulls=True))
+    chain_errors = chains.join(_judged(chains["chain"], false_equation), on="chain", maintain_order="left")
+    worded_errors = worded.join(_judged(worded["worded"], false_worded), on="worded", maintain_order="left")
     errors = (pl.concat([chain_errors.select("_row", "error"), worded_errors.select("_row", "error")])
               .drop_nulls("error").group_by("_row", maintain_order=True).agg("error"))
     return (frame.select("_row").join(errors, on="_row", how="left", maintain_order="left")["error"]
