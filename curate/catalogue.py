@@ -17,10 +17,13 @@ from __future__ import annotations
 import sys
 from importlib import metadata
 
+import curate.dedup.confirm
 import curate.dedup.operators
 import curate.generate.operators
 import curate.grade.operators
+import curate.prune.arithmetic
 import curate.prune.filters
+import curate.prune.process
 import curate.prune.rewrite
 import curate.prune.steps
 import curate.select.operators

@@ -93,6 +93,11 @@ STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
     Column("teacher_disagreement", pl.Boolean(), "Grade: some teacher never solves it while another does."),
     Column("band", pl.String(), "Grade: difficulty band: unsolved, the configured bands, trivial.", nullable=True),
     # dedup
+    Column("judge_verdict", pl.Boolean(), "Verify's LLM judge: the final answer matches the reference "
+           "(null = not asked or no verdict).", nullable=True),
+    Column("judge_reason", pl.String(), "Verify's LLM judge: its one-line reason.", nullable=True),
+    Column("judge_status", pl.String(), "Verify's LLM judge: ok, unparseable, truncated, generation_error, "
+           "over_budget or skipped.", nullable=True),
     Column("dedup_cluster", pl.String(), "Dedup: id of the row kept for this row's near-duplicate cluster "
            "(its own id when unique; null for empty text).", nullable=True),
     # prune
@@ -100,6 +105,11 @@ STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
            "(null = untouched).", nullable=True),
     Column("pruned_by", pl.String(), "Prune: comma-separated operators that shortened the reasoning "
            "(null = untouched).", nullable=True),
+    Column("process_verdict", pl.Boolean(), "Prune: process_check's judge says every step follows "
+           "(null = not asked or no verdict).", nullable=True),
+    Column("process_reason", pl.String(), "Prune: process_check's judge's one-line reason.", nullable=True),
+    Column("process_status", pl.String(), "Prune: process_check outcome: ok, unparseable, truncated, "
+           "generation_error, over_budget or skipped.", nullable=True),
     Column("rewrite_status", pl.String(), "Prune: rewrite_traces outcome: rewritten, skipped, "
            "rejected:answer_lost|format_lost|no_gain|truncated or failed:<reason> (original kept unless rewritten).",
            nullable=True),

@@ -157,27 +157,42 @@ def run_op(op_class, frame: pl.DataFrame, **config) -> pl.DataFrame:
 
 
 def eval_arith(split: str) -> dict:
-    from curate.prune.filters import AnswerConsistencyFilter
-    from curate.verify.operators import Verify
+    """arithmetic_check on planted false equations and on real clean traces: row-level
+    detection, precision, and whether the quoted evidence is the planted equation (its
+    stated result is the planted value)."""
+    from curate.prune.arithmetic import ArithmeticCheck
 
     rows = load("arith_traces", split)
     frame = trace_frame(rows, "text", "final_answer")
-    verified = run_op(Verify, frame)
-    consistency = run_op(AnswerConsistencyFilter, frame)
-    result = {"set": "arith_traces", "split": split, "rows": len(rows),
-              "note": "no operator re-evaluates stated equations yet: these are what the current ones do"}
+    started = time.perf_counter()
+    checked = run_op(ArithmeticCheck, frame)
+    seconds = time.perf_counter() - started
+    flagged = [r is not None for r in checked["reject_reason"]]
+    evidence = [json.loads(d)["false_equations"] if d else [] for d in checked["reject_detail"]]
+    result = {"set": "arith_traces", "split": split, "rows": len(rows), "seconds": round(seconds, 2)}
+    planted_hits = planted_total = flagged_total = evidence_right = 0
     for source in sorted({r["source"] for r in rows}):
         for label in ("clean", "planted"):
             idx = [i for i, r in enumerate(rows) if r["source"] == source and r["label"] == label]
-            passed = sum(bool(verified["correct"][i]) for i in idx)
-            flagged = sum(consistency["reject_reason"][i] is not None for i in idx)
-            result[f"{source}/{label}"] = {"verify_correct": rate(passed, len(idx)),
-                                          "answer_consistency_flagged": rate(flagged, len(idx))}
-    planted = [i for i, r in enumerate(rows) if r["label"] == "planted"]
-    result["planted_detected_by_any_current_operator"] = rate(
-        sum(consistency["reject_reason"][i] is not None or verified["correct"][i] is False for i in planted),
-        len(planted))
+            hits = sum(flagged[i] for i in idx)
+            result[f"{source}/{label}"] = {"flagged": rate(hits, len(idx))}
+            if label == "planted":
+                planted_hits += hits
+                planted_total += len(idx)
+                evidence_right += sum(any(_states(e, rows[i]["planted_value"]) for e in evidence[i]) for i in idx)
+            if label == "clean":
+                result[f"{source}/clean"]["flagged_evidence"] = [evidence[i] for i in idx if flagged[i]]
+            flagged_total += hits
+    result["planted_detected"] = rate(planted_hits, planted_total)
+    result["precision"] = rate(planted_hits, flagged_total)
+    result["evidence_is_the_planted_equation"] = rate(evidence_right, planted_hits)
     return result
+
+
+def _states(equation: str, value) -> bool:
+    """Whether a quoted false equation states `value` as its result."""
+    stated = equation.rsplit("=", 1)[-1].replace(",", "").replace("$", "")
+    return str(value).replace(",", "") in stated
 
 
 # --- C: verify and filters on real formats -----------------------------------------------------

@@ -52,6 +52,7 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
         _section("Pruning", _image(plots.get("pruning"), "tokens saved by pruning"), _table(audit.pruning())),
         _section("Dedup clusters", _table(audit.clusters())),
         _section("Decontamination hits", _table(audit.contamination())),
+        _section("Judge vs rules (verify)", _table(audit.judge())),
         _section("Examples per band", _samples(audit.samples(per_band=samples_per_band))),
     ]
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in dict.fromkeys(audit.notes))

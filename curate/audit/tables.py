@@ -314,6 +314,21 @@ class Audit:
         differ = pl.col("source_correct").is_not_null() & ~pl.col("correct").eq_missing(pl.col("source_correct"))
         return rows.filter(differ).sort("source", "teacher", "problem_id").select(columns).head(limit)
 
+    def judge(self) -> pl.DataFrame:
+        """Verify's LLM judge against the rules, over every trace it was asked about:
+        rows per (rule verdict `correct`, judge_verdict, judge_status); `disagree` marks
+        where both decided and differ."""
+        schema = {"correct": pl.Boolean, "judge_verdict": pl.Boolean, "judge_status": pl.String,
+                  "rows": pl.UInt32, "disagree": pl.Boolean}
+        frame = self.rows("all")
+        if "judge_status" not in frame.columns:
+            return pl.DataFrame(schema=schema)  # no judge in this run: nothing to note
+        asked = frame.filter(pl.col("judge_status").is_not_null() & (pl.col("judge_status") != "skipped"))
+        return (asked.group_by("correct", "judge_verdict", "judge_status").agg(rows=pl.len())
+                .with_columns(disagree=pl.col("correct").is_not_null() & pl.col("judge_verdict").is_not_null()
+                              & (pl.col("correct") != pl.col("judge_verdict")))
+                .select(list(schema)).sort("judge_status", "correct", "judge_verdict", nulls_last=True))
+
     def _teacher_pass_rates(self) -> pl.DataFrame | None:
         """(problem_id, teacher, pass_rate): from verified traces, else from grade's JSON."""
         frame = self.rows("all")

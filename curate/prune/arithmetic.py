@@ -1,0 +1,345 @@
+"""`arithmetic_check`: re-evaluate the arithmetic a trace states, and flag a trace with a
+false stated equation ("3 + 5 = 10", "the sum of 3 and 5, which is 10") with that
+equation as evidence. No model: cheap enough for millions of traces.
+
+What is checked: chains of plain-number expressions joined by `=` (`2*$500 = $1000`,
+`\\frac{27}{3} = 9`, `3 \\times 4 = 12 = 6 + 6`, GSM8K `<<16-3-4=9>>` annotations, `1,000`,
+`25%`), and a few worded forms (`the sum of A and B is C`, `A times B is C`). An equation
+is checked only where it stands on its own: a chain glued to a variable or to an operator
+outside it (`x + 3 * 4 = 12`, `2x = 6`, `- \\dots + 99 - 100 = -50`) is left alone, since
+its numbers are only part of an expression we cannot see whole. A stated value with d
+decimals counts as right when it is within 10^-d of the exact value (rounding or
+truncation, `10/3 = 3.33`); an exact integer value must be stated exactly. `%` may be
+read as /100 or as a plain number (`20/100*100 = 20%` and `25% * 60 = 15` both hold).
+
+Extraction runs as one polars regex pass over the chunk (Rust); only the extracted chains
+are evaluated in Python, each distinct chain once.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import polars as pl
+from pydantic import Field
+
+from curate.core.operator import Filter, OperatorConfig, StepContext, register
+
+# --- the chain regex (Rust regex syntax: no look-around, so the characters around a
+# chain are matched as `pre` / `post` and judged afterwards) -----------------------------
+_NUMBER = r"(?:\\?\$[ \t]?)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[ \t]?\\?%)?"
+_FRAC = r"(?:\d+[ \t]*)?\\[dt]?frac\{[ \t]*\d+(?:\.\d+)?[ \t]*\}\{[ \t]*\d+(?:\.\d+)?[ \t]*\}"
+_POWER = r"(?:\^[ \t]*(?:\d|\{[ \t]*\d{1,3}[ \t]*\}))?"
+_OPEN = r"(?:(?:\\left)?\([ \t]*)*"
+_CLOSE = r"(?:[ \t]*(?:\\right)?\))*"
+# Up to two unit words after a number ("7 blocks + 5 blocks = 12 blocks", "4 miles/hour * 2 hours").
+_UNIT = r"(?:[ \t]+[a-zA-Z]{2,}(?:/[a-zA-Z]+)?){0,2}"
+_ATOM = rf"{_OPEN}-?(?:{_FRAC}|{_NUMBER}{_UNIT}){_POWER}{_CLOSE}{_POWER}"
+_OPERATOR = r"(?:[-+*/×÷·–−]|\\times|\\cdot|\\div)"
+_BINOP = rf"(?:[ \t]*{_OPERATOR}[ \t]*|[ \t]+x[ \t]+)"
+_EXPR = rf"{_ATOM}(?:{_BINOP}{_ATOM})*"
+_EQUALS = r"[ \t]*&?=&?[ \t]*"
+# A chain glued to what precedes it ("2(3 + 4) = 14") is matched with that "(" in `pre`, and skipped.
+_PRE = r"(?:(?:\\[a-zA-Z]+|\\[^a-zA-Z\s]|[a-zA-Z]+|[^\s\d.(])[ \t]*|\d+[ \t]+|[\w)][ \t]*\()?"
+# `post` swallows "\\left(" or an operator with its operand, so that the next chain does not start
+# right after them as if on its own.
+_POST = r"(?:[ \t]*(?:\\left\(|[-+*/×÷·–−^_][ \t]*\S*|\\[a-zA-Z]+|\\[^a-zA-Z\s]|[^\s\d]))?"
+# A chain refuted right after ("9 + 19 = 10 \\] \\[ 28 \\neq 10": a candidate tried and rejected).
+_REFUTED = r"(?:[^=]{0,60}?(?:\\neq?[^a-zA-Z]|≠|not equal))?"
+CHAIN = rf"{_PRE}{_EXPR}(?:{_EQUALS}{_EXPR})+{_POST}{_REFUTED}"
+_CHAIN_PARTS = re.compile(rf"({_PRE})({_EXPR}(?:{_EQUALS}{_EXPR})+)({_POST})({_REFUTED})", re.DOTALL)
+
+# Worded arithmetic: "the sum of 3 and 5, which is 10", "12 divided by 4 is 3".
+_WNUM = r"\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+_IS = r",?[ \t]+(?:which[ \t]+)?(?:is|equals|gives(?:[ \t]+us)?|makes|=)[ \t]+"
+WORDED = (
+    r"(?:[A-Za-z]+[ \t]+)?"  # the word before, so that "... plus 99 plus 98.9 equals 692" is seen as a longer sum
+    rf"(?i:(?:sum|product|difference)[ \t]+of[ \t]+{_WNUM}[ \t]+and[ \t]+{_WNUM}{_IS}{_WNUM}"
+    rf"|{_WNUM}[ \t]+(?:plus|minus|times|multiplied[ \t]+by|divided[ \t]+by)[ \t]+{_WNUM}{_IS}{_WNUM})"
+    r"(?:[ \t]*\S)?"
+)
+
+_OPERATORS = set("+-*/×÷·–−^_{")
+# LaTeX commands that may stand next to an equation without being part of it.
+_NEUTRAL_COMMANDS = {r"\[", r"\]", r"\(", r"\)", r"\\", r"\,", r"\;", r"\!", r"\quad", r"\qquad",
+                     r"\text", r"\textbf", r"\mathrm", r"\mbox", r"\implies", r"\Rightarrow",
+                     r"\rightarrow", r"\to", r"\approx", r"\therefore", r"\because", r"\end",
+                     r"\begin", r"\hline", r"\newline", r"\item", r"\Longrightarrow", r"\iff",
+                     r"\equiv", r"\pmod", r"\leq", r"\geq", r"\le", r"\ge", r"\neq", r"\ne", r"\lt", r"\gt"}
+_MODULAR = {r"\equiv", r"\pmod", r"\mod", r"\bmod"}
+_SPLIT_EQUALS = re.compile(_EQUALS)
+_HAS_OPERATOR = re.compile(rf"\d[ \t)}}%]*(?:[ \t]*{_OPERATOR}|[ \t]+x[ \t]+)|\\[dt]?frac|\^")
+_FRAC_RE = re.compile(r"(\d+\s*)?\\[dt]?frac\{\s*([\d.]+)\s*\}\{\s*([\d.]+)\s*\}")
+_UNIT_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}(?:/[a-zA-Z]+)?")
+# Words after a number that are no unit: scales, and words of a phrase ("1/3 of Solomon",
+# "one week and 2 days"). A side holding one does not evaluate.
+_SCALES = {"hundred", "thousand", "million", "billion", "trillion", "dozen", "percent", "half"}
+_KEPT_WORDS = _SCALES | {"of", "and",
+               "or", "is", "are", "was", "were", "to", "in", "the", "on", "at", "for", "from", "more", "less",
+               "than", "times", "each", "per", "by", "with", "then", "so"}
+_MIXED = re.compile(r"\d\s*\\[dt]?frac")
+_INT_LITERAL = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
+_SAFE = re.compile(r"^[\d.+\-*/() ]+$")
+_WORD_NUM = re.compile(_WNUM)
+_WORDED_INSIDE = {"plus", "minus", "times", "by", "and", "of", "than"}
+_DECIMAL_PART = re.compile(r"\d?\.(\d+)")
+
+
+def _edge_ok(edge: str, side: str) -> bool:
+    """Whether the text around a chain leaves it standing on its own."""
+    token = edge.strip()
+    if not token:
+        return True
+    if token.startswith("\\") and len(token) > 1:
+        return token in _NEUTRAL_COMMANDS
+    if token[0] in _OPERATORS or token in "!'|)}" or token.endswith("(") or token[0].isdigit():
+        return False  # inside a larger expression, a product "2(3+4)", a mixed number "1 1/2"
+    if side == "post" and token in "([":  # a call or a range opens
+        return False
+    glued = edge == token  # no space between the chain and this character
+    return not (glued and token.isalnum())
+
+
+def _python(expr: str, percent: float, mixed: str) -> str:
+    """A pure-number expression as Python source (floats only: no huge ints). `mixed`: how
+    a whole number glued to a fraction reads ("2\\frac{3}{4}": "+" mixed number, "*" product)."""
+    text = _FRAC_RE.sub(lambda m: f"({m.group(1) + mixed if m.group(1) else ''}({m.group(2)})/({m.group(3)}))", expr)
+    for old, new in ((r"\left", ""), (r"\right", ""), (r"\times", "*"), (r"\cdot", "*"), (r"\div", "/"),
+                     ("×", "*"), ("·", "*"), ("÷", "/"), ("–", "-"), ("−", "-"), ("\\$", ""), ("$", ""), ("\\%", "%"), (",", ""),
+                     ("{", "("), ("}", ")"), ("^", "**")):
+        text = text.replace(old, new)
+    text = re.sub(r"\s+x\s+", "*", text)
+    text = _UNIT_WORD.sub(lambda m: m.group(0) if m.group(0).lower() in _KEPT_WORDS else "", text)
+    text = text.replace("%", f"*{percent}")
+    return _INT_LITERAL.sub(r"\1.0", text)
+
+
+_SIMPLE_NUMBER = r"(?:\\?\$\s?)?(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)((?:\s+[a-zA-Z]{2,}(?:/[a-zA-Z]+)?){0,2})"
+# Most sides are a number or `a op b` (units and $ aside): computed without building Python source.
+_SIMPLE = re.compile(
+    rf"\s*{_SIMPLE_NUMBER}\s*(?:([-+*/×÷·–−]|\\times|\\cdot|\\div|(?<=\s)x(?=\s))\s*{_SIMPLE_NUMBER}\s*)?")
+_APPLY = {"+": float.__add__, "-": float.__sub__, "–": float.__sub__, "−": float.__sub__, "*": float.__mul__,
+          "×": float.__mul__, "·": float.__mul__, "x": float.__mul__, r"\times": float.__mul__,
+          r"\cdot": float.__mul__, "/": float.__truediv__, "÷": float.__truediv__, r"\div": float.__truediv__}
+
+
+def _simple_value(expr: str) -> float | None:
+    match = _SIMPLE.fullmatch(expr)
+    if match is None:
+        return None
+    a, units_a, op, b, units_b = match.groups()
+    if any(w.lower() in _KEPT_WORDS for w in f"{units_a} {units_b or ''}".replace("/", " ").split()):
+        return None  # a phrase word: the general path decides
+    left = float(a.replace(",", ""))
+    if op is None:
+        return left
+    try:
+        return _APPLY[op](left, float(b.replace(",", "")))
+    except ZeroDivisionError:
+        return None
+
+
+@lru_cache(maxsize=200_000)
+def _values(expr: str) -> tuple[float, ...]:
+    """The expression's values: % read as /100 and as nothing, a whole number before a
+    fraction as a mixed number and as a product (duplicates collapse)."""
+    simple = _simple_value(expr)
+    if simple is not None:
+        return (simple,)
+    values = []
+    readings = [(p, m) for p in ((0.01, 1.0) if "%" in expr else (1.0,))
+                for m in (("+", "*") if _MIXED.search(expr) else ("+",))]
+    for percent, mixed in readings:
+        source = _python(expr, percent, mixed)
+        if not _SAFE.match(source.replace("**", "*")) or "***" in source:
+            continue
+        try:
+            value = eval(source, {"__builtins__": {}}, {})  # noqa: S307 - digits, operators, parentheses only
+        except (ArithmeticError, SyntaxError, TypeError, ValueError):
+            continue
+        if isinstance(value, float) and value == value and abs(value) < 1e15:
+            values.append(value)
+    return tuple(dict.fromkeys(values))
+
+
+@lru_cache(maxsize=200_000)
+def _decimals(expr: str) -> int | None:
+    """Decimals of a side that is one stated number (None for an expression)."""
+    if _computes(expr):
+        return None
+    match = re.search(r"\d(?:\.(\d+))?", expr.replace(",", ""))
+    return len(match.group(1) or "") if match else 0
+
+
+def _holds(left: str, right: str) -> bool:
+    """Whether `left = right` is true up to the precision the trace shows: a stated number
+    with d decimals may be off by < 10^-d (rounded or cut) unless both values are whole;
+    two expressions with rounded decimals inside may differ by that share."""
+    lefts, rights = _values(left), _values(right)
+    if not lefts or not rights:
+        return True  # not evaluable: no evidence either way
+    stated = [d for d in (_decimals(left), _decimals(right)) if d is not None]
+    inner = [len(d) for d in _DECIMAL_PART.findall(left + " " + right)]
+    for a in lefts:
+        for b in rights:
+            tolerance = 1e-9 * max(1.0, abs(a), abs(b))
+            if stated and not (_is_integer(a) and _is_integer(b)):
+                tolerance = max(tolerance, 10.0 ** -min(stated) * (1 - 1e-9))
+            elif not stated and inner:
+                tolerance = max(tolerance, 10.0 ** -min(inner) * max(abs(a), abs(b)))
+            if abs(a - b) <= tolerance:
+                return True
+    return False
+
+
+def _is_integer(value: float) -> bool:
+    return abs(value - round(value)) < 1e-9
+
+
+def _phrase_tail(pre: str, first: str) -> bool:
+    """A lone number with a unit after a word ("one week and 2 days = 7+2") ends a phrase
+    (as does anything after "and": "1 and 1/4 cup = 1.5 cups" is a mixed number)."""
+    return pre.strip().isalpha() and not _computes(first) and bool(_UNIT_WORD.search(first))
+
+
+@lru_cache(maxsize=200_000)
+def _computes(side: str) -> bool:
+    """Whether a side holds an operation (unit words aside)."""
+    return bool(_HAS_OPERATOR.search(_UNIT_WORD.sub("", side)))
+
+
+def _last_side(side: str) -> str:
+    """The last side of a chain up to the first phrase word: "58% of Megan" is "58%"."""
+    for word in _UNIT_WORD.finditer(side):
+        if word.group(0).lower() in _KEPT_WORDS - _SCALES:
+            return side[:word.start()]
+    return side
+
+
+@lru_cache(maxsize=200_000)
+def false_equation(chain: str) -> str | None:
+    """The first false equation of a matched chain (as it reads), or None. A chain glued to
+    an expression before it loses its first equation, one glued after it its last."""
+    parts = _CHAIN_PARTS.fullmatch(chain)
+    if parts is None:
+        return None
+    pre, body, post, refuted = parts.groups()
+    if post.strip() in _MODULAR:
+        return None  # "(8^2)^2 = 9^2 \\equiv 4": "=" between residues
+    sides = _SPLIT_EQUALS.split(body)
+    sides[-1] = _last_side(sides[-1])
+    pairs = list(zip(sides[:-1], sides[1:], strict=True))
+    first = 0 if _edge_ok(pre, "pre") and not _phrase_tail(pre, sides[0]) and pre.strip() != "and" else 1
+    last = len(pairs) if _edge_ok(post, "post") and not refuted else len(pairs) - 1
+    for left, right in pairs[first:last]:
+        if not (_computes(left) or _computes(right)):
+            continue  # "5 = 5": nothing computed
+        if not _holds(left, right):
+            return f"{left.strip()} = {right.strip()}"
+    return None
+
+
+@lru_cache(maxsize=200_000)
+def false_worded(phrase: str) -> str | None:
+    """The phrase, when its worded arithmetic is false."""
+    before = phrase.split(None, 1)[0].lower()
+    if before in _WORDED_INSIDE:
+        return None
+    phrase = phrase if before[0].isdigit() or before in ("sum", "product", "difference") else phrase.split(None, 1)[1]
+    a, b, c = (float(n.replace(",", "").replace("$", "")) for n in _WORD_NUM.findall(phrase)[:3])
+    lower = phrase.lower()
+    if "sum" in lower or "plus" in lower:
+        results = [a + b]
+    elif "product" in lower or "times" in lower or "multiplied" in lower:
+        results = [a * b]
+    elif "difference" in lower:
+        results = [a - b, b - a]
+    elif "minus" in lower:
+        results = [a - b]
+    else:
+        results = [a / b] if b else []
+    decimals = len(phrase.rsplit(".", 1)[1]) if "." in _WORD_NUM.findall(phrase)[2] else 0
+    tolerance = 10.0 ** -decimals if any(not _is_integer(r) for r in results) else 1e-9
+    if not results or any(abs(r - c) < tolerance for r in results):
+        return None
+    tail = phrase[-1]
+    return phrase[:-1].rstrip() if not (tail.isdigit() or tail == "$") else phrase
+
+
+def _judged(matches: pl.Series, check) -> pl.DataFrame:
+    """Each distinct match once: (match, error or null)."""
+    distinct = matches.unique()
+    return pl.DataFrame({matches.name: distinct,
+                         "error": pl.Series([check(m) for m in distinct.to_list()], dtype=pl.String)})
+
+
+def find_false_equations(texts: pl.Series) -> pl.Series:
+    """Per text: the list of false equations it states (empty list: none found)."""
+    frame = pl.DataFrame({"text": texts}).with_row_index("_row").with_columns(
+        chain=pl.col("text").str.extract_all(CHAIN),
+        worded=pl.col("text").str.extract_all(WORDED),
+    )
+    chains = frame.select("_row", "chain").explode("chain").drop_nulls("chain")
+    worded = frame.select("_row", "worded").explode("worded").drop_nulls("worded")
+    chain_errors = chains.join(_judged(chains["chain"], false_equation), on="chain", maintain_order="left")
+    worded_errors = worded.join(_judged(worded["worded"], false_worded), on="worded", maintain_order="left")
+    errors = (pl.concat([chain_errors.select("_row", "error"), worded_errors.select("_row", "error")])
+              .drop_nulls("error").group_by("_row", maintain_order=True).agg("error"))
+    return (frame.select("_row").join(errors, on="_row", how="left", maintain_order="left")["error"]
+            .fill_null(pl.lit([], pl.List(pl.String))).alias("false_equations"))
+
+
+class ArithmeticCheckConfig(OperatorConfig):
+    column: str = Field("completion", description="Text column whose stated arithmetic is re-evaluated.")
+    only_correct: bool = Field(
+        False, description="Check only traces verified correct (`correct` true); others pass untouched.")
+    max_evidence: int = Field(3, ge=1, description="False equations quoted in reject_detail per trace.")
+
+
+@register
+class ArithmeticCheck(Filter):
+    """Re-evaluate the equations and arithmetic a trace states ("3 * 4 = 12", GSM8K
+    <<a*b=c>> annotations, LaTeX \\times \\cdot \\div \\frac, 1,000, 25%, "the sum of 3 and 5
+    is 8"); reject a trace that states a false one ('false_arithmetic'), quoting it in
+    reject_detail. Deterministic, no model."""
+
+    name = "arithmetic_check"
+    Config = ArithmeticCheckConfig
+    adds = ("reject_reason", "reject_detail")
+    reject_reasons = ("false_arithmetic",)
+    default_chunk_size = 100_000
+
+    def input_columns(self) -> set[str]:
+        return {self.config.column} | ({"correct"} if self.config.only_correct else set())
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        config = self.config
+        checked = pl.col(config.column).is_not_null()
+        if config.only_correct:
+            checked &= pl.col("correct").fill_null(False)
+        texts = frame.select(pl.when(checked).then(pl.col(config.column)).alias("t"))["t"]
+        errors = find_false_equations(texts)
+        flagged = errors.list.len() > 0
+        detail = pl.struct(
+            false_equations=errors.list.head(config.max_evidence), count=errors.list.len()
+        ).struct.json_encode()
+        result = frame.with_columns(
+            reject_reason=pl.when(flagged).then(pl.lit("false_arithmetic")).otherwise(
+                pl.col("reject_reason") if "reject_reason" in frame.columns else None).cast(pl.String),
+            reject_detail=pl.when(flagged).then(detail).otherwise(
+                pl.col("reject_detail") if "reject_detail" in frame.columns else None).cast(pl.String),
+        )
+        ctx.count("rejected", int(flagged.sum()))
+        ctx.count("checked", int(frame.select(checked.sum()).item()))
+        ctx.on_progress(frame.height)
+        return result
+
+    @classmethod
+    def summary(cls, metrics: dict[str, float]) -> str | None:
+        if not metrics.get("checked"):
+            return None
+        return f"{int(metrics.get('rejected', 0))} of {int(metrics['checked'])} traces state false arithmetic"
+
+
+__all__ = ["ArithmeticCheck", "false_equation", "find_false_equations"]
