@@ -48,6 +48,11 @@ class PublishConfig(BaseModel):
     )
     think_open: str = Field("<think>", description="Opens the reasoning inside the assistant turn.")
     think_close: str = Field("</think>", description="Closes the reasoning; the final answer follows it.")
+    preference: bool = Field(
+        True,
+        description="Publish the pairs of the run's preference_pairs step as the `preference` config "
+        "(prompt/chosen/rejected for TRL's DPOTrainer), next to the default one.",
+    )
     columns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_COLUMNS),
         description="Raw run columns to publish as well, when present (absent ones are skipped). "
