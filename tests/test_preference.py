@@ -339,3 +339,46 @@ def test_dpo_loss_decreases_on_the_bundled_student(published, tmp_path):
     resumed = train(config.model_copy(update={"max_steps": 10}))
     assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-8")
     assert resumed.steps == 10
+
+
+# --- compare: SFT-only against SFT then DPO ----------------------------------------
+
+
+def test_compare_sets_sft_only_against_sft_then_dpo(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import curate.evals.compare as compare_module
+    import curate.train.trainer as trainer_module
+    from curate.evals.compare import CompareConfig, compare
+
+    trained, evaluated = [], {}
+
+    def fake_train(config):
+        trained.append(config)
+        return SimpleNamespace(model_dir=config.output_dir / "final")
+
+    def fake_evaluate(config, problems):
+        evaluated[config.model.name] = config.model.model
+        correct = [True, False, True] if config.model.name == "sft_dpo" else [True, False, False]
+        return SimpleNamespace(traces=pl.DataFrame({"problem_id": ["a", "b", "c"], "correct": correct}))
+
+    monkeypatch.setattr(trainer_module, "train", fake_train)
+    monkeypatch.setattr(compare_module, "evaluate", fake_evaluate)
+    config = CompareConfig(
+        datasets={"sft": "published/v1", "sft_dpo": "published/v1"},
+        then={"sft_dpo": {"method": "dpo", "learning_rate": 5e-7}},
+        train={"max_steps": 3}, output_dir=tmp_path,
+        eval={"model": {"name": "m", "model": "x", "prompt": {"user": "{problem}"}}},
+    )
+    _, difference = compare(config, pl.DataFrame())
+    # one SFT run shared by both arms, then DPO from that SFT student on the same version's pairs
+    assert [(c.method, c.student, c.dataset, c.output_dir) for c in trained] == [
+        ("sft", "bundled:smollm2", "published/v1", tmp_path / "sft"),
+        ("dpo", str(tmp_path / "sft" / "final"), "published/v1", tmp_path / "sft_dpo" / "then"),
+    ]
+    assert trained[1].learning_rate == 5e-7 and trained[1].max_steps == 3
+    assert evaluated == {"sft": str(tmp_path / "sft" / "final"), "sft_dpo": str(tmp_path / "sft_dpo" / "then" / "final")}
+    assert difference.arms == ("sft", "sft_dpo") and difference.difference == pytest.approx(-1 / 3)
+    with pytest.raises(ValueError, match="'dpo_arm' is not an arm"):
+        CompareConfig(datasets={"a": "x", "b": "y"}, then={"dpo_arm": {"method": "dpo"}}, train={},
+                      eval={"model": {"name": "m", "model": "x", "prompt": {"user": "{problem}"}}})
