@@ -116,4 +116,6 @@ class PublishConfig(BaseModel):
         visibility) changes no content, so republishing with only those changed is a no-op.
         """
         layout = {"output_dir", "shard_size_mb", "version_scheme", "version", "private", "hub_branch"}
+        # `preference` shapes content only through the pairs it publishes, which the fingerprint hashes.
+        layout.add("preference")
         return self.model_dump(mode="json", exclude=layout)

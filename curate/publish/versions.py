@@ -94,11 +94,12 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
     frame = published_frame(run, config)
     data_print = data_fingerprint(frame)
     pairs = preference_frame(run, config)
-    pairs_print = data_fingerprint(pairs) if pairs is not None and pairs.height else ""
+    pairs_print = data_fingerprint(pairs) if pairs is not None else ""
+    # Only a version with pairs hashes them, so a run without any keeps its fingerprint.
+    pairs_parts = (pairs_print, json.dumps(column_types(pairs), sort_keys=True)) if pairs is not None else ()
     fingerprint = content_hash(
         data_print,
-        pairs_print,
-        json.dumps(column_types(pairs) if pairs is not None else {}, sort_keys=True),
+        *pairs_parts,
         str(run.recipe.sha256 or ""),
         json.dumps(run.recipe.overrides, sort_keys=True),
         json.dumps(config.content_settings(), sort_keys=True),
@@ -112,7 +113,7 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
             if lineage.get("fingerprint") == fingerprint:
                 log.info("content unchanged: %s already holds fingerprint %s", name, fingerprint)
                 return PublishResult(name, dataset_dir / name, fingerprint, frame.height, created=False)
-        version = config.version or _next_version(existing, config.version_scheme, frame, data_print)
+        version = config.version or _next_version(existing, config.version_scheme, frame, data_print, pairs_print)
         if version in existing or (dataset_dir / version).exists():
             raise FileExistsError(f"{dataset_dir / version} already exists with other content; choose another version")
 
@@ -204,7 +205,8 @@ def diff_versions(dataset_dir: Path, v1: str, v2: str, config: str = "default") 
     )
 
 
-def _next_version(existing: dict[str, dict], scheme: str, frame: pl.DataFrame, data_print: str) -> str:
+def _next_version(existing: dict[str, dict], scheme: str, frame: pl.DataFrame, data_print: str,
+                  pairs_print: str = "") -> str:
     if scheme == "counter":
         numbers = [int(m.group(1)) for name in existing if (m := _COUNTER.match(name))]
         return f"v{max(numbers, default=0) + 1}"
@@ -215,7 +217,8 @@ def _next_version(existing: dict[str, dict], scheme: str, frame: pl.DataFrame, d
     previous = existing[latest]
     if previous.get("columns") != column_types(frame):
         return f"{major + 1}.0.0"
-    if previous.get("data_fingerprint") != data_print:
+    previous_pairs = ((previous.get("configs") or {}).get(PREFERENCE) or {}).get("data_fingerprint", "")
+    if previous.get("data_fingerprint") != data_print or previous_pairs != pairs_print:
         return f"{major}.{minor + 1}.0"
     return f"{major}.{minor}.{patch + 1}"
 
