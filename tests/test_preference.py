@@ -326,17 +326,20 @@ def test_dpo_loss_decreases_on_the_bundled_student(published, student, tmp_path)
     from curate.train import TrainConfig, train
 
     _, result = published
-    # Two of the published pairs, one batch, seen at every step: cheap on a CPU.
+    # The two published pairs with the shortest problems, one batch seen at every step:
+    # cheap on a CPU, and max_length leaves room for both answers after the prompt.
     shard = result.published.folder / "preference" / "train-00000-of-00001.parquet"
-    pl.read_parquet(shard).head(2).write_parquet(tmp_path / "pairs.parquet")
+    pairs = pl.read_parquet(shard)
+    pairs.sort(pl.col("prompt").list.last().struct.field("content").str.len_chars()).head(2).write_parquet(
+        tmp_path / "pairs.parquet")
     config = TrainConfig(
         method="dpo", student=student, dataset=str(tmp_path / "pairs.parquet"), output_dir=tmp_path / "dpo",
-        max_length=128, overlong="truncate", max_steps=5, batch_size=2, grad_accumulation=1, learning_rate=5e-5,
-        lr_scheduler="constant", warmup_ratio=0.0, logging_steps=1, save_steps=5, bf16=False,
+        max_length=96, overlong="truncate", max_steps=3, batch_size=2, grad_accumulation=1, learning_rate=5e-5,
+        lr_scheduler="constant", warmup_ratio=0.0, logging_steps=1, save_steps=3, bf16=False,
     )
     trained = train(config)
     losses = [entry["loss"] for entry in trained.loss_history]
-    assert trained.method == "dpo" and trained.steps == 5
+    assert trained.method == "dpo" and trained.steps == 3
     # DPO's loss starts at log 2 (policy = reference) and falls as the margin grows
     assert losses[0] == pytest.approx(0.6931, abs=0.01)
     assert losses[-1] < losses[0] - 0.05
@@ -344,9 +347,9 @@ def test_dpo_loss_decreases_on_the_bundled_student(published, student, tmp_path)
     assert (trained.model_dir / "config.json").is_file()
     assert trained.tokens > 0
     # same resume behaviour as SFT: a longer run continues from the last checkpoint
-    resumed = train(config.model_copy(update={"max_steps": 6}))
-    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-5")
-    assert resumed.steps == 6
+    resumed = train(config.model_copy(update={"max_steps": 4}))
+    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-3")
+    assert resumed.steps == 4
 
 
 # --- compare: SFT-only against SFT then DPO ----------------------------------------
