@@ -321,6 +321,7 @@ def test_trl_dpo_trainer_takes_the_published_config_as_is(published, student, tm
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # seconds unloaded; a 2-core machine shared by many jobs needs far longer
 @needs_smollm2
 def test_dpo_loss_decreases_on_the_bundled_student(published, student, tmp_path):
     from curate.train import TrainConfig, train
