@@ -7,6 +7,7 @@ reported, since other processes on a shared machine make single timings noisy.
 
     python bench/train.py                       # bundled SmolLM2-135M, 16 GSM8K examples
     python bench/train.py --dataset published/v1 --student HuggingFaceTB/SmolLM2-360M-Instruct
+    python bench/train.py --method dpo          # DPO: curate's method: dpo vs TRL's DPOTrainer
 """
 
 from __future__ import annotations
@@ -85,8 +86,116 @@ def run_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
             "loop_s": timer.seconds}
 
 
+# --- DPO: `curate.train.train(method="dpo")` vs TRL's DPOTrainer called directly ---------
+
+PAIR_TRACES = REPO / "tests" / "fixtures" / "preference"
+
+
+def preference_dataset(folder: Path) -> Path:
+    """A published-layout folder whose preference config holds pairs of real MATH-500 traces
+    (Qwen2.5-14B vs Sky-T1, one right and one wrong), formed by `preference_pairs`."""
+    from curate.select.pairs import PreferencePairsConfig, form_pairs
+    from curate.sources.skythought import read_skythought
+
+    traces = pl.concat([read_skythought(PAIR_TRACES / f"math500_{name}.jsonl", name)
+                        for name in ("qwen25_shortcot", "skyt1_longcot")])
+    # The files' own labels stand in for verify here: the benchmark times training, not verification.
+    traces = traces.with_columns(verify_status=pl.when(pl.col("correct")).then(pl.lit("correct")).otherwise(pl.lit("wrong")))
+    pairs, _ = form_pairs(traces, PreferencePairsConfig())
+
+    def turn(role: str, column: str) -> pl.Expr:
+        return pl.concat_list(pl.struct(pl.lit(role).alias("role"), pl.col(column).alias("content")))
+
+    (folder / "preference").mkdir(parents=True, exist_ok=True)
+    pairs.select(prompt=turn("user", "problem"), chosen=turn("assistant", "chosen_completion"),
+                 rejected=turn("assistant", "rejected_completion")).write_parquet(
+        folder / "preference" / "train-00000-of-00001.parquet")
+    return folder
+
+
+def run_dpo_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
+    """What a user would write by hand with TRL: read the pairs, DPOConfig, DPOTrainer, train, save."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class LoopTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self.started
+
+    started = time.perf_counter()
+    files = sorted((Path(config.dataset) / "preference").glob(f"{config.split}-*.parquet"))
+    pairs = pl.concat([pl.read_parquet(f, columns=["prompt", "chosen", "rejected"]) for f in files])
+    dataset = Dataset.from_polars(pairs)
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    args = DPOConfig(
+        output_dir=str(config.output_dir), max_length=config.max_length, beta=config.dpo.beta,
+        loss_type=list(config.dpo.loss_type), learning_rate=learning_rate, lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accumulation,
+        activation_checkpointing=False, bf16=False, use_cpu=True, seed=config.seed, data_seed=config.seed,
+        save_steps=config.save_steps, logging_steps=config.logging_steps,
+        include_num_input_tokens_seen="non_padding", report_to="none",
+    )
+    timer = LoopTimer()
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
+    trainer.train()
+    trainer.save_model(str(config.output_dir / "final"))
+    return {"tokens": trainer.state.num_input_tokens_seen, "total_s": time.perf_counter() - started,
+            "loop_s": timer.seconds}
+
+
+def dpo_main(args, work: Path, student_dir: str) -> None:
+    """Same pairs, same settings; the order alternates (trl, curate, curate, trl, ...) so
+    a slow spell on a shared machine hits both sides; median and spread (min-max) reported."""
+    from curate.train import TrainConfig
+
+    dataset = args.dataset or preference_dataset(work / "dpo-dataset")
+    learning_rate = 5e-6
+
+    def config(name: str, repeat: int) -> TrainConfig:
+        return TrainConfig(
+            method="dpo", student=student_dir, dataset=str(dataset), output_dir=work / f"dpo-{name}-{repeat}",
+            cache_dir=work / "cache", max_length=args.max_length, overlong="truncate", max_steps=args.steps,
+            batch_size=args.batch_size, grad_accumulation=args.grad_accumulation, learning_rate=learning_rate,
+            save_steps=10_000, logging_steps=1, bf16=False, gradient_checkpointing=False,
+        )
+
+    runs: dict[str, list[dict]] = {"trl": [], "curate": []}
+    for repeat in range(args.repeats):
+        order = ("trl", "curate") if repeat % 2 == 0 else ("curate", "trl")
+        for name in order:
+            if name == "trl":
+                runs["trl"].append(run_dpo_trl_direct(config("trl", repeat), student_dir, learning_rate))
+            else:
+                runs["curate"].append(run_curate(config("curate", repeat)))
+    tokens = {name: {r["tokens"] for r in results} for name, results in runs.items()}
+    if tokens["trl"] != tokens["curate"]:
+        sys.exit(f"the two sides trained different token counts: {tokens}")
+    print(f"DPO, student {args.student}, {args.steps} steps x {args.batch_size} pairs x {args.grad_accumulation}, "
+          f"max_length {args.max_length}, {tokens['trl'].pop()} tokens per run, {args.repeats} runs each, "
+          "alternating order")
+    print(f"{'':8} {'end-to-end tok/s median (min-max)':>36} {'loop tok/s median (min-max)':>30}")
+    medians = {}
+    for name, results in runs.items():
+        totals = [r["tokens"] / r["total_s"] for r in results]
+        loops = [r["tokens"] / r["loop_s"] for r in results]
+        medians[name] = (statistics.median(totals), statistics.median(loops))
+        print(f"{name:8} {medians[name][0]:12.1f} ({min(totals):.1f}-{max(totals):.1f}){'':8}"
+              f"{medians[name][1]:10.1f} ({min(loops):.1f}-{max(loops):.1f})")
+    print(f"ratio curate/trl: end-to-end {medians['curate'][0] / medians['trl'][0]:.3f}, "
+          f"loop {medians['curate'][1] / medians['trl'][1]:.3f} (goal >= 0.95)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=["sft", "dpo"], default="sft",
+                        help="dpo: DPO on real MATH-500 trace pairs (default dataset) instead of SFT.")
     parser.add_argument("--dataset", type=Path, help="Published dataset version folder (default: GSM8K sample).")
     parser.add_argument("--student", default="bundled:smollm2")
     parser.add_argument("--rows", type=int, default=16, help="GSM8K examples when --dataset is not given.")
@@ -101,8 +210,11 @@ def main() -> None:
     from curate.train.student import resolve_student
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    dataset = args.dataset or gsm8k_dataset(work / "dataset", args.rows)
     student_dir = resolve_student(args.student, work / "cache")  # converted once, outside the timings
+    if args.method == "dpo":
+        dpo_main(args, work, student_dir)
+        return
+    dataset = args.dataset or gsm8k_dataset(work / "dataset", args.rows)
     learning_rate = 5e-5
 
     def config(name: str, repeat: int) -> TrainConfig:

@@ -27,6 +27,7 @@ import curate.prune.process
 import curate.prune.rewrite
 import curate.prune.steps
 import curate.select.operators
+import curate.select.pairs
 import curate.verify.operators  # noqa: F401 - imported for their @register side effect
 from curate.core.operator import Operator, register, registered
 

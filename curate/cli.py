@@ -235,12 +235,16 @@ def diff(
     old: Annotated[str, typer.Argument(help="Older version, e.g. v1.")],
     new: Annotated[str, typer.Argument(help="Newer version, e.g. v2.")],
 ) -> None:
-    """Rows added, removed and changed between two versions (by trace_id)."""
+    """Rows added, removed and changed between two versions (by trace_id), and preference
+    pairs (by pair_id) when either version has the `preference` config."""
     from curate.errors import UserError
     from curate.publish import diff_versions
+    from curate.publish.versions import PREFERENCE, has_config
 
     try:
         out.print(diff_versions(dataset_dir, old, new).summary())
+        if has_config(dataset_dir, old, PREFERENCE) or has_config(dataset_dir, new, PREFERENCE):
+            out.print(diff_versions(dataset_dir, old, new, PREFERENCE).summary())
     except (FileNotFoundError, ValueError) as error:
         raise UserError(str(dataset_dir), str(error), "list the versions with `curate versions DIR`") from None
 

@@ -5,7 +5,8 @@
       output.parquet        the last step's rows
       rejections.parquet    every removed row, with `step`, `reject_reason`, `reject_detail`
       steps/NN-<id>-<fingerprint>/   one step's checkpoint: output.parquet,
-                            rejections.parquet, parts/ (finished chunks), step.json (last)
+                            rejections.parquet, parts/ (finished chunks), step.json (last),
+                            pairs.parquet (preference_pairs steps only)
 
 The runner writes through this module and every reader (publish, audit, the command
 line) reads through it, so the layout and the manifest's fields are defined once.
@@ -27,6 +28,8 @@ REJECTIONS = "rejections.parquet"
 STEPS = "steps"
 STEP_MARKER = "step.json"  # written last: its presence marks a step finished
 PARTS = "parts"
+# Written by the preference_pairs step next to its output; publish reads it.
+PAIRS = "pairs.parquet"
 
 # Reject reasons whose meaning other parts of curate rely on (the dataset card's
 # "Deduplication and decontamination" section, the audit's clusters and leaks). Operators

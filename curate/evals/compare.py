@@ -6,6 +6,14 @@ reported with a confidence interval from the paired per-problem differences (eac
 problem is scored under both arms, so problem difficulty cancels out).
 Make B a random subset of A's pool of the same size with the `sample` operator
 (`by: trace_id`, `n:` the size of A) to ask whether curation beat chance.
+
+An arm may train a second stage on its student (`then:`), e.g. SFT-only against SFT then
+DPO on the same version's preference pairs:
+
+    datasets: {sft: published/v3, sft_dpo: published/v3}
+    then: {sft_dpo: {method: dpo, learning_rate: 5.0e-7}}
+
+Arms with the same dataset share one SFT run (same settings and seed give the same student).
 """
 
 from __future__ import annotations
@@ -86,6 +94,11 @@ class CompareConfig(BaseModel):
     )
     train: TrainConfig = Field(description="Shared training settings; `dataset` and `output_dir` are set per arm.")
     eval: EvalConfig = Field(description="Shared evaluation; `model.model` is set to each arm's trained student.")
+    then: dict[str, dict] = Field(
+        default_factory=dict,
+        description="Per arm, a second training stage started from that arm's student: fields that change "
+        "`train` (e.g. {method: dpo}); it trains into <output_dir>/<name>/then/.",
+    )
     output_dir: Path = Field(Path("compare"), description="Each arm trains into <output_dir>/<name>/.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the interval on the difference.")
 
@@ -95,6 +108,21 @@ class CompareConfig(BaseModel):
         if len(value) != 2:
             raise ValueError(f"compare needs exactly two datasets, got {len(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _then_names_arms(self) -> CompareConfig:
+        for name, changes in self.then.items():
+            if name not in self.datasets:
+                raise ValueError(f"then: {name!r} is not an arm (arms: {', '.join(self.datasets)})")
+            self.second_stage(name, Path("."), changes.get("dataset", "."))  # validates the fields now
+        return self
+
+    def second_stage(self, arm: str, student: Path, dataset: str) -> TrainConfig:
+        """The arm's `then` stage: `train` with its changes, from `student`, into <arm>/then/."""
+        changes = dict(self.then[arm])
+        settings = self.train.model_dump() | {"dataset": dataset} | changes
+        settings |= {"student": str(student), "output_dir": self.output_dir / arm / "then"}
+        return TrainConfig.model_validate(settings)
 
 
 @dataclass
@@ -137,10 +165,16 @@ def compare(config: CompareConfig, problems: pl.DataFrame) -> tuple[dict[str, Ev
     from curate.train.trainer import train
 
     reports = {}
+    first_stage: dict[str, Path] = {}  # dataset -> its SFT student, shared by arms on one dataset
     for name, dataset in config.datasets.items():
         arm_dir = config.output_dir / name
-        trained = train(config.train.model_copy(update={"dataset": dataset, "output_dir": arm_dir}))
-        model = config.eval.model.model_copy(update={"name": name, "model": str(trained.model_dir)})
+        if dataset not in first_stage:
+            first_stage[dataset] = train(config.train.model_copy(
+                update={"dataset": dataset, "output_dir": arm_dir})).model_dir
+        model_dir = first_stage[dataset]
+        if name in config.then:
+            model_dir = train(config.second_stage(name, model_dir, config.then[name].get("dataset", dataset))).model_dir
+        model = config.eval.model.model_copy(update={"name": name, "model": str(model_dir)})
         reports[name] = evaluate(config.eval.model_copy(update={"model": model, "output_dir": arm_dir / "eval"}),
                                  problems)
     first, second = config.datasets

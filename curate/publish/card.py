@@ -12,7 +12,12 @@ import yaml
 
 from curate.core.rundir import CONTAMINATION_REASONS, DUPLICATE_REASONS, RecipeRecord
 from curate.publish.config import PublishConfig
-from curate.publish.rows import LINEAGE_COLUMNS, PUBLISH_COLUMNS
+from curate.publish.rows import (
+    LINEAGE_COLUMNS,
+    PAIR_LINEAGE_COLUMNS,
+    PREFERENCE_DESCRIPTIONS,
+    PUBLISH_COLUMNS,
+)
 from curate.publish.run import Run
 from curate.schema import KNOWN_COLUMNS
 
@@ -56,9 +61,14 @@ def dataset_license(run: Run, config: PublishConfig) -> str:
     return licenses.pop() if len(licenses) == 1 else "other"
 
 
-def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: CardFacts) -> str:
+def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: CardFacts,
+                pairs: pl.DataFrame | None = None) -> str:
     from huggingface_hub import DatasetCardData
 
+    configs = [{"config_name": "default", "data_files": [{"split": config.split, "path": f"data/{config.split}-*"}]}]
+    if pairs is not None:
+        configs.append({"config_name": "preference",
+                        "data_files": [{"split": config.split, "path": f"preference/{config.split}-*"}]})
     header = DatasetCardData(
         license=dataset_license(run, config),
         pretty_name=_title(run, config),
@@ -66,7 +76,7 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
         task_categories=config.task_categories,
         size_categories=[size_category(frame.height)],
         tags=config.tags,
-        configs=[{"config_name": "default", "data_files": [{"split": config.split, "path": f"data/{config.split}-*"}]}],
+        configs=configs,
     )
     sections = [
         f"---\n{header.to_yaml()}\n---",
@@ -80,9 +90,10 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
         _filters_section(run),
         _difficulty_section(run.output),
         _lengths_section(run.output),
+        _preference_section(run, pairs, config, facts),
         _sources_section(run, config),
         _recipe_section(run),
-        _lineage_section(frame),
+        _lineage_section(frame, pairs),
         _citation_section(run, config, facts),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -324,6 +335,50 @@ def _lengths_section(frame: pl.DataFrame) -> str:
     return "### Lengths\n\n" + _table(["Field", "Unit", "Mean", "p10", "Median", "p90", "Max"], rows)
 
 
+def _preference_section(run: Run, pairs: pl.DataFrame | None, config: PublishConfig, facts: CardFacts) -> str:
+    """The `preference` config: how many pairs, why problems gave none, and how to train on it."""
+    step = run.pairs_step()
+    if step is None or not config.preference:
+        return ""
+    metrics = step.metrics
+    published = pairs.height if pairs is not None else 0
+    problems_paired = pairs["problem_id"].n_unique() if pairs is not None and "problem_id" in pairs.columns else 0
+    settings = ", ".join(f"{key}={_setting(value)}" for key, value in step.config.items()) or "defaults"
+    funnel = [
+        ("Problems seen", int(metrics.get("problems", 0))),
+        ("no verified correct trace", int(metrics.get("problems_no_correct", 0))),
+        ("no verified wrong trace (after the final-line guard)", int(metrics.get("problems_no_wrong", 0))),
+        ("no correct and wrong trace of one teacher", int(metrics.get("problems_no_same_teacher", 0))),
+        ("**Problems with pairs**", problems_paired),
+        ("Traces left out: undecided, unparseable or truncated", int(metrics.get("traces_excluded", 0))),
+        ("Wrong traces refused: same text as a correct one but the final line",
+         int(metrics.get("negatives_final_line_only", 0))),
+        ("**Pairs published**", published),
+    ]
+    text = (
+        "### Preference pairs\n\n"
+        f"The `preference` config pairs, per problem, a verified correct trace (`chosen`) with a verified wrong "
+        f"trace of the same problem (`rejected`), made by the step `{step.id}` ({settings}). Undecided and "
+        "unparseable traces never take part. Each pair carries both trace ids (`chosen_trace_id`, "
+        "`rejected_trace_id`).\n\n" + _table(["", "Count"], [(label, f"{value:,}") for label, value in funnel])
+    )
+    if pairs is None:
+        return text
+    rows = [(f"`{name}`", f"`{dtype}`", _text(PREFERENCE_DESCRIPTIONS.get(name, KNOWN_COLUMNS[name].description
+                                                                         if name in KNOWN_COLUMNS else "")))
+            for name, dtype in pairs.schema.items()]
+    where = f'"{config.hub_repo_id}", revision="{facts.version}"' if config.hub_repo_id else f'"{facts.local_path}"'
+    text += (
+        "\n\nIt is in the conversational form TRL's `DPOTrainer` reads as it is:\n\n```python\n"
+        "from datasets import load_dataset\nfrom trl import DPOConfig, DPOTrainer\n\n"
+        f'pairs = load_dataset({where}, "preference", split="{config.split}")\n'
+        'trainer = DPOTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=pairs,\n'
+        '                     args=DPOConfig(output_dir="dpo-out"))\ntrainer.train()\n```\n\n'
+        + _table(["Column", "Type", "Description"], rows)
+    )
+    return text
+
+
 def _sources_section(run: Run, config: PublishConfig) -> str:
     if not run.sources:
         return ""
@@ -360,14 +415,14 @@ def _recipe_section(run: Run) -> str:
     )
 
 
-def _lineage_section(frame: pl.DataFrame) -> str:
+def _lineage_section(frame: pl.DataFrame, pairs: pl.DataFrame | None = None) -> str:
     columns = [f"`{c}`" for c in LINEAGE_COLUMNS if c in frame.columns]
     return (
         "## Lineage\n\n`lineage.json` (next to this card) records the recipe text and hash, every step's "
         "fingerprint, settings and row counts, the source files' hashes, the teacher models, the package "
         f"versions and the sha256 of each data file. Every row carries {_join(columns)}, so any row can be "
         "traced back to the run that made it."
-    )
+    ) + (f" Every preference pair carries {_join(f'`{c}`' for c in PAIR_LINEAGE_COLUMNS)}." if pairs is not None else "")
 
 
 def _citation_section(run: Run, config: PublishConfig, facts: CardFacts) -> str:

@@ -50,6 +50,11 @@ class PublishConfig(BaseModel):
     )
     think_open: str = Field("<think>", description="Opens the reasoning inside the assistant turn.")
     think_close: str = Field("</think>", description="Closes the reasoning; the final answer follows it.")
+    preference: bool = Field(
+        True,
+        description="Publish the pairs of the run's preference_pairs step as the `preference` config "
+        "(prompt/chosen/rejected for TRL's DPOTrainer), next to the default one.",
+    )
     columns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_COLUMNS),
         description="Raw run columns to publish as well, when present (absent ones are skipped). "
@@ -117,4 +122,6 @@ class PublishConfig(BaseModel):
         visibility) changes no content, so republishing with only those changed is a no-op.
         """
         layout = {"output_dir", "shard_size_mb", "version_scheme", "version", "private", "hub_branch"}
+        # `preference` shapes content only through the pairs it publishes, which the fingerprint hashes.
+        layout.add("preference")
         return self.model_dump(mode="json", exclude=layout)

@@ -87,6 +87,10 @@ def push_to_hub(
     raise AssertionError("unreachable")
 
 
+# Folders of data shards: the default config's and the preference config's.
+_SHARD_FOLDERS = ("data/", "preference/")
+
+
 def _push_once(api, folder: Path, repo_id: str, lineage: dict, private: bool, branch: str, num_threads: int):
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
@@ -103,10 +107,10 @@ def _push_once(api, folder: Path, repo_id: str, lineage: dict, private: bool, br
     local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     remote = api.list_repo_files(repo_id, repo_type="dataset", revision=branch)
     # Shards of an earlier version that this one lacks would otherwise be loaded with it.
-    stale = [path for path in remote if path.startswith("data/") and path not in local]
+    stale = [path for path in remote if path.startswith(_SHARD_FOLDERS) and path not in local]
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path in local]
 
-    shards = [op for op in additions if op.path_in_repo.startswith("data/")]
+    shards = [op for op in additions if op.path_in_repo.startswith(_SHARD_FOLDERS)]
     for start in range(0, len(shards), num_threads):
         batch = shards[start : start + num_threads]
         api.preupload_lfs_files(

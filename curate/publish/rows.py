@@ -21,6 +21,25 @@ PUBLISH_COLUMNS = {
 }
 
 
+# Descriptions of the `preference` config's columns (the others are described in curate.schema).
+PREFERENCE_DESCRIPTIONS = {
+    "prompt": "The turns before the answer (optional system prompt, the problem as the user turn).",
+    "chosen": "A verified correct trace of the problem, as one assistant turn.",
+    "rejected": "A verified wrong trace of the same problem, as one assistant turn.",
+    "pair_id": "Hash of the chosen and rejected trace ids.",
+    "chosen_trace_id": "The trace_id of the chosen trace.",
+    "rejected_trace_id": "The trace_id of the rejected trace.",
+    "chosen_teacher": "Teacher of the chosen trace.",
+    "rejected_teacher": "Teacher of the rejected trace.",
+    "chosen_model": "Model of the chosen trace.",
+    "rejected_model": "Model of the rejected trace.",
+    "chosen_answer": "Final answer extracted from the chosen trace.",
+    "rejected_answer": "Final answer extracted from the rejected trace.",
+    "rejected_answer_count": "The problem's verified wrong samples giving the rejected answer.",
+    "pair_policy": "The preference_pairs settings that chose the pair.",
+}
+
+
 def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
     """Rows as published: `messages` first, then the raw columns, then the lineage columns."""
     frame = run.output
@@ -44,6 +63,12 @@ def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
 
 
 def messages_expr(columns: list[str], config: PublishConfig, run: Run) -> pl.Expr:
+    turns = [*prompt_turns(columns, config, run), _turn("assistant", assistant_expr(columns, config, run))]
+    return pl.concat_list(turns)
+
+
+def prompt_turns(columns: list[str], config: PublishConfig, run: Run) -> list[pl.Expr]:
+    """The turns before the assistant's: the optional system prompt and the problem as the user turn."""
     if "problem" not in columns:
         raise RunDirError(f"{run.run_dir}: output has no 'problem' column, needed for the user turn of `messages`")
     user_parts: list[pl.Expr] = []
@@ -51,26 +76,59 @@ def messages_expr(columns: list[str], config: PublishConfig, run: Run) -> pl.Exp
         if index:
             user_parts.append(pl.col("problem").fill_null(""))
         user_parts.append(pl.lit(text))
-    user = pl.concat_str(user_parts)
+    turns = [_turn("user", pl.concat_str(user_parts))]
+    if config.system_prompt is not None:
+        turns.insert(0, _turn("system", pl.lit(config.system_prompt)))
+    return turns
 
-    if {"reasoning", "answer_text"} <= set(columns):
-        reasoning = pl.col("reasoning").fill_null("").str.strip_chars()
-        answer = pl.col("answer_text").fill_null("").str.strip_chars()
+
+def assistant_expr(columns: list[str], config: PublishConfig, run: Run, prefix: str = "") -> pl.Expr:
+    """The assistant turn's text: reasoning between the think tags, then the final answer
+    (or the raw completion). `prefix` picks one side of a preference pair ('chosen_')."""
+    reasoning_column, answer_column, completion_column = (f"{prefix}{c}" for c in ("reasoning", "answer_text", "completion"))
+    if {reasoning_column, answer_column} <= set(columns):
+        reasoning = pl.col(reasoning_column).fill_null("").str.strip_chars()
+        answer = pl.col(answer_column).fill_null("").str.strip_chars()
         with_reasoning = pl.concat_str(
             [pl.lit(config.think_open + "\n"), reasoning, pl.lit(f"\n{config.think_close}\n\n"), answer]
         )
-        assistant = pl.when(reasoning != "").then(with_reasoning).otherwise(answer)
-    elif "completion" in columns:
-        assistant = pl.col("completion").fill_null("")
-    else:
-        raise RunDirError(
-            f"{run.run_dir}: output has neither 'reasoning'+'answer_text' nor 'completion' for the assistant turn"
-        )
+        return pl.when(reasoning != "").then(with_reasoning).otherwise(answer)
+    if completion_column in columns:
+        return pl.col(completion_column).fill_null("")
+    raise RunDirError(
+        f"{run.run_dir}: output has neither '{reasoning_column}'+'{answer_column}' nor '{completion_column}' "
+        "for the assistant turn"
+    )
 
-    turns = [_turn("user", user), _turn("assistant", assistant)]
-    if config.system_prompt is not None:
-        turns.insert(0, _turn("system", pl.lit(config.system_prompt)))
-    return pl.concat_list(turns)
+
+# Pair columns published next to prompt/chosen/rejected, when present (renamed on the way).
+PREFERENCE_COLUMNS = {
+    "pair_id": "pair_id", "problem_id": "problem_id", "chosen_trace_id": "chosen_trace_id",
+    "rejected_trace_id": "rejected_trace_id", "chosen_teacher": "chosen_teacher", "rejected_teacher": "rejected_teacher",
+    "chosen_model": "chosen_model", "rejected_model": "rejected_model",
+    "chosen_extracted_answer": "chosen_answer", "rejected_extracted_answer": "rejected_answer",
+    "rejected_answer_count": "rejected_answer_count", "reference_answer": "reference_answer",
+    "source": "source", "domain": "domain", "pass_rate": "pass_rate", "band": "band", "pair_policy": "pair_policy",
+}
+PAIR_LINEAGE_COLUMNS = ("pair_id", "problem_id", "chosen_trace_id", "rejected_trace_id")
+
+
+def preference_frame(run: Run, config: PublishConfig) -> pl.DataFrame | None:
+    """The `preference` config's rows (TRL's conversational preference form: `prompt` turns,
+    one-turn `chosen` and `rejected`), or None when the run formed no pairs or publishing
+    them is switched off."""
+    pairs = run.pairs() if config.preference else None
+    if pairs is None or pairs.is_empty():  # the card's funnel still says why no pair was formed
+        return None
+    columns = pairs.columns
+    if pairs.height and pairs["pair_id"].is_duplicated().any():
+        raise RunDirError(f"{run.run_dir}: the preference pairs repeat pair_id values")
+    return pairs.select(
+        pl.concat_list(prompt_turns(columns, config, run)).alias("prompt"),
+        pl.concat_list([_turn("assistant", assistant_expr(columns, config, run, "chosen_"))]).alias("chosen"),
+        pl.concat_list([_turn("assistant", assistant_expr(columns, config, run, "rejected_"))]).alias("rejected"),
+        *(pl.col(name).alias(alias) for name, alias in PREFERENCE_COLUMNS.items() if name in columns),
+    )
 
 
 def _turn(role: str, content: pl.Expr) -> pl.Expr:

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from curate.core.rundir import (
+    PAIRS,
     RecipeRecord,
     RunDir,
     RunDirError,
@@ -48,6 +49,18 @@ class Run:
             return pl.DataFrame()
         present = [c for c in columns if c in pl.read_parquet_schema(self.rejections_path)]
         return pl.scan_parquet(self.rejections_path).select(present).collect()
+
+    def pairs_step(self) -> StepRecord | None:
+        """The last step that wrote preference pairs (a `pairs.parquet` beside its output)."""
+        return next((step for step in reversed(self.steps) if step.output and self._pairs_path(step).is_file()), None)
+
+    def pairs(self) -> pl.DataFrame | None:
+        """That step's preference pairs, or None when no step formed any."""
+        step = self.pairs_step()
+        return pl.read_parquet(self._pairs_path(step)) if step is not None else None
+
+    def _pairs_path(self, step: StepRecord) -> Path:
+        return self.run_dir / Path(step.output).parent / PAIRS
 
 
 def read_run(run_dir: Path) -> Run:

@@ -1,6 +1,8 @@
 """Versioned publishing: one immutable folder per version, built aside and renamed into place.
 
-A dataset folder holds `<version>/{README.md, lineage.json, data/<split>-NNNNN-of-NNNNN.parquet}`.
+A dataset folder holds `<version>/{README.md, lineage.json, data/<split>-NNNNN-of-NNNNN.parquet}`,
+plus `preference/<split>-NNNNN-of-NNNNN.parquet` (the `preference` config) when the run
+formed preference pairs.
 A publish builds the next version in a hidden `.building-*` folder and renames it into
 place only when every file is written and synced, so a crash leaves no half version (the
 leftover is removed by the next publish). A lock file keeps two publishes from racing.
@@ -29,13 +31,23 @@ from curate.core.io import atomic_path, file_sha256, fsync_dir, write_text
 from curate.publish.card import CardFacts, render_card
 from curate.publish.config import PublishConfig
 from curate.publish.lineage import build_lineage, redact
-from curate.publish.rows import column_types, data_fingerprint, published_frame, row_hashes
+from curate.publish.rows import (
+    PAIR_LINEAGE_COLUMNS,
+    column_types,
+    data_fingerprint,
+    preference_frame,
+    published_frame,
+    row_hashes,
+)
 from curate.publish.run import read_run
 from curate.schema import content_hash
 
 log = logging.getLogger("curate.publish")
 
 LINEAGE_FILE = "lineage.json"
+PREFERENCE = "preference"  # the config (and folder) holding preference pairs
+# Config name -> (shard folder, key rows are matched by in `diff`).
+CONFIGS = {"default": ("data", None), PREFERENCE: (PREFERENCE, "pair_id")}
 _BUILDING_PREFIX = ".building-"
 _COUNTER = re.compile(r"^v(\d+)$")
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
@@ -81,8 +93,13 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
     run = read_run(run_dir)
     frame = published_frame(run, config)
     data_print = data_fingerprint(frame)
+    pairs = preference_frame(run, config)
+    pairs_print = data_fingerprint(pairs) if pairs is not None else ""
+    # Only a version with pairs hashes them, so a run without any keeps its fingerprint.
+    pairs_parts = (pairs_print, json.dumps(column_types(pairs), sort_keys=True)) if pairs is not None else ()
     fingerprint = content_hash(
         data_print,
+        *pairs_parts,
         str(run.recipe.sha256 or ""),
         json.dumps(run.recipe.overrides, sort_keys=True),
         json.dumps(config.content_settings(), sort_keys=True),
@@ -96,7 +113,7 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
             if lineage.get("fingerprint") == fingerprint:
                 log.info("content unchanged: %s already holds fingerprint %s", name, fingerprint)
                 return PublishResult(name, dataset_dir / name, fingerprint, frame.height, created=False)
-        version = config.version or _next_version(existing, config.version_scheme, frame, data_print)
+        version = config.version or _next_version(existing, config.version_scheme, frame, data_print, pairs_print)
         if version in existing or (dataset_dir / version).exists():
             raise FileExistsError(f"{dataset_dir / version} already exists with other content; choose another version")
 
@@ -109,10 +126,13 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
                 run, frame, config, version=version, fingerprint=fingerprint, data_fingerprint=data_print,
                 created_at=created_at, files=files,
             )
+            if pairs is not None:
+                lineage["configs"] = {PREFERENCE: _preference_lineage(
+                    run, pairs, pairs_print, _write_shards(pairs, build_dir, config, PREFERENCE))}
             lineage_text = json.dumps(lineage, indent=2, sort_keys=True, default=str) + "\n"
             write_text(redact(lineage_text), build_dir / LINEAGE_FILE)
             facts = CardFacts(version, fingerprint, created_at, len(files), str(dataset_dir / version))
-            write_text(redact(render_card(run, frame, config, facts)), build_dir / "README.md")
+            write_text(redact(render_card(run, frame, config, facts, pairs)), build_dir / "README.md")
             _make_read_only(build_dir)
             os.rename(build_dir, dataset_dir / version)
         except BaseException:
@@ -136,21 +156,28 @@ def list_versions(dataset_dir: Path) -> pl.DataFrame:
             "data_fingerprint": lineage.get("data_fingerprint"),
             "recipe": (lineage.get("recipe") or {}).get("name"),
             "recipe_sha256": (lineage.get("recipe") or {}).get("sha256"),
+            "preference_rows": ((lineage.get("configs") or {}).get(PREFERENCE) or {}).get("rows"),
         }
         for name, lineage in _read_lineages(Path(dataset_dir)).items()
     ]
     schema = {
         "version": pl.String, "created_at": pl.String, "rows": pl.Int64, "shards": pl.Int64, "bytes": pl.Int64,
         "fingerprint": pl.String, "data_fingerprint": pl.String, "recipe": pl.String, "recipe_sha256": pl.String,
+        "preference_rows": pl.Int64,
     }
     return pl.DataFrame(rows, schema=schema).sort("created_at", "version")
 
 
-def diff_versions(dataset_dir: Path, v1: str, v2: str) -> DiffResult:
+def diff_versions(dataset_dir: Path, v1: str, v2: str, config: str = "default") -> DiffResult:
     """Rows added, removed and changed from `v1` to `v2`, matched by trace_id (problem_id
-    when the versions have no trace_id); `changed` compares the columns both share."""
-    old, new = _read_version_rows(Path(dataset_dir), v1), _read_version_rows(Path(dataset_dir), v2)
-    key = next((k for k in ("trace_id", "problem_id") if k in old.columns and k in new.columns), None)
+    when the versions have no trace_id; pair_id in the `preference` config); `changed`
+    compares the columns both share. A version without the config counts as empty."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown config {config!r}; known: {', '.join(CONFIGS)}")
+    old = _read_version_rows(Path(dataset_dir), v1, config)
+    new = _read_version_rows(Path(dataset_dir), v2, config)
+    keys = (CONFIGS[config][1],) if CONFIGS[config][1] else ("trace_id", "problem_id")
+    key = next((k for k in keys if k in old.columns and k in new.columns), None)
     if key is None:
         raise ValueError(f"{v1} and {v2} share neither a trace_id nor a problem_id column to match rows by")
     for name, frame in ((v1, old), (v2, new)):
@@ -168,7 +195,7 @@ def diff_versions(dataset_dir: Path, v1: str, v2: str) -> DiffResult:
     return DiffResult(
         v1=v1,
         v2=v2,
-        key=key,
+        key=key if config == "default" else f"{key}, config {config}",
         added=keys(pl.col("old_hash").is_null()),
         removed=keys(pl.col("new_hash").is_null()),
         changed=keys(both & (pl.col("old_hash") != pl.col("new_hash"))),
@@ -178,7 +205,8 @@ def diff_versions(dataset_dir: Path, v1: str, v2: str) -> DiffResult:
     )
 
 
-def _next_version(existing: dict[str, dict], scheme: str, frame: pl.DataFrame, data_print: str) -> str:
+def _next_version(existing: dict[str, dict], scheme: str, frame: pl.DataFrame, data_print: str,
+                  pairs_print: str = "") -> str:
     if scheme == "counter":
         numbers = [int(m.group(1)) for name in existing if (m := _COUNTER.match(name))]
         return f"v{max(numbers, default=0) + 1}"
@@ -189,20 +217,33 @@ def _next_version(existing: dict[str, dict], scheme: str, frame: pl.DataFrame, d
     previous = existing[latest]
     if previous.get("columns") != column_types(frame):
         return f"{major + 1}.0.0"
-    if previous.get("data_fingerprint") != data_print:
+    previous_pairs = ((previous.get("configs") or {}).get(PREFERENCE) or {}).get("data_fingerprint", "")
+    if previous.get("data_fingerprint") != data_print or previous_pairs != pairs_print:
         return f"{major}.{minor + 1}.0"
     return f"{major}.{minor}.{patch + 1}"
 
 
-def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig) -> list[dict]:
+def _preference_lineage(run, pairs: pl.DataFrame, pairs_print: str, files: list[dict]) -> dict:
+    step = run.pairs_step()
+    return {
+        "rows": pairs.height,
+        "columns": column_types(pairs),
+        "files": files,
+        "data_fingerprint": pairs_print,
+        "row_lineage": {"key": "pair_id", "columns": [c for c in PAIR_LINEAGE_COLUMNS if c in pairs.columns]},
+        "step": {"id": step.id, "op": step.op, "config": step.config, "metrics": step.metrics},
+    }
+
+
+def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig, folder: str = "data") -> list[dict]:
     shards = max(1, min(frame.height, math.ceil(frame.estimated_size("mb") / config.shard_size_mb)))
-    rows_per_shard = math.ceil(frame.height / shards)
-    shards = math.ceil(frame.height / rows_per_shard)
+    rows_per_shard = max(1, math.ceil(frame.height / shards))
+    shards = max(1, math.ceil(frame.height / rows_per_shard))  # an empty preference config still has a file
     row_group_rows = max(100, int(_ROW_GROUP_MB * frame.height / max(frame.estimated_size("mb"), 1e-9)))
     files = []
     for index in range(shards):
         part = frame.slice(index * rows_per_shard, rows_per_shard)
-        relative = f"data/{config.split}-{index:05d}-of-{shards:05d}.parquet"
+        relative = f"{folder}/{config.split}-{index:05d}-of-{shards:05d}.parquet"
         path = build_dir / relative
         with atomic_path(path) as tmp:
             part.write_parquet(tmp, row_group_size=row_group_rows)
@@ -210,14 +251,30 @@ def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig) -
     return files
 
 
-def _read_version_rows(dataset_dir: Path, version: str) -> pl.DataFrame:
+def has_config(dataset_dir: Path, version: str, config: str) -> bool:
+    """Whether `version` has the named config (every version has 'default')."""
+    return config == "default" or config in (_read_lineage(Path(dataset_dir), version).get("configs") or {})
+
+
+def _read_version_rows(dataset_dir: Path, version: str, config: str = "default") -> pl.DataFrame:
     folder = dataset_dir / version
-    lineage_path = folder / LINEAGE_FILE
+    lineage = _read_lineage(dataset_dir, version)
+    if config == "default":
+        files = lineage["files"]
+    else:
+        section = (lineage.get("configs") or {}).get(config)
+        if section is None:  # an older version, or one whose run formed no pairs: nothing to match
+            return pl.DataFrame(schema={CONFIGS[config][1]: pl.String})
+        files = section["files"]
+    return pl.concat([pl.read_parquet(folder / f["path"]) for f in files], how="vertical")
+
+
+def _read_lineage(dataset_dir: Path, version: str) -> dict:
+    lineage_path = dataset_dir / version / LINEAGE_FILE
     if not lineage_path.is_file():
         known = ", ".join(_read_lineages(dataset_dir)) or "none"
         raise FileNotFoundError(f"no version {version!r} in {dataset_dir} (versions: {known})")
-    lineage = json.loads(lineage_path.read_text())
-    return pl.concat([pl.read_parquet(folder / f["path"]) for f in lineage["files"]], how="vertical")
+    return json.loads(lineage_path.read_text())
 
 
 def _read_lineages(dataset_dir: Path) -> dict[str, dict]:

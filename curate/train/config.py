@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class LoraSettings(BaseModel):
@@ -32,8 +32,45 @@ class LoraSettings(BaseModel):
         return not self.load_in_4bit if self.merge is None else self.merge
 
 
+# TRL's DPO loss types (trl.DPOConfig.loss_type, TRL 1.x); several may be combined with `loss_weights`.
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+class DpoSettings(BaseModel):
+    """Direct preference optimisation on the dataset's `preference` config (TRL's DPOTrainer).
+
+    The reference model is the starting student, frozen (with LoRA: the base with the
+    adapters switched off, no second copy in memory).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference (higher: less).")
+    loss_type: list[Literal[DPO_LOSSES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["sigmoid"],
+        description="TRL loss(es): sigmoid (DPO), ipo, hinge, robust, bco_pair, apo_zero, apo_down, sigmoid_norm, "
+        "sft (NLL on chosen), ...; several are summed with loss_weights (e.g. [sigmoid, sft] is RPO).",
+    )
+    loss_weights: list[float] | None = Field(
+        None, description="Weight of each loss_type (same length); null = 1.0 each."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO / EXO label smoothing.")
+    precompute_ref_log_probs: bool = Field(
+        False, description="Compute the reference log-probs once before training (frees the reference model)."
+    )
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> DpoSettings:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} loss_type(s)")
+        return self
+
+
 class TrainConfig(BaseModel):
-    """Supervised fine-tuning of a student on a published dataset's `messages` column.
+    """Fine-tuning of a student on a published dataset: supervised (`method: sft`, the
+    `messages` column of the default config) or by preference (`method: dpo`, the
+    `preference` config's prompt/chosen/rejected).
 
     Defaults suit long reasoning traces: sequences up to 8192 tokens, examples longer than
     that dropped (a truncated trace teaches the student to stop mid-thought), effective
@@ -42,17 +79,23 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: supervised fine-tuning on `messages`; dpo: DPO on the `preference` config's pairs."
+    )
+    dpo: DpoSettings = Field(default_factory=DpoSettings, description="DPO settings (method: dpo).")
     student: str = Field(
         "bundled:smollm2",
-        description="Model to train: Hub id, local model folder, .gguf file (dequantized once, cached) "
-        "or bundled:NAME.",
+        description="Model to train: Hub id, local model folder (e.g. an SFT run's final/, to DPO the SFT "
+        "student), .gguf file (dequantized once, cached) or bundled:NAME.",
     )
     dataset: str | None = Field(
         None,
         description="Published dataset version folder (with data/<split>-*.parquet), a parquet file, or a Hub "
         "dataset id. In a recipe, null means the version this run published.",
     )
-    split: str = Field("train", description="Split to train on (file prefix in data/, or the Hub split).")
+    split: str = Field(
+        "train", description="Split to train on (file prefix in data/, or preference/ for dpo; or the Hub split)."
+    )
     output_dir: Path = Field(Path("students/run"), description="Checkpoints, the final model (final/) and train.json.")
     cache_dir: Path | None = Field(
         None, description="Where dequantized GGUF students are kept; defaults to $CURATE_CACHE_DIR or ~/.cache/curate."

@@ -1,4 +1,5 @@
-"""Reading the SFT examples: a published dataset's `messages` column, as prompt/completion pairs.
+"""Reading the training examples: a published dataset's `messages` column as SFT
+prompt/completion pairs, or its `preference` config's prompt/chosen/rejected for DPO.
 
 The last message of each conversation must be the assistant's; it becomes the completion
 and everything before it (system, user turns) the prompt. TRL's prompt-completion path
@@ -36,8 +37,73 @@ def read_conversations(dataset: str, split: str = "train") -> pl.DataFrame:
     return _to_prompt_completion(messages)
 
 
-def split_files(folder: Path, split: str) -> list[Path]:
-    files = sorted((folder / "data").glob(f"{split}-*.parquet")) or sorted((folder / "data").glob(f"{split}.parquet"))
+PREFERENCE_FOLDER = "preference"  # the preference config's shards in a published version
+
+
+def read_preferences(dataset: str, split: str = "train") -> pl.DataFrame:
+    """`prompt`, `chosen` and `rejected` columns (lists of {role, content}) of every pair:
+    a published version's `preference` config, a parquet file, or a Hub dataset's."""
+    path = Path(dataset)
+    if path.is_dir():
+        frames = [_read_pairs_file(file) for file in split_files(path, split, PREFERENCE_FOLDER)]
+        pairs = pl.concat(frames)
+    elif path.is_file():
+        pairs = _read_pairs_file(path)
+    elif HUB_ID.match(dataset):
+        from datasets import load_dataset
+
+        hub = load_dataset(dataset, PREFERENCE_FOLDER, split=split)
+        pairs = _normalise_pairs(hub.select_columns(list(PAIR_FIELDS)).to_polars(), f"{dataset}:{split}")
+    else:
+        raise DatasetError(f"{dataset}: no such file or folder, and not a Hub dataset id ('owner/name')")
+    return _check_pairs(pairs)
+
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def _read_pairs_file(file: Path) -> pl.DataFrame:
+    try:
+        schema = pl.read_parquet_schema(file)
+    except Exception as error:  # polars raises several error types for non-parquet input
+        raise DatasetError(f"{file}: not a readable parquet file ({error})") from None
+    missing = [name for name in PAIR_FIELDS if name not in schema]
+    if missing:
+        raise DatasetError(f"{file}: no {', '.join(repr(m) for m in missing)} column (columns: {', '.join(schema)})")
+    return _normalise_pairs(pl.read_parquet(file, columns=list(PAIR_FIELDS)), str(file))
+
+
+def _normalise_pairs(frame: pl.DataFrame, origin: str) -> pl.DataFrame:
+    turns = {name: _normalise(frame.select(pl.col(name).alias("messages")), f"{origin} field '{name}'")["messages"]
+             for name in PAIR_FIELDS}
+    return frame.with_row_index("row").select(pl.lit(origin).alias("origin"), "row", **turns)
+
+
+def _check_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Each pair: a prompt ending in a user turn, and one assistant turn on each side."""
+    def one_assistant_turn(name: str) -> pl.Expr:
+        turns = pl.col(name)
+        return (turns.list.len() == 1) & (turns.list.first().struct.field("role") == "assistant") & (
+            turns.list.first().struct.field("content").is_not_null())
+
+    checks = {
+        "prompt": (pl.col("prompt").list.len() >= 1) & (pl.col("prompt").list.last().struct.field("role") == "user"),
+        "chosen": one_assistant_turn("chosen"),
+        "rejected": one_assistant_turn("rejected"),
+    }
+    for name, valid in checks.items():
+        bad = pairs.filter(~valid.fill_null(False))
+        if bad.height:
+            first = bad.row(0, named=True)
+            rule = "end with a user turn" if name == "prompt" else "be one assistant turn"
+            raise DatasetError(f"{first['origin']} row {first['row'] + 1}: field '{name}' must {rule} "
+                               f"({bad.height} such rows)")
+    return pairs
+
+
+def split_files(folder: Path, split: str, subfolder: str = "data") -> list[Path]:
+    files = sorted((folder / subfolder).glob(f"{split}-*.parquet")) or sorted(
+        (folder / subfolder).glob(f"{split}.parquet"))
     if files:
         return files
     versions = sorted(p.name for p in folder.iterdir() if (p / "data").is_dir())
@@ -45,7 +111,10 @@ def split_files(folder: Path, split: str) -> list[Path]:
         raise DatasetError(
             f"{folder} holds dataset versions ({', '.join(versions)}): point at one, e.g. {folder / versions[-1]}"
         )
-    raise DatasetError(f"{folder}: no data/{split}-*.parquet files (is it a published dataset folder?)")
+    if subfolder == PREFERENCE_FOLDER and (folder / "data").is_dir():
+        raise DatasetError(f"{folder}: no preference/{split}-*.parquet files: the run that published it formed "
+                           "no preference pairs (add a preference_pairs step)")
+    raise DatasetError(f"{folder}: no {subfolder}/{split}-*.parquet files (is it a published dataset folder?)")
 
 
 def _read_messages_file(file: Path) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""`train(config)`: supervised fine-tuning of a student with TRL's SFTTrainer.
+"""`train(config)`: fine-tuning of a student with TRL's SFTTrainer (`method: sft`) or
+DPOTrainer (`method: dpo`, on the dataset's preference pairs).
 
 The work is TRL's; this module decides what a distillation run needs around it: which
 student weights to load (GGUF dequantized once), which examples fit (over-long traces
@@ -14,17 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from curate.core.io import write_json
 from curate.train.config import TrainConfig
-from curate.train.data import DatasetError, read_conversations
+from curate.train.data import DatasetError, read_conversations, read_preferences
 from curate.train.student import resolve_student
-
-if TYPE_CHECKING:  # imported when training starts: trl is an optional extra
-    from trl import SFTTrainer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +44,7 @@ class TrainResult:
     seconds: float = 0.0
     tokens_per_second: float = 0.0
     resumed_from: str | None = None
+    method: str = "sft"
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -53,7 +52,7 @@ class TrainResult:
 
 @dataclass
 class PreparedRun:
-    trainer: SFTTrainer
+    trainer: Any  # trl.SFTTrainer or trl.DPOTrainer
     student: str
     examples: int
     dropped_overlong: int
@@ -100,11 +99,13 @@ def train(config: TrainConfig, callbacks: Sequence = ()) -> TrainResult:
         dropped_overlong=prepared.dropped_overlong,
         steps=state.global_step,
         train_loss=float(output.training_loss),
-        loss_history=[{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e],
+        loss_history=[{k: e[k] for k in ("step", "loss", *_DPO_LOGS) if k in e}
+                      for e in state.log_history if "loss" in e],
         tokens=int(state.num_input_tokens_seen),
         seconds=meter.seconds,
         tokens_per_second=meter.tokens_per_second(state.num_input_tokens_seen),
         resumed_from=str(resume) if resume else None,
+        method=config.method,
     )
     if trainer.is_world_process_zero():
         write_json({"config": config.model_dump(mode="json"), "result": result.to_json()},
@@ -112,21 +113,32 @@ def train(config: TrainConfig, callbacks: Sequence = ()) -> TrainResult:
     return result
 
 
-def prepare(config: TrainConfig) -> PreparedRun:
-    """The SFTTrainer for `config`, data tokenized and labels masked, before any step."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import SFTTrainer
+# DPO's own figures kept in the loss history beside the loss.
+_DPO_LOGS = ("rewards/accuracies", "rewards/margins")
 
-    set_seed(config.seed)  # before the model exists: LoRA adapters are initialised in SFTTrainer
+
+def prepare(config: TrainConfig) -> PreparedRun:
+    """The trainer for `config`, data tokenized and labels masked, before any step."""
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(config.seed)  # before the model exists: LoRA adapters are initialised in the trainer
     student = resolve_student(config.student, config.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(student, trust_remote_code=config.trust_remote_code)
     if not tokenizer.chat_template:
         raise ValueError(f"student {config.student} has no chat template: train an instruct/chat model")
-
     if config.dataset is None:
         raise DatasetError("train: no dataset given (set `dataset`, or publish in the same recipe)")
+    if config.method == "dpo":
+        return _prepare_dpo(config, student, tokenizer)
+    return _prepare_sft(config, student, tokenizer)
+
+
+def _prepare_sft(config: TrainConfig, student: str, tokenizer) -> PreparedRun:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
     conversations = read_conversations(config.dataset, config.split)
     examples = conversations.height
     if config.overlong == "drop":
@@ -149,6 +161,38 @@ def prepare(config: TrainConfig) -> PreparedRun:
         peft_config=_lora_config(config),
     )
     return PreparedRun(trainer, student, examples, examples - conversations.height)
+
+
+def _prepare_dpo(config: TrainConfig, student: str, tokenizer) -> PreparedRun:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOTrainer
+
+    pairs = read_preferences(config.dataset, config.split)
+    examples = pairs.height
+    if config.overlong == "drop":
+        # TRL would cut an over-long pair at max_length, possibly before the two sides differ.
+        fits = _fits(pairs, "chosen", tokenizer, config.max_length) & _fits(pairs, "rejected", tokenizer, config.max_length)
+        pairs = pairs.filter(fits)
+    if pairs.is_empty():
+        raise DatasetError(f"{config.dataset}: no preference pair fits max_length={config.max_length} tokens")
+    dataset = Dataset.from_polars(pairs.select("prompt", "chosen", "rejected"))
+
+    use_cuda = torch.cuda.is_available()
+    precision = choose_precision(config.bf16, use_cuda)
+    model = AutoModelForCausalLM.from_pretrained(student, **_model_kwargs(config, precision))
+    # DPO moves less than SFT: a tenth of the SFT rate for the student's size, as DPO recipes do.
+    learning_rate = config.learning_rate or default_learning_rate(
+        parameter_count(model), lora=config.lora is not None) / 10
+    trainer = DPOTrainer(
+        model=model,
+        args=dpo_config(config, learning_rate=learning_rate, precision=precision, use_cuda=use_cuda),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config),
+    )
+    return PreparedRun(trainer, student, examples, examples - pairs.height)
 
 
 def choose_precision(bf16: bool | None, use_cuda: bool) -> str:
@@ -178,22 +222,45 @@ def parameter_count(model) -> int:
 
 
 def sft_config(config: TrainConfig, learning_rate: float, precision: str, use_cuda: bool):
-    import dataclasses
-
     from trl import SFTConfig
+
+    return SFTConfig(
+        max_length=config.max_length,
+        packing=config.packing,
+        completion_only_loss=config.loss_on == "assistant",
+        **_trainer_arguments(SFTConfig, config, learning_rate, precision, use_cuda),
+    )
+
+
+def dpo_config(config: TrainConfig, learning_rate: float, precision: str, use_cuda: bool):
+    from trl import DPOConfig
+
+    settings = config.dpo
+    return DPOConfig(
+        max_length=config.max_length,
+        beta=settings.beta,
+        loss_type=list(settings.loss_type),
+        loss_weights=settings.loss_weights,
+        label_smoothing=settings.label_smoothing,
+        precompute_ref_log_probs=settings.precompute_ref_log_probs,
+        **_trainer_arguments(DPOConfig, config, learning_rate, precision, use_cuda),
+    )
+
+
+def _trainer_arguments(config_class, config: TrainConfig, learning_rate: float, precision: str,
+                       use_cuda: bool) -> dict:
+    """The transformers.TrainingArguments both methods share: schedule, batch, precision, checkpoints."""
+    import dataclasses
 
     checkpointing = config.gradient_checkpointing
     checkpointing = use_cuda if checkpointing is None else checkpointing
     # `activation_checkpointing` from transformers 5.23; vLLM pins older ones, which call it
     # `gradient_checkpointing` (an alias, deprecated, on 5.23+).
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    names = {f.name for f in dataclasses.fields(config_class)}
     checkpoint_field = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     checkpoint_option: dict[str, Any] = {checkpoint_field: checkpointing}
-    return SFTConfig(
+    return dict(
         output_dir=str(config.output_dir),
-        max_length=config.max_length,
-        packing=config.packing,
-        completion_only_loss=config.loss_on == "assistant",
         learning_rate=learning_rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a value below 1 is a share of the steps (transformers 5)
@@ -278,6 +345,13 @@ def _lora_config(config: TrainConfig):
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=settings.target_modules, task_type="CAUSAL_LM",
     )
+
+
+def _fits(pairs: pl.DataFrame, side: str, tokenizer, max_length: int) -> pl.Series:
+    """Whether prompt + `side` fits max_length, tokenized as TRL's DPOTrainer tokenizes it."""
+    full = [p + c for p, c in zip(pairs["prompt"].to_list(), pairs[side].to_list(), strict=True)]
+    token_ids = tokenizer.apply_chat_template(full, tokenize=True, return_dict=False)
+    return pl.Series([len(ids) <= max_length for ids in token_ids])
 
 
 def _drop_overlong(conversations: pl.DataFrame, tokenizer, max_length: int) -> pl.DataFrame:
