@@ -110,6 +110,9 @@ class TransformersBackend(Backend):
             batch = order[start:start + batch_size]
             sink.done(self.generate_batch([texts[i] for i in batch], [requests[i] for i in batch]))
 
+    def claim_size(self) -> int | None:
+        return self.options.batch_size
+
     def generate_batch(self, texts: list[str], requests: list[Request]) -> list[tuple[Request, Completion]]:
         import torch
 
