@@ -287,6 +287,11 @@ def test_ray_resources_follow_the_teachers():
     assert Generate(config(cpu)).resources() == {}
     assert Generate(config(cpu, cuda)).resources() == {"num_gpus": 1}
     assert Generate(config(cuda, vllm)).resources() == {"num_gpus": 4}
+    from curate.prune.rewrite import RewriteTraces  # the rewriter asks for its teacher's GPUs too
+
+    assert RewriteTraces(RewriteTraces.Config.model_validate({"teacher": vllm})).resources() == {"num_gpus": 4}
+    assert RewriteTraces(RewriteTraces.Config.model_validate({"teacher": cuda})).resources() == {"num_gpus": 1}
+    assert RewriteTraces(RewriteTraces.Config.model_validate({"teacher": cpu})).resources() == {}
 
 
 def _fake_backend(operator: Generate, monkeypatch, generated: list[str], batch: int = 2):

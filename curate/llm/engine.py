@@ -48,6 +48,20 @@ def sampling_identity(teacher: TeacherConfig) -> dict:
             "max_tokens": sampling.max_tokens, "stop": sampling.stop}
 
 
+def ray_resources(teachers: list[TeacherConfig]) -> dict[str, float]:
+    """What one Ray actor running these teachers needs: it holds every teacher's engine,
+    one vLLM engine at a time, so the GPUs of the largest vLLM teacher (its tensor-parallel
+    size), or one GPU for a transformers teacher placed on CUDA."""
+    gpus = 0
+    for teacher in teachers:
+        options = teacher.backend_options()
+        if teacher.backend == "vllm":
+            gpus = max(gpus, options.tensor_parallel_size)
+        elif teacher.backend == "transformers" and options.device.startswith("cuda"):
+            gpus = max(gpus, 1)
+    return {"num_gpus": gpus} if gpus else {}
+
+
 def build_requests(teacher: TeacherConfig, frame: pl.DataFrame,
                    sample_indices: list[list[int]] | None = None) -> list[list[Request]]:
     """For each problem row, the teacher's requests (keys identify them in the cache):
