@@ -363,3 +363,29 @@ def test_a_dead_runs_claims_are_taken_over(tmp_path, monkeypatch):
     out = operator.apply(frame, ctx)
     assert sorted(generated) == sorted(r.key for r in requests)
     assert out["completion"].str.starts_with("mine").all()
+
+
+def test_row_sampler_draws_each_row_from_its_own_generator():
+    """A row's tokens depend on its seed and logits only: alone, or in a batch in any
+    order, the same; top_p keeps to the nucleus; the draws follow the softmax."""
+    torch = pytest.importorskip("torch")
+    from curate.llm.backends.hf_transformers import RowSampler
+
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+
+    def tokens(rows: list[int], seeds: list[int], steps: int = 30, top_p: float = 1.0) -> list[list[int]]:
+        sampler = RowSampler(seeds, 0.8, top_p, "cpu")
+        picks = [sampler(None, logits[rows]).argmax(-1).tolist() for _ in range(steps)]
+        return [list(column) for column in zip(*picks, strict=True)]
+
+    alone = [tokens([row], [100 + row])[0] for row in range(4)]
+    assert tokens([0, 1, 2, 3], [100, 101, 102, 103]) == alone
+    assert tokens([3, 1, 0, 2], [103, 101, 100, 102]) == [alone[3], alone[1], alone[0], alone[2]]
+    assert tokens([2], [999])[0] != alone[2]  # another seed, other draws
+
+    probs = torch.softmax(logits[0] / 0.8, -1)
+    ranked = probs.argsort(descending=True).tolist()
+    nucleus = set(ranked[:int((probs[ranked].cumsum(0) < 0.5).sum()) + 1])
+    assert set(tokens([0], [5], steps=300, top_p=0.5)[0]) <= nucleus
+    counts = torch.bincount(torch.tensor(tokens([0], [6], steps=3000)[0]), minlength=50).float() / 3000
+    assert (counts - probs).abs().max() < 0.05
