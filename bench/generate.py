@@ -7,13 +7,16 @@
 Both sides get the same GSM8K prompts (chat template applied), the same sampling and the
 same seeds, in one process, models loaded beforehand (load time excluded). "Direct" is
 what a hand-written script would do: for transformers, `model.generate` over the same
-left-padded batches (same order, same per-batch seed) then decode; for llama.cpp,
-`Llama.create_chat_completion` per request. "Operator" is `Generate.apply` on the problem
-table with an empty response cache: prompt rendering, cache lookups, one durable SQLite
-commit per batch/completion, reasoning split, token counting, building the trace table.
-Figures are completion tokens per second; runs alternate direct/operator `--repeats`
-times and the best of each is kept (the machine is shared, so the best run is the one
-least disturbed by others). Outputs must match token for token, or the comparison is void.
+left-padded batches then decode, in two forms: with transformers' own sampler (one
+`torch.manual_seed` per batch: the plain script, whose text depends on the batch) and
+with curate's per-row sampler (`RowSampler`, the same text as the operator); for
+llama.cpp, `Llama.create_chat_completion` per request. "Operator" is `Generate.apply` on
+the problem table with an empty response cache: prompt rendering, cache lookups, one
+durable SQLite commit per batch/completion, reasoning split, token counting, building
+the trace table. Figures are completion tokens per second; the sides run in a rotating
+order `--repeats` times and the best of each is kept (the machine is shared, so the best
+run is the one least disturbed by others). The operator's texts must equal the
+same-sampler direct loop's, request by request; the script exits 1 when they do not.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import polars as pl
 
 from curate.core.operator import StepContext
 from curate.generate.operators import Generate
-from curate.llm.backends.hf_transformers import cut_at_stop
+from curate.llm.backends.hf_transformers import RowSampler, cut_at_stop
 from curate.llm.cache import CACHE_FILE, ResponseCache
 from curate.llm.engine import build_requests
 from curate.schema import problem_id_expr
@@ -69,9 +72,11 @@ def run_operator(operator: Generate, frame: pl.DataFrame, run_dir: Path) -> tupl
     return seconds, int(ctx.metrics["completion_tokens"]), out["completion"].to_list()
 
 
-def direct_transformers(backend, requests) -> tuple[float, int, dict[str, str]]:
-    """The loop a script would write: template, left-pad, model.generate, decode."""
+def direct_transformers(backend, requests, row_sampler: bool) -> tuple[float, int, dict[str, str]]:
+    """The loop a script would write: template, left-pad, model.generate, decode; sampling
+    with transformers' own sampler (one seed per batch) or with curate's `RowSampler`."""
     import torch
+    from transformers import LogitsProcessorList
 
     tokenizer, model = backend.tokenizer, backend.model
     sampling = backend.teacher.sampling
@@ -82,11 +87,15 @@ def direct_transformers(backend, requests) -> tuple[float, int, dict[str, str]]:
     for start in range(0, len(order), backend.options.batch_size):
         batch = order[start:start + backend.options.batch_size]
         encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        torch.manual_seed(requests[batch[0]].seed)
+        if row_sampler:
+            sampler = RowSampler([requests[i].seed for i in batch], sampling.temperature, sampling.top_p, "cpu")
+            options = {"do_sample": False, "logits_processor": LogitsProcessorList([sampler])}
+        else:
+            torch.manual_seed(requests[batch[0]].seed)
+            options = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         with torch.inference_mode():
-            generated = model.generate(**encoded, max_new_tokens=sampling.max_tokens, do_sample=True,
-                                       temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
-                                       pad_token_id=tokenizer.pad_token_id)
+            generated = model.generate(**encoded, max_new_tokens=sampling.max_tokens,
+                                       pad_token_id=tokenizer.pad_token_id, **options)
         new = generated[:, encoded["input_ids"].shape[1]:]
         for row, i in enumerate(batch):
             ids = new[row].tolist()
@@ -116,21 +125,38 @@ def bench(backend_name: str, frame: pl.DataFrame, args, work: Path) -> dict:
     backend = operator.backends[backend_name]
     requests = [r for samples in build_requests(config.teachers[0], frame) for r in samples]
     backend.generate(requests[:1], _NullSink())  # load and warm up outside every timing
-    direct = direct_transformers if backend_name == "transformers" else direct_llama_cpp
-    direct_runs, operator_runs = [], []
+    if backend_name == "transformers":
+        sides = {"direct_hf_sampler": lambda: direct_transformers(backend, requests, row_sampler=False),
+                 "direct_row_sampler": lambda: direct_transformers(backend, requests, row_sampler=True)}
+    else:
+        sides = {"direct": lambda: direct_llama_cpp(backend, requests)}
+    same_sampler = list(sides)[-1]  # the direct loop whose texts the operator must reproduce
+    keys = [r.key for r in requests]
+    sides["operator"] = None
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
+    mismatches = 0
+    names = list(sides)
     for repeat in range(args.repeats):
-        seconds, tokens, outputs = direct(backend, requests)
-        direct_runs.append((seconds, tokens))
-        op_seconds, op_tokens, op_outputs = run_operator(operator, frame, work / f"{backend_name}-{repeat}")
-        operator_runs.append((op_seconds, op_tokens))
-    best_direct, best_operator = min(direct_runs), min(operator_runs)
-    direct_speed = best_direct[1] / best_direct[0]
-    operator_speed = best_operator[1] / best_operator[0]
-    return {"backend": backend_name, "requests": len(requests), "completion_tokens": best_direct[1],
-            "direct_tok_s": round(direct_speed, 1), "operator_tok_s": round(operator_speed, 1),
-            "ratio": round(operator_speed / direct_speed, 3),
-            "same_outputs": sorted(outputs.values()) == sorted(op_outputs),
-            "runs_s": " ".join(f"{d[0]:.1f}/{o[0]:.1f}" for d, o in zip(direct_runs, operator_runs, strict=True))}
+        texts = {}
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate who goes first
+            if name == "operator":
+                seconds, tokens, completions = run_operator(operator, frame, work / f"{backend_name}-{repeat}")
+                texts[name] = completions  # plan order = the order of `requests`
+            else:
+                seconds, tokens, outputs = sides[name]()
+                texts[name] = [outputs[k] for k in keys]
+            runs[name].append((seconds, tokens))
+        mismatches = max(mismatches, sum(a != b for a, b in zip(texts["operator"], texts[same_sampler], strict=True)))
+    speed = {name: max(tokens / seconds for seconds, tokens in side) for name, side in runs.items()}
+    row = {"backend": backend_name, "requests": len(requests),
+           "completion_tokens": runs["operator"][0][1],
+           **{f"{name}_tok_s": round(value, 1) for name, value in speed.items()}}
+    for name in sides:
+        if name != "operator":
+            row[f"ratio_vs_{name}"] = round(speed["operator"] / speed[name], 3)
+    row["texts_differing"] = mismatches
+    row["runs_s"] = " | ".join(" ".join(f"{s:.1f}" for s, _ in runs[name]) for name in sides)
+    return row
 
 
 class _NullSink:
@@ -163,7 +189,12 @@ def main() -> None:
                 if b != "llama_cpp" or importlib.util.find_spec("llama_cpp") is not None]
     with tempfile.TemporaryDirectory() as work:
         rows = [bench(name, frame, args, Path(work)) for name in backends]
-    print(pl.DataFrame(rows))
+    with pl.Config(tbl_cols=-1, tbl_width_chars=200):
+        print(pl.DataFrame(rows))
+    differing = [row["backend"] for row in rows if row["texts_differing"]]
+    if differing:
+        raise SystemExit(f"FAIL: the operator's texts differ from the direct loop's for {', '.join(differing)}: "
+                         "the comparison is void")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 Both train the same student on the same examples with the same settings; the figure is
 trained (non-padding) tokens per second, end to end (model load, tokenization, steps,
-final save) and for the training loop alone. Runs alternate, and each side's median is
-reported, since other processes on a shared machine make single timings noisy.
+final save) and for the training loop alone. Every library both sides use is imported
+before the first timing (otherwise the first run pays for it); the side that runs first
+alternates between repeats (TRL, curate / curate, TRL / ...), and each side's median,
+minimum and maximum are reported with the per-repeat ratio, since other processes on a
+shared machine make single timings noisy.
 
     python bench/train.py                       # bundled SmolLM2-135M, 16 GSM8K examples
     python bench/train.py --dataset published/v1 --student HuggingFaceTB/SmolLM2-360M-Instruct
@@ -203,7 +206,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--grad-accumulation", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     from curate.train import TrainConfig
@@ -225,27 +228,39 @@ def main() -> None:
             logging_steps=1, bf16=False, gradient_checkpointing=False,
         )
 
+    import datasets  # noqa: F401 - imports are paid here, before any timing
+    import trl  # noqa: F401
+
+    import curate.train  # noqa: F401
+
     runs: dict[str, list[dict]] = {"trl": [], "curate": []}
+    sides = {"trl": lambda r: run_trl_direct(config("trl", r), student_dir, learning_rate),
+             "curate": lambda r: run_curate(config("curate", r))}
     for repeat in range(args.repeats):
-        runs["trl"].append(run_trl_direct(config("trl", repeat), student_dir, learning_rate))
-        runs["curate"].append(run_curate(config("curate", repeat)))
+        order = ["trl", "curate"] if repeat % 2 == 0 else ["curate", "trl"]
+        for name in order:
+            runs[name].append(sides[name](repeat))
+        print(f"repeat {repeat + 1} ({' then '.join(order)}): " + ", ".join(
+            f"{n} {runs[n][-1]['tokens'] / runs[n][-1]['total_s']:.1f} tok/s" for n in order), flush=True)
     tokens = {name: {r["tokens"] for r in results} for name, results in runs.items()}
     if tokens["trl"] != tokens["curate"]:
         sys.exit(f"the two sides trained different token counts: {tokens}")
 
     print(f"student {args.student}, {args.steps} steps x {args.batch_size} x {args.grad_accumulation}, "
-          f"{tokens['trl'].pop()} tokens per run, {args.repeats} runs each (median)")
-    print(f"{'':10} {'end-to-end tok/s':>18} {'loop tok/s':>12}")
-    medians = {}
+          f"{tokens['trl'].pop()} tokens per run, {args.repeats} runs each, first side alternating")
+    print(f"{'':8} {'end-to-end tok/s median [min-max]':>36} {'loop tok/s median [min-max]':>30}")
     for name, results in runs.items():
-        end_to_end = statistics.median(r["tokens"] / r["total_s"] for r in results)
-        loop = statistics.median(r["tokens"] / r["loop_s"] for r in results)
-        medians[name] = (end_to_end, loop)
-        print(f"{name:10} {end_to_end:18.1f} {loop:12.1f}")
-    ratio_total = medians["curate"][0] / medians["trl"][0]
-    ratio_loop = medians["curate"][1] / medians["trl"][1]
-    print(f"ratio curate/trl: end-to-end {ratio_total:.3f}, loop {ratio_loop:.3f} (goal >= 0.95)")
+        end_to_end = [r["tokens"] / r["total_s"] for r in results]
+        loop = [r["tokens"] / r["loop_s"] for r in results]
+        print(f"{name:8} {_spread(end_to_end):>36} {_spread(loop):>30}")
+    for label, field in (("end-to-end", "total_s"), ("loop", "loop_s")):
+        ratios = [t[field] / c[field] for t, c in zip(runs["trl"], runs["curate"], strict=True)]
+        print(f"ratio curate/trl {label}: {_spread(ratios, 3)} (per repeat: "
+              f"{', '.join(f'{r:.3f}' for r in ratios)}; goal >= 0.95)")
 
+
+def _spread(values: list[float], digits: int = 1) -> str:
+    return (f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]")
 
 if __name__ == "__main__":
     main()

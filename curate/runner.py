@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +29,17 @@ from curate.core.io import write_json, write_parquet, write_text
 from curate.core.operator import StepContext, split_rejections
 from curate.core.paths import default_cache_dir as _default_cache_dir
 from curate.core.rundir import (
+    ATTEMPT_COUNTERS,
     PARTS,
     STEP_MARKER,
+    AttemptRecord,
     RecipeRecord,
     RunDir,
+    RunDirError,
     RunManifest,
     SourceRecord,
     StepRecord,
+    attempt_totals,
     read_step_marker,
     write_step_marker,
 )
@@ -83,8 +88,50 @@ class _Run:
         self.console = console
         self.records: list[StepRecord] = []
         self.started_at = _now()
+        self.sources: list[dict] = []
 
     def execute(self) -> RunResult:
+        with self.dir.lock():  # one run per run dir at a time (RunDirLocked names the holder)
+            self._start_attempt()
+            try:
+                result = self._execute()
+            except BaseException as error:
+                self._end_attempt("interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+                raise
+            self._end_attempt("done")
+            return result
+
+    def _start_attempt(self) -> None:
+        """Earlier attempts on this run dir are kept (a run still 'running' there was killed)."""
+        self.previous: list[AttemptRecord] = []
+        if self.dir.has_manifest():
+            try:
+                previous = self.dir.read_manifest()
+            except RunDirError:
+                previous = None
+            if previous is not None:
+                self.previous = previous.attempts
+                self.started_at = previous.started_at or self.started_at
+        for attempt in self.previous:
+            if attempt.status == "running":
+                attempt.status = "killed"
+        self.attempt = AttemptRecord(started_at=_now())
+        self.attempt_clock = time.perf_counter()
+        self.attempt_counts: Counter = Counter()  # finished steps of this attempt
+        self.live_metrics: Counter = Counter()  # the step running now
+
+    def _update_attempt(self) -> None:
+        counts = self.attempt_counts + Counter({k: v for k, v in self.live_metrics.items() if k in ATTEMPT_COUNTERS})
+        for name in ATTEMPT_COUNTERS:
+            setattr(self.attempt, name, int(counts.get(name, 0)))
+        self.attempt.seconds = round(time.perf_counter() - self.attempt_clock, 3)
+
+    def _end_attempt(self, status: str) -> None:
+        self.attempt.status = status
+        self.attempt.finished_at = _now()
+        self._write_manifest(finished=status == "done" and self.dir.output.exists())
+
+    def _execute(self) -> RunResult:
         started = time.perf_counter()
         with _progress(self.console) as progress:
             frame, imported, fingerprint = self._load(progress)
@@ -209,9 +256,15 @@ class _Run:
         ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir)
         ctx.on_progress = lambda advance: progress.advance(task, advance)
         ctx.subtask = lambda label, total: _subtask(progress, label, total)
+        self.attempt.steps_run.append(step.id)
+        self.live_metrics = ctx.metrics
+
+        def chunk_done(rows: int) -> None:
+            progress.advance(task, rows)
+            self._write_manifest(finished=False)  # a killed attempt keeps its count up to here
+
         if step.operator.scope == "batch":
-            result = self.executor.run_batch(step.operator, frame, step.chunk_size, ctx,
-                                             lambda rows: progress.advance(task, rows))
+            result = self.executor.run_batch(step.operator, frame, step.chunk_size, ctx, chunk_done)
         else:  # global steps need the whole frame: they run here, in the driver
             step.operator.setup(ctx)
             try:
@@ -259,6 +312,8 @@ class _Run:
         for part in sorted((step_dir / PARTS).glob("*.parquet")):
             part.unlink()
         self.records.append(record)
+        self.attempt_counts.update({k: v for k, v in record.metrics.items() if k in ATTEMPT_COUNTERS})
+        self.live_metrics = Counter()
         self._write_manifest(finished=False)
 
     def _write_rejections(self) -> None:
@@ -272,6 +327,8 @@ class _Run:
 
     def _write_manifest(self, finished: bool) -> None:
         recipe = self.recipe
+        self._update_attempt()
+        attempts = [*self.previous, self.attempt]
         self.dir.write_manifest(RunManifest(
             curate_version=curate.__version__,
             started_at=self.started_at,
@@ -284,6 +341,8 @@ class _Run:
             output=self.dir.output.name if finished else None,
             rejections=self.dir.rejections.name if finished else None,
             packages=package_versions(PACKAGES),
+            attempts=attempts,
+            totals=attempt_totals(attempts),
         ))
 
 

@@ -287,3 +287,105 @@ def test_ray_resources_follow_the_teachers():
     assert Generate(config(cpu)).resources() == {}
     assert Generate(config(cpu, cuda)).resources() == {"num_gpus": 1}
     assert Generate(config(cuda, vllm)).resources() == {"num_gpus": 4}
+    from curate.prune.rewrite import RewriteTraces  # the rewriter asks for its teacher's GPUs too
+
+    assert RewriteTraces(RewriteTraces.Config.model_validate({"teacher": vllm})).resources() == {"num_gpus": 4}
+    assert RewriteTraces(RewriteTraces.Config.model_validate({"teacher": cuda})).resources() == {"num_gpus": 1}
+    assert RewriteTraces(RewriteTraces.Config.model_validate({"teacher": cpu})).resources() == {}
+
+
+def _fake_backend(operator: Generate, monkeypatch, generated: list[str], batch: int = 2):
+    """The teacher's backend answers 'mine <key>' and records which keys it generated."""
+    from curate.llm.backends.base import Completion
+
+    backend = operator.backends["t"]
+
+    def fake_generate(requests, sink):
+        generated.extend(r.key for r in requests)
+        if requests:
+            sink.done([(r, Completion(f"mine {r.key}", "stop", 3, 1)) for r in requests])
+
+    monkeypatch.setattr(backend, "load", lambda: None)
+    monkeypatch.setattr(backend, "generate", fake_generate)
+    monkeypatch.setattr(backend, "claim_size", lambda: batch)
+    monkeypatch.setattr(backend, "count_tokens", lambda texts: [1] * len(texts))
+    return backend
+
+
+def test_runs_sharing_a_cache_never_generate_one_request_twice(tmp_path, monkeypatch):
+    """Requests another live run has claimed are waited for and read from the cache,
+    not generated again (the other run here is a second cache object in this process)."""
+    import threading
+
+    from curate.llm import engine
+    from curate.llm.backends.base import Completion
+    from curate.llm.cache import CACHE_FILE, ResponseCache
+
+    monkeypatch.setattr(engine, "CLAIM_POLL_S", 0.05)
+    operator = setup_only(teacher(sampling={"n": 2}), tmp_path)
+    generated: list[str] = []
+    _fake_backend(operator, monkeypatch, generated)
+    frame = problem_frame(3)
+    requests = [r for samples in build_requests(operator.config.teachers[0], frame) for r in samples]
+    other = ResponseCache(tmp_path / "cache" / CACHE_FILE)
+    theirs = requests[1::2]
+    claimed, cached, held = other.claim([r.key for r in theirs])
+    assert claimed == {r.key for r in theirs} and not cached and not held
+
+    def other_run_finishes():
+        other.put("transformers", "m", [(r, Completion(f"theirs {r.key}", "stop", 3, 1)) for r in theirs])
+
+    timer = threading.Timer(0.5, other_run_finishes)
+    timer.start()
+    ctx = StepContext(step_id="g", step_dir=tmp_path, cache_dir=tmp_path / "cache")
+    out = operator.apply(frame, ctx)
+    timer.join()
+    assert sorted(generated) == sorted(r.key for r in requests[0::2])  # only the unclaimed half
+    assert ctx.metrics["cache_hits"] == len(theirs) and ctx.metrics["requests"] == 3
+    texts = dict(zip(out["sample_index"].cast(str) + out["problem_id"], out["completion"], strict=True))
+    assert sum(t.startswith("theirs") for t in texts.values()) == 3
+    assert other._db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # all released
+
+
+def test_a_dead_runs_claims_are_taken_over(tmp_path, monkeypatch):
+    from curate.llm.cache import CACHE_FILE, ResponseCache
+
+    operator = setup_only(teacher(sampling={"n": 2}), tmp_path)
+    generated: list[str] = []
+    _fake_backend(operator, monkeypatch, generated)
+    frame = problem_frame(2)
+    requests = [r for samples in build_requests(operator.config.teachers[0], frame) for r in samples]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    other = ResponseCache(tmp_path / "cache" / CACHE_FILE)
+    other.pid = int(dead.stdout)  # claims as if made by that process, which has exited
+    other.claim([r.key for r in requests])
+    ctx = StepContext(step_id="g", step_dir=tmp_path, cache_dir=tmp_path / "cache")
+    out = operator.apply(frame, ctx)
+    assert sorted(generated) == sorted(r.key for r in requests)
+    assert out["completion"].str.starts_with("mine").all()
+
+
+def test_row_sampler_draws_each_row_from_its_own_generator():
+    """A row's tokens depend on its seed and logits only: alone, or in a batch in any
+    order, the same; top_p keeps to the nucleus; the draws follow the softmax."""
+    torch = pytest.importorskip("torch")
+    from curate.llm.backends.hf_transformers import RowSampler
+
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+
+    def tokens(rows: list[int], seeds: list[int], steps: int = 30, top_p: float = 1.0) -> list[list[int]]:
+        sampler = RowSampler(seeds, 0.8, top_p, "cpu")
+        picks = [sampler(None, logits[rows]).argmax(-1).tolist() for _ in range(steps)]
+        return [list(column) for column in zip(*picks, strict=True)]
+
+    alone = [tokens([row], [100 + row])[0] for row in range(4)]
+    assert tokens([0, 1, 2, 3], [100, 101, 102, 103]) == alone
+    assert tokens([3, 1, 0, 2], [103, 101, 100, 102]) == [alone[3], alone[1], alone[0], alone[2]]
+    assert tokens([2], [999])[0] != alone[2]  # another seed, other draws
+
+    probs = torch.softmax(logits[0] / 0.8, -1)
+    ranked = probs.argsort(descending=True).tolist()
+    nucleus = set(ranked[:int((probs[ranked].cumsum(0) < 0.5).sum()) + 1])
+    assert set(tokens([0], [5], steps=300, top_p=0.5)[0]) <= nucleus
+    counts = torch.bincount(torch.tensor(tokens([0], [6], steps=3000)[0]), minlength=50).float() / 3000
+    assert (counts - probs).abs().max() < 0.05

@@ -131,3 +131,22 @@ def test_cached_rerun_loads_no_model(first_run, models_cache):
     assert ctx.metrics["cache_hits"] == 6 and ctx.metrics["requests"] == 0
     assert not operator.backends["smol"]._loaded
     assert out["reasoning_tokens"].to_list() == first_run[0]["reasoning_tokens"].to_list()
+
+
+def test_sample_text_does_not_depend_on_batch_size_order_or_neighbours(models_cache):
+    """Each row samples from its own generator seeded with its request's seed: batch sizes
+    1, 3 and 8 and a shuffled problem order give the same text per (problem, sample)."""
+    frame = problem_frame(4)
+    texts = {}
+    for batch_size, order in ((8, [0, 1, 2, 3]), (1, [0, 1, 2, 3]), (3, [0, 1, 2, 3]), (3, [2, 0, 3, 1])):
+        fresh_responses(models_cache)
+        teacher = smol(max_tokens=20)
+        teacher["options"] = {"batch_size": batch_size, "threads": 1}
+        out, ctx, _ = generate(models_cache, teacher, frame[order])
+        assert ctx.metrics["cache_hits"] == 0
+        texts[(batch_size, tuple(order))] = dict(zip(
+            zip(out["problem_id"], out["teacher"], out["sample_index"], strict=True), out["completion"], strict=True))
+    first = texts[(8, (0, 1, 2, 3))]
+    assert len(set(first.values())) == 8  # real sampling: every sample its own text
+    for key, completions in texts.items():
+        assert completions == first, key

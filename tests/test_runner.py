@@ -110,6 +110,41 @@ def test_sigkill_mid_step_resumes_without_redoing_finished_chunks(tmp_path):
     assert resumed.equals(expected)
     assert pl.read_parquet(tmp_path / "run" / "rejections.parquet").drop("step").equals(
         pl.read_parquet(reference_dir / "run" / "rejections.parquet").drop("step"))
+    # run.json sums both attempts: the killed one counted up to its last finished chunk
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    killed, resumed_attempt = manifest["attempts"]
+    assert (killed["status"], resumed_attempt["status"]) == ("killed", "done")
+    assert done_before_kill - 2 <= killed["requests"] <= done_before_kill
+    assert killed["requests"] + resumed_attempt["requests"] >= 12
+    assert resumed_attempt["requests"] == 12 - killed["requests"]  # the chunks it had to (re)do
+    assert manifest["totals"]["requests"] == killed["requests"] + resumed_attempt["requests"]
+    assert manifest["totals"]["attempts"] == 2
+    assert manifest["totals"]["seconds"] == pytest.approx(killed["seconds"] + resumed_attempt["seconds"], abs=0.01)
+
+
+def test_a_run_dir_is_used_by_one_run_at_a_time(tmp_path):
+    from curate.core.rundir import LOCK, RunDir
+
+    recipe, log = make_recipe(tmp_path)
+    with RunDir(tmp_path / "run").lock():
+        blocked = run_cli("run", recipe)
+    assert blocked.returncode == 2 and calls(log) == []
+    message = " ".join(blocked.stderr.split())
+    assert f"pid {os.getpid()} on {os.uname().nodename}, started 20" in message
+    assert "in use by another run" in message
+    # a lock file left by a killed run (no process holds it any more) is taken over
+    (tmp_path / "run" / LOCK).write_text(json.dumps({"pid": 999999, "host": "gone", "started_at": "x"}))
+    assert run_cli("run", recipe).returncode == 0 and len(calls(log)) == 12
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "out.parquet")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out.parquet").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):

@@ -35,43 +35,162 @@ def test_wrong_solution_fails_per_test():
     assert {t["status"] for t in result.tests} == {"pass", "fail"}
 
 
-@pytest.mark.parametrize("isolate", ISOLATION)
-def test_infinite_loop_times_out(isolate):
-    result = _run("    while True:\n        pass", isolate, test_timeout_s=0.5)
-    assert result.status == "timeout"
-    wall = _run("    while True:\n        pass", isolate, test_timeout_s=30, wall_timeout_s=1.5)
-    assert wall.status == "timeout"
+# Each limit is checked twice: the sandbox stops the probe, and the same probe gets through
+# once that limit's layers are taken away (`weaken`: the harness's rule removed, no kernel
+# isolation), so the first test would fail if the limit ever stopped working.
+
+
+def weaken(monkeypatch, rule: str, replacement: str) -> None:
+    """Replace `rule` in the sandbox harness (it must be there: the control tests something)."""
+    from curate.answers import sandbox
+
+    assert rule in sandbox._HARNESS
+    monkeypatch.setattr(sandbox, "_HARNESS", sandbox._HARNESS.replace(rule, replacement))
+
+
+NO_NETWORK_RULE = '"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",'
+# CPU time, not wall time: on a loaded machine 3 s of wall clock can be well under 1 s of CPU
+CPU_1_5S = "    import time\n    while time.process_time() < 1.5:\n        pass\n    return 1"
+LOOP_3S = "    import time\n    end = time.time() + 3\n    while time.time() < end:\n        pass\n    return 1"
 
 
 @pytest.mark.parametrize("isolate", ISOLATION)
-def test_network_is_refused(isolate):
-    result = _run("    import socket\n    socket.create_connection(('127.0.0.1', 22), timeout=1)\n    return 1",
-                  isolate)
-    assert result.status == "wrong"
-    assert result.tests[0]["status"] == "error"
+def test_per_test_and_wall_timeouts_stop_a_long_loop(isolate):
+    assert _run(LOOP_3S, isolate, test_timeout_s=0.5).status == "timeout"
+    wall = _run(LOOP_3S, isolate, test_timeout_s=30, wall_timeout_s=1.0)
+    assert wall.status == "timeout" and "wall time" in wall.message
+    cpu = _run(CPU_1_5S, isolate, test_timeout_s=120, wall_timeout_s=120, cpu_seconds=1)
+    assert cpu.status == "timeout"
+
+
+def test_the_same_loops_finish_without_the_timeouts():
+    assert _run(LOOP_3S, False, test_timeout_s=30, wall_timeout_s=30).status == "correct"
+    assert _run(CPU_1_5S, False, test_timeout_s=120, wall_timeout_s=120, cpu_seconds=10).status == "correct"
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener the test itself opens on 127.0.0.1; yields (port, accepted())."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+
+    def accepted() -> bool:
+        try:
+            connection, _ = server.accept()
+        except TimeoutError:
+            return False
+        connection.close()
+        return True
+
+    yield server.getsockname()[1], accepted
+    server.close()
+
+
+def _connect(port: int) -> str:
+    return f"    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n    return 1"
+
+
+@pytest.mark.parametrize("isolate", ISOLATION)
+def test_network_is_refused(isolate, listener):
+    port, accepted = listener
+    result = _run(_connect(port), isolate)
+    assert result.status == "wrong" and result.tests[0]["status"] == "error"
+    assert not accepted()  # nothing reached the listener
+
+
+def test_the_listener_is_reached_without_the_network_denial(listener, monkeypatch):
+    port, accepted = listener
+    weaken(monkeypatch, NO_NETWORK_RULE, "")
+    assert _run(_connect(port), False).status == "correct" and accepted()
+
+
+# an anonymous mapping counts against the address-space limit without touching its pages,
+# so the control is instant even on a loaded machine
+ALLOCATE_2G = "    import mmap\n    block = mmap.mmap(-1, 2 * 1024 ** 3)\n    return 1"
 
 
 @pytest.mark.parametrize("isolate", ISOLATION)
 def test_huge_allocation_is_stopped(isolate):
-    result = _run("    block = bytearray(10 * 1024 ** 3)\n    return 1", isolate)
-    assert result.tests[0]["status"] == "error" and "MemoryError" in result.tests[0]["message"]
+    result = _run(ALLOCATE_2G, isolate, memory_bytes=1 << 30)
+    assert result.tests[0]["status"] == "error" and "Cannot allocate memory" in result.tests[0]["message"]
+
+
+def test_the_allocation_succeeds_without_the_memory_limit():
+    import resource
+
+    assert _run(ALLOCATE_2G, False, memory_bytes=resource.RLIM_INFINITY).status == "correct"
+
+
+WRITE_32M = "    open('big.bin', 'wb').write(b'x' * (32 << 20))\n    return 1"
+
+
+@pytest.mark.parametrize("isolate", ISOLATION)
+def test_file_size_limit(isolate):
+    assert _run(WRITE_32M, isolate, file_bytes=16 << 20).status != "correct"
+    assert _run(WRITE_32M, isolate, file_bytes=64 << 20).status == "correct"  # the control
+
+
+OPEN_100 = "    handles = [open('f%d' % i, 'w') for i in range(100)]\n    return 1"
+
+
+@pytest.mark.parametrize("isolate", ISOLATION)
+def test_open_files_limit(isolate):
+    result = _run(OPEN_100, isolate, open_files=64)
+    assert result.status == "wrong" and "Too many open files" in result.tests[0]["message"]
+    assert _run(OPEN_100, isolate, open_files=1024).status == "correct"  # the control
+
+
+SPAWN = "    import subprocess\n    subprocess.run(['true'])\n    return 1"
+
+
+@pytest.mark.parametrize("isolate", ISOLATION)
+def test_subprocesses_are_refused(isolate):
+    result = _run(SPAWN, isolate)
+    assert result.tests[0]["status"] == "error" and "subprocess.Popen is not allowed" in result.tests[0]["message"]
+
+
+def test_subprocesses_run_without_their_denial(monkeypatch):
+    weaken(monkeypatch, '"subprocess.Popen", ', "")
+    assert _run(SPAWN, False).status == "correct"
+
+
+def _write_to(target: Path) -> str:
+    return f"    open({str(target)!r}, 'w').write('x')\n    return 1"
 
 
 @pytest.mark.parametrize("isolate", ISOLATION)
 def test_writes_outside_the_temp_dir_fail(isolate, tmp_path):
     target = tmp_path / "escaped.txt"
-    result = _run(f"    open({str(target)!r}, 'w').write('x')\n    return 1", isolate)
+    result = _run(_write_to(target), isolate)
     assert result.tests[0]["status"] == "error"
     assert not target.exists()
     inside = _run("    open('scratch.txt', 'w').write('x')\n    return len(open('scratch.txt').read())", isolate)
     assert inside.status == "correct"
 
 
+def test_the_write_lands_without_its_denial(tmp_path, monkeypatch):
+    target = tmp_path / "escaped.txt"
+    weaken(monkeypatch, "if writing and not inside(path, temp_dir)", "if False")
+    assert _run(_write_to(target), False).status == "correct" and target.read_text() == "x"
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "curate" / "schema.py"
+READ_SCHEMA = f"    return len(open({str(SCHEMA)!r}).read()) and 1"
+
+
 @pytest.mark.parametrize("isolate", ISOLATION)
 def test_project_files_are_not_readable(isolate):
-    schema = Path(__file__).resolve().parents[1] / "curate" / "schema.py"
-    result = _run(f"    return len(open({str(schema)!r}).read()) and 2", isolate)
+    result = _run(READ_SCHEMA, isolate)
     assert result.tests[0]["status"] == "error"
+
+
+def test_project_files_are_readable_without_hiding(monkeypatch):
+    weaken(monkeypatch, 'temp_dir, hidden = spec["temp_dir"], spec["hidden"]', 'temp_dir, hidden = spec["temp_dir"], []')
+    assert _run(READ_SCHEMA, False).status == "correct"
 
 
 def test_verify_operator_on_code_rows(tmp_path):

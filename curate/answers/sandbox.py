@@ -200,13 +200,15 @@ exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"
 
 @functools.lru_cache(maxsize=1)
 def kernel_isolation_available() -> bool:
-    """Whether unshare + mount + setpriv work here (they need root or user namespaces)."""
+    """Whether unshare + mount + setpriv work here (they need root or user namespaces).
+    No `--fork`: the sandboxed process is then our direct child, so a kill by a limit
+    (SIGKILL at the CPU limit) shows in its exit status instead of unshare's exit 1."""
     if sys.platform != "linux" or not all(shutil.which(t) for t in ("unshare", "setpriv", "mount")):
         return False
     with tempfile.TemporaryDirectory(prefix="curate-probe-") as temp_dir:
         try:
             probe = subprocess.run(
-                ["unshare", "--net", "--mount", "--fork", "--", "sh", "-c", _ISOLATE, "sh",
+                ["unshare", "--net", "--mount", "--", "sh", "-c", _ISOLATE, "sh",
                  temp_dir, str(_PROJECT_ROOT), "true"],
                 capture_output=True, timeout=10,
             )
@@ -233,7 +235,7 @@ def run_tests(code: str, test: str, entry_point: str | None, limits: SandboxLimi
         harness.write_text(_HARNESS)
         command = [_python(), "-I", "-S", "-B", str(harness)]
         if use_kernel:
-            command = ["unshare", "--net", "--mount", "--fork", "--", "sh", "-c", _ISOLATE, "sh",
+            command = ["unshare", "--net", "--mount", "--", "sh", "-c", _ISOLATE, "sh",
                        temp_dir, str(_PROJECT_ROOT), *command]
         spec = {"code": code, "test": test, "entry_point": entry_point, "nonce": nonce,
                 "temp_dir": temp_dir, "hidden": [str(_PROJECT_ROOT)],

@@ -1,7 +1,9 @@
 """The run directory, typed: where each file lives and what `run.json` holds.
 
     RUN_DIR/
-      run.json              RunManifest: recipe, sources, one StepRecord per step, packages
+      run.json              RunManifest: recipe, sources, one StepRecord per step, packages,
+                            one AttemptRecord per attempt (a resumed run adds one)
+      run.lock              held (flock) by the run using the directory: pid, host, start
       output.parquet        the last step's rows
       rejections.parquet    every removed row, with `step`, `reject_reason`, `reject_detail`
       steps/NN-<id>-<fingerprint>/   one step's checkpoint: output.parquet,
@@ -14,7 +16,13 @@ line) reads through it, so the layout and the manifest's fields are defined once
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from curate.core.io import write_json
 
 MANIFEST = "run.json"
+LOCK = "run.lock"
 OUTPUT = "output.parquet"
 REJECTIONS = "rejections.parquet"
 STEPS = "steps"
@@ -86,6 +95,34 @@ class SourceRecord(_Record):
     format: str | None = None
 
 
+ATTEMPT_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "cache_hits")
+
+
+class AttemptRecord(_Record):
+    """One `curate run` on the run directory: a resumed run is a second attempt. Counters
+    sum the step metrics of this attempt's own work (steps it ran, chunks it finished;
+    steps reused from disk count nothing). Written after every chunk and step and when
+    the attempt stops; an attempt left 'running' was killed (counted up to its last chunk)."""
+
+    started_at: str
+    finished_at: str | None = None
+    status: str = "running"  # running | done | failed | interrupted | killed
+    seconds: float = 0.0
+    steps_run: list[str] = Field(default_factory=list)
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+
+
+def attempt_totals(attempts: list[AttemptRecord]) -> dict[str, float]:
+    """What the run cost over all its attempts."""
+    totals: dict[str, float] = {"attempts": len(attempts), "seconds": round(sum(a.seconds for a in attempts), 3)}
+    for name in ATTEMPT_COUNTERS:
+        totals[name] = sum(getattr(a, name) for a in attempts)
+    return totals
+
+
 class RunManifest(_Record):
     """`run.json`: written after every step (finished_at, output and rejections stay null
     until the run finishes)."""
@@ -99,6 +136,8 @@ class RunManifest(_Record):
     output: str | None = None
     rejections: str | None = None
     packages: dict[str, str] = Field(default_factory=dict)
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    totals: dict[str, float] = Field(default_factory=dict)  # attempt_totals(attempts)
 
     def step(self, step_id: str) -> StepRecord | None:
         return next((s for s in self.steps if s.id == step_id), None)
@@ -106,6 +145,10 @@ class RunManifest(_Record):
 
 class RunDirError(ValueError):
     """The run directory is missing a file, or its run.json is not a manifest."""
+
+
+class RunDirLocked(RunDirError):
+    """Another run holds the run directory."""
 
 
 class RunDir:
@@ -164,6 +207,41 @@ class RunDir:
 
     def write_manifest(self, manifest: RunManifest) -> None:
         write_json(manifest.model_dump(mode="json"), self.manifest_path)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory for one run: RunDirLocked (naming the holder's pid, host and
+        start) while another run holds it. The lock is an flock on `run.lock`, which the
+        kernel drops when its process dies, so a stale lock (a killed run's file) is simply
+        taken over; the holder's details in the file are only ever read while it is held."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirLocked(f"{self.root} is in use by another run ({_holder(path)}); "
+                                   "wait for it to finish or use another output directory") from None
+            holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text())
+        return f"pid {holder['pid']} on {holder['host']}, started {holder['started_at']}; lock file {path}"
+    except (OSError, ValueError, KeyError, TypeError):  # written in the instant after locking
+        return f"lock file {path}"
 
 
 def read_step_marker(step_dir: Path) -> StepRecord | None:

@@ -33,7 +33,7 @@ from curate.answers.check import VERIFY_COLUMNS, AnswerChecker, VerifyConfig, ch
 from curate.core.io import write_parquet
 from curate.core.operator import Operator, StepContext, register
 from curate.llm.config import GenerateConfig, TeacherConfig
-from curate.llm.engine import TRACE_ONLY, Engine, plan_requests
+from curate.llm.engine import TRACE_ONLY, Engine, plan_requests, ray_resources
 from curate.passrate import AdaptiveConfig, run_adaptive
 from curate.schema import content_hash
 
@@ -69,17 +69,7 @@ class Generate(Operator[GenerateConfig]):
         return columns
 
     def resources(self) -> dict[str, float]:
-        """One Ray actor holds every teacher's engine, one vLLM engine at a time: it needs
-        the GPUs of the largest vLLM teacher (its tensor-parallel size), or one GPU for a
-        transformers teacher placed on CUDA."""
-        gpus = 0
-        for teacher in self.config.teachers:
-            options = teacher.backend_options()
-            if teacher.backend == "vllm":
-                gpus = max(gpus, options.tensor_parallel_size)
-            elif teacher.backend == "transformers" and options.device.startswith("cuda"):
-                gpus = max(gpus, 1)
-        return {"num_gpus": gpus} if gpus else {}
+        return ray_resources(self.config.teachers)
 
     def setup(self, ctx: StepContext) -> None:
         self.engine = Engine(self.config.teachers)

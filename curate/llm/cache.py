@@ -4,13 +4,21 @@ SQLite in WAL mode with synchronous=FULL: each completion is committed (and fsyn
 as it arrives, so a run killed at any instant loses at most the completions still in
 flight. Several processes may share one file (busy timeout), which is how two runs
 pointed at one cache reuse each other's work.
+
+Runs sharing a cache claim requests before generating them (`claim`): a request another
+live run has claimed is waited for instead of generated twice. A claim is stale, and
+taken over, when its process is gone (same host) or it has shown no progress for
+CLAIM_TTL_S (any host).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +38,16 @@ CREATE TABLE IF NOT EXISTS completions (
     created_at REAL NOT NULL
 )
 """
+_CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat REAL NOT NULL
+)
+"""
+CLAIM_TTL_S = 1800.0  # no completion stored by a claim's owner for this long: the claim is stale
 CACHE_FILE = Path("generate") / "responses.sqlite"  # under the run's cache dir
 _LOOKUP_BATCH = 500  # below SQLite's bound-parameter limit
 
@@ -51,6 +69,9 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_CLAIMS)
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"  # one per cache object
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
         keys = list(dict.fromkeys(keys))
@@ -70,6 +91,52 @@ class ResponseCache:
         with self._db:  # BEGIN ... COMMIT around the batch
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT OR IGNORE INTO completions VALUES (?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany("DELETE FROM claims WHERE key = ?", [(row[0],) for row in rows])
+            self._db.execute("UPDATE claims SET heartbeat = ? WHERE owner = ?", (now, self.owner))
+
+    def claim(self, keys: list[str]) -> tuple[set[str], dict[str, Completion], set[str]]:
+        """Claim `keys` for this cache object, in one transaction: (claimed now, already
+        cached, held by another live run). Stale claims are taken over."""
+        keys = list(dict.fromkeys(keys))
+        now = time.time()
+        claimed: set[str] = set()
+        held: set[str] = set()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cached = self.get_many(keys)
+            for start in range(0, len(keys), _LOOKUP_BATCH):
+                batch = [k for k in keys[start:start + _LOOKUP_BATCH] if k not in cached]
+                marks = ",".join("?" * len(batch))
+                holders = {key: (owner, host, pid, beat) for key, owner, host, pid, beat in self._db.execute(
+                    f"SELECT key, owner, host, pid, heartbeat FROM claims WHERE key IN ({marks})", batch)}
+                for key in batch:
+                    holder = holders.get(key)
+                    if holder is not None and holder[0] != self.owner and not self._stale(*holder[1:], now):
+                        held.add(key)
+                    else:
+                        claimed.add(key)
+            self._db.executemany("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?)",
+                                 [(key, self.owner, self.host, self.pid, now) for key in claimed])
+        return claimed, cached, held
+
+    def _stale(self, host: str, pid: int, heartbeat: float, now: float) -> bool:
+        if now - heartbeat > CLAIM_TTL_S:
+            return True
+        if host != self.host:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+
+    def release(self) -> None:
+        """Drop this object's claims (requests it did not finish: budget, error, stop)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
 
     def close(self) -> None:
         self._db.close()

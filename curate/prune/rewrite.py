@@ -124,6 +124,12 @@ class RewriteTraces(Operator[RewriteConfig]):
     def output_columns(self) -> set[str]:
         return {"rewrite_status", "pruned_by", TOKENS_BEFORE[self.config.text]}
 
+    def resources(self) -> dict[str, float]:
+        """The GPUs its teacher needs on a Ray actor, as for `generate`."""
+        from curate.llm.engine import ray_resources
+
+        return ray_resources([self.config.teacher])
+
     def setup(self, ctx: StepContext) -> None:
         from curate.answers.extract import answer_extractor
         from curate.llm.engine import Engine

@@ -26,6 +26,7 @@ class SlowCopy(Operator):
 
     def apply(self, frame: pl.DataFrame, ctx) -> pl.DataFrame:
         time.sleep(self.config.seconds)
+        ctx.count("requests", frame.height)  # stands for generation cost: run.json sums it per attempt
         with open(self.config.log, "a") as handle:
             handle.write(f"{ctx.step_id} {frame.height} {frame['problem_id'][0] if frame.height else '-'}\n")
         return frame.with_columns(length=pl.col("problem").str.len_chars())

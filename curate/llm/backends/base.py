@@ -77,6 +77,11 @@ class Backend:
     def generate(self, requests: list[Request], sink: Sink) -> None:
         raise NotImplementedError
 
+    def claim_size(self) -> int | None:
+        """How many requests to claim in the shared cache before each `generate` call
+        (one batch); None: all at once (servers and vLLM want every request in flight)."""
+        return None
+
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         """Exact token counts when this backend has a tokenizer at hand, else None."""
         return None

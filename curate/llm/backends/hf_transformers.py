@@ -1,5 +1,9 @@
 """Local generation with transformers: batched, left-padded, with real stop strings.
 
+Sampling draws each row from its own generator seeded with that request's seed
+(`RowSampler`), so a sample's text does not depend on the batch size, the batch order or
+which other requests share its batch.
+
 GGUF files are dequantized once into safetensors (`curate.models.gguf`), so every later
 load is a plain, fast safetensors load.
 """
@@ -108,6 +112,9 @@ class TransformersBackend(Backend):
             batch = order[start:start + batch_size]
             sink.done(self.generate_batch([texts[i] for i in batch], [requests[i] for i in batch]))
 
+    def claim_size(self) -> int | None:
+        return self.options.batch_size
+
     def generate_batch(self, texts: list[str], requests: list[Request]) -> list[tuple[Request, Completion]]:
         import torch
 
@@ -116,16 +123,22 @@ class TransformersBackend(Backend):
         encoded = self.tokenizer(
             texts, return_tensors="pt", padding=True, add_special_tokens=self.teacher.prompt.kind == "completion"
         ).to(self.device)
-        torch.manual_seed(requests[0].seed)
-        sample = sampling.temperature > 0
+        from transformers import LogitsProcessorList
+
+        # The row sampler picks every token itself (all other logits -inf), so generate's own
+        # step is a plain argmax: no global RNG is consumed, nothing depends on the batch.
+        processors = LogitsProcessorList()
+        if sampling.temperature > 0:
+            processors.append(RowSampler([r.seed for r in requests], sampling.temperature, sampling.top_p, self.device))
         with torch.inference_mode():
             output = self.model.generate(
                 **encoded,
                 max_new_tokens=sampling.max_tokens,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
-                top_k=0 if sample else None,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                logits_processor=processors,
                 stop_strings=sampling.stop or None,
                 tokenizer=self.tokenizer if sampling.stop else None,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -175,3 +188,31 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     if not positions:
         return text, False
     return text[: min(positions)], True
+
+
+class RowSampler:
+    """A transformers logits processor that samples each row from its own seeded
+    generator (temperature, then nucleus top_p) and returns logits that make the chosen
+    token the argmax. Row i's t-th token uses the t-th draw of generator i, whatever the
+    other rows are: one uniform per row and step, inverted through the row's sorted CDF."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: str):
+        import torch
+
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        self.temperature, self.top_p, self.device = temperature, top_p, device
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        # stable: equal probabilities keep vocabulary order, so a row sorts the same in any batch
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        if self.top_p < 1:
+            # drop a token once the mass before it already reaches top_p (the first always stays)
+            sorted_probs = sorted_probs.masked_fill(sorted_probs.cumsum(-1) - sorted_probs >= self.top_p, 0.0)
+        cdf = sorted_probs.cumsum(-1)
+        draws = torch.stack([torch.rand((), generator=g, device=self.device) for g in self.generators])
+        position = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(1), right=True)
+        chosen = order.gather(1, position.clamp_(max=cdf.shape[1] - 1))
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen, 0.0)

@@ -60,6 +60,9 @@ class LlamaCppBackend(Backend):
             finish = "length" if response["choices"][0]["finish_reason"] == "length" else "stop"
             sink.done([(request, Completion(text, finish, usage["prompt_tokens"], usage["completion_tokens"]))])
 
+    def claim_size(self) -> int | None:
+        return 1  # one sequence at a time
+
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         if not texts:
             return []
