@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 
@@ -31,7 +32,7 @@ def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
 
     selected: list[pl.Expr] = []
     if config.messages:
-        selected.append(messages_expr(frame.columns, config, run).alias("messages"))
+        selected.append(messages_expr(frame.columns, config, run.run_dir).alias("messages"))
     lineage_names = set(LINEAGE_COLUMNS)
     selected += [pl.col(name) for name in config.columns if name in frame.columns and name not in lineage_names]
     selected += [pl.col(name) for name in ("trace_id", "problem_id", "teacher") if name in frame.columns]
@@ -43,9 +44,10 @@ def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
     return frame.select(selected)
 
 
-def messages_expr(columns: list[str], config: PublishConfig, run: Run) -> pl.Expr:
+def messages_expr(columns: list[str], config: PublishConfig, where: Path | str) -> pl.Expr:
+    """The `messages` column; `where` (the run folder) names the data in errors."""
     if "problem" not in columns:
-        raise RunDirError(f"{run.run_dir}: output has no 'problem' column, needed for the user turn of `messages`")
+        raise RunDirError(f"{where}: output has no 'problem' column, needed for the user turn of `messages`")
     user_parts: list[pl.Expr] = []
     for index, text in enumerate(config.user_template.split("{problem}")):
         if index:
@@ -64,7 +66,7 @@ def messages_expr(columns: list[str], config: PublishConfig, run: Run) -> pl.Exp
         assistant = pl.col("completion").fill_null("")
     else:
         raise RunDirError(
-            f"{run.run_dir}: output has neither 'reasoning'+'answer_text' nor 'completion' for the assistant turn"
+            f"{where}: output has neither 'reasoning'+'answer_text' nor 'completion' for the assistant turn"
         )
 
     turns = [_turn("user", user), _turn("assistant", assistant)]
