@@ -21,10 +21,13 @@ rows = load("decontam_pool", "heldout")
 sets = [EvalSetSpec(name=n, path=str(DATA / f"evalset_{n}.jsonl")) for n in ("aime24", "aime25", "amc23", "gsm8k_test")]
 cache = Path(tempfile.gettempdir()) / "curate-realdata-cache"
 for k, ms in ((1, 0.5), (3, 0.5), (1, 0.8)):
-    op = ConfirmContamination(ConfirmContamination.Config(teacher={"model": "bundled:smollm2"}, eval_sets=sets, top_k=k, min_similarity=ms))
+    config = ConfirmContamination.Config(teacher={"model": "bundled:smollm2"}, eval_sets=sets, top_k=k,
+                                         min_similarity=ms)
+    op = ConfirmContamination(config)
     op.evals = load_eval_sets(sets)
     emb = Embedder("bundled:minilm", cache)
-    cand = op.candidates(pl.Series([r["problem"] for r in rows]), emb).join(op.evals.with_row_index("eval_row"), on="eval_row")
+    problems = pl.Series([r["problem"] for r in rows])
+    cand = op.candidates(problems, emb).join(op.evals.with_row_index("eval_row"), on="eval_row")
     pairs = {(a, b) for a, b in cand.select("pool_text", "eval_problem").iter_rows()}
     texts = set(cand["pool_text"])
     out = {"top_k": k, "min_similarity": ms, "pairs_to_judge": cand.height}
@@ -32,5 +35,6 @@ for k, ms in ((1, 0.5), (3, 0.5), (1, 0.8)):
         lab = [r for r in rows if r["label"] == label]
         out[label + "_with_candidates"] = f"{sum(r['problem'] in texts for r in lab)}/{len(lab)}"
         if label != "clean":
-            out[label + "_true_item_among_candidates"] = f"{sum((r['problem'], r['eval_problem']) in pairs for r in lab)}/{len(lab)}"
+            found = sum((r["problem"], r["eval_problem"]) in pairs for r in lab)
+            out[label + "_true_item_among_candidates"] = f"{found}/{len(lab)}"
     print(json.dumps(out), flush=True)

@@ -284,7 +284,8 @@ def main() -> None:
             rate, info = bench_synthetic(args.rows, args.chunk, tmp)
             print(f"rule filters + select_traces: {rate:,.0f} rows/s  {json.dumps(info)}")
         if args.dj_python:
-            print(f"Data-Juicer comparison: {json.dumps(bench_data_juicer(args.dj_python, args.dj_rows, args.dj_repeats, tmp))}")
+            comparison = bench_data_juicer(args.dj_python, args.dj_rows, args.dj_repeats, tmp)
+            print(f"Data-Juicer comparison: {json.dumps(comparison)}")
         real_report(args.traces or FIXTURE, tmp)
 
 

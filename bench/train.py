@@ -103,7 +103,8 @@ def preference_dataset(folder: Path) -> Path:
     traces = pl.concat([read_skythought(PAIR_TRACES / f"math500_{name}.jsonl", name)
                         for name in ("qwen25_shortcot", "skyt1_longcot")])
     # The files' own labels stand in for verify here: the benchmark times training, not verification.
-    traces = traces.with_columns(verify_status=pl.when(pl.col("correct")).then(pl.lit("correct")).otherwise(pl.lit("wrong")))
+    status = pl.when(pl.col("correct")).then(pl.lit("correct")).otherwise(pl.lit("wrong"))
+    traces = traces.with_columns(verify_status=status)
     pairs, _ = form_pairs(traces, PreferencePairsConfig())
 
     def turn(role: str, column: str) -> pl.Expr:

@@ -401,10 +401,11 @@ def _check_trace_fields(sources: list[Source], recipe_dir: Path, lines: _LineInd
 
     problems = []
     for index, source in enumerate(sources):
-        if source.kind != "traces" or source.path is None:
+        path = resolve_path(source, recipe_dir)
+        if source.kind != "traces" or path is None:  # a Hub dataset: no file to read ahead
             continue
         try:
-            present = first_record_fields(source, resolve_path(source, recipe_dir))
+            present = first_record_fields(source, path)
         except SourceError as error:
             problems.append(Problem(file, lines.line(("sources", index, "path")), f"sources[{index}]: {error}"))
             continue

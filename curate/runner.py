@@ -182,12 +182,13 @@ class _Run:
         from curate.evals import EvalConfig
         from curate.evals.suite import before_after, problem_sets, student_card
 
-        model, baseline = section.model.model, None
+        model, baseline, card = section.model.model, None, None
         if model == "student":
             if trained is None:
                 raise ValueError("eval.model.model is 'student' but the recipe has no train section")
             assert self.recipe.train is not None, "a trained student comes from the train section"
             model, baseline = trained["model_dir"], self.recipe.train.student
+            card = Path(trained["output_dir"]) / "README.md"
         config = section.model_copy(update={"model": section.model.model_copy(update={"model": model})})
         _, step_dir, done = self._checkpoint("eval", {
             "eval": config.model_dump(mode="json"), "baseline": baseline,
@@ -202,8 +203,8 @@ class _Run:
         eval_config = EvalConfig.model_validate(config.model_dump(exclude={"sources", "sets"}) | {
             "cache_dir": self.cache_dir})
         evaluated = before_after(eval_config, model, baseline, sets, step_dir)
-        if baseline is not None:
-            write_text(student_card(evaluated, model), Path(trained["output_dir"]) / "README.md")
+        if card is not None:
+            write_text(student_card(evaluated, model), card)
         write_json(evaluated, step_dir / "result.json")
         return evaluated
 
@@ -223,14 +224,14 @@ class _Run:
             return pl.read_parquet(step_dir / "output.parquet"), imported, fingerprint
         started = time.perf_counter()
         problems, traces = [], []
-        for source, record in zip(self.recipe.sources, sources, strict=True):
+        for source, source_record in zip(self.recipe.sources, sources, strict=True):
             if source.kind == "traces":
                 frame = load_traces(source, recipe_dir, self.cache_dir)
                 traces.append(frame)
             else:
                 frame = load_problems(source, recipe_dir)
                 problems.append(frame)
-            record["rows"] = frame.height
+            source_record["rows"] = frame.height
             progress.advance(task)
         frame = pl.concat(problems) if problems else pl.DataFrame(schema={c.name: c.dtype for c in PROBLEM_COLUMNS})
         imported = pl.concat(traces) if traces else None

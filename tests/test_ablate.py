@@ -241,3 +241,45 @@ def test_ablation_trains_real_students(tmp_path):
         datasets, [ProblemSet("heldout", "in_distribution", problems)])
     assert [row["arm"] for row in report["rows"]] == ["base", "curated", "random"]
     assert list((tmp_path / "ablation" / "arms" / "curated").glob("seed0-*/train/final/config.json"))
+
+
+def trace_recipe(tmp_path: Path, steps: list[dict]):
+    """A recipe over an imported trace dump (no teacher): the second trace states 3+3=7."""
+    import yaml
+
+    from curate.recipe import load_recipe
+
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("".join(json.dumps({"problem": f"What is {a}+{a}?", "answer": str(2 * a),
+                                        "completion": f"<think>{a}+{a}={total}</think> #### {total}"}) + "\n"
+                            for a, total in ((2, 4), (3, 7), (5, 10))))
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "traces", "output": {"dir": str(tmp_path / "run")}, "cache_dir": str(tmp_path / "cache"),
+        "sources": [{"name": "d", "kind": "traces", "path": str(dump), "traces": {"tokenizer": "chars/4"}}],
+        "steps": steps}))
+    return load_recipe(path)
+
+
+def test_a_drop_arm_reruns_the_recipe_without_the_step(tmp_path):
+    from curate.runner import run_recipe
+
+    recipe = trace_recipe(tmp_path, [{"op": "truncation_filter"}, {"op": "arithmetic_check"}])
+    run_dir = run_recipe(recipe, tmp_path / "run", Console(quiet=True)).run_dir
+    arms = AblateConfig(arms=[{"name": "full", "data": {"kind": "recipe"}},
+                              {"name": "unchecked", "data": {"kind": "recipe", "drop": ["arithmetic_check"]}}],
+                        reference="full").arms
+    datasets = ArmDatasets(recipe, run_dir, tmp_path / "ablation", Console(quiet=True))
+    assert datasets.rows(arms, arms[0], seed=0).height == 2  # 3+3=7 rejected
+    unchecked = datasets.rows(arms, arms[1], seed=0)
+    assert unchecked.height == 3 and (tmp_path / "ablation" / "runs" / "unchecked").is_dir()
+
+
+def test_a_drop_arm_that_starves_a_later_step_names_the_arm(tmp_path):
+    recipe = trace_recipe(tmp_path, [{"op": "verify", "workers": 1}, {"op": "grade"}])
+    arm = AblateConfig(arms=[{"name": "full", "data": {"kind": "recipe"}},
+                             {"name": "unverified", "data": {"kind": "recipe", "drop": ["verify"]}}],
+                       reference="full").arms[1]
+    datasets = ArmDatasets(recipe, fake_run(tmp_path), tmp_path / "ablation", Console(quiet=True))
+    with pytest.raises(ValueError, match=r"arm 'unverified': without verify: .*step 'grade' needs column\(s\) correct"):
+        datasets.rows([arm], arm, seed=0)

@@ -109,7 +109,8 @@ def test_most_common_wrong_answer_is_the_negative():
 
 
 def test_longest_and_random_negatives():
-    rows = [trace("p", 0, correct=True)] + [trace("p", i, correct=False, tokens=t) for i, t in [(1, 5), (2, 50), (3, 20)]]
+    wrong = [trace("p", i, correct=False, tokens=t) for i, t in [(1, 5), (2, 50), (3, 20)]]
+    rows = [trace("p", 0, correct=True)] + wrong
     longest, _ = pairs_of(rows, negative="longest", pairs_per_problem=2)
     assert sorted(longest["rejected_trace_id"].to_list()) == ["p-t1-2", "p-t1-3"]
     many = [trace(f"p{n}", 0, correct=True) for n in range(40)] + [
@@ -389,7 +390,8 @@ def test_compare_sets_sft_only_against_sft_then_dpo(tmp_path, monkeypatch):
         ("dpo", str(tmp_path / "sft" / "final"), "published/v1", tmp_path / "sft_dpo" / "then"),
     ]
     assert trained[1].learning_rate == 5e-7 and trained[1].max_steps == 3
-    assert evaluated == {"sft": str(tmp_path / "sft" / "final"), "sft_dpo": str(tmp_path / "sft_dpo" / "then" / "final")}
+    assert evaluated == {"sft": str(tmp_path / "sft" / "final"),
+                         "sft_dpo": str(tmp_path / "sft_dpo" / "then" / "final")}
     assert difference.arms == ("sft", "sft_dpo") and difference.difference == pytest.approx(-1 / 3)
     with pytest.raises(ValueError, match="'dpo_arm' is not an arm"):
         CompareConfig(datasets={"a": "x", "b": "y"}, then={"dpo_arm": {"method": "dpo"}}, train={},

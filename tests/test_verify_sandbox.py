@@ -189,7 +189,8 @@ def test_project_files_are_not_readable(isolate):
 
 
 def test_project_files_are_readable_without_hiding(monkeypatch):
-    weaken(monkeypatch, 'temp_dir, hidden = spec["temp_dir"], spec["hidden"]', 'temp_dir, hidden = spec["temp_dir"], []')
+    weaken(monkeypatch, 'temp_dir, hidden = spec["temp_dir"], spec["hidden"]',
+           'temp_dir, hidden = spec["temp_dir"], []')
     assert _run(READ_SCHEMA, False).status == "correct"
 
 

@@ -66,9 +66,9 @@ def decide(reference: str, answer: str) -> Verdict | None:
     if is_text_answer(ref):
         same = text_key(unwrapped(reference)) == text_key(unwrapped(answer)) or text_key(ref) == text_key(got)
         return Verdict(same, "correct" if same else "wrong", "text answer")
-    numbers = plain_number(ref), plain_number(got)
-    if None not in numbers:
-        same = math.isclose(*numbers, rel_tol=1e-9, abs_tol=1e-12)
+    ref_number, got_number = plain_number(ref), plain_number(got)
+    if ref_number is not None and got_number is not None:
+        same = math.isclose(ref_number, got_number, rel_tol=1e-9, abs_tol=1e-12)
         return Verdict(same, "correct" if same else "wrong", "plain numbers")
     return None
 
@@ -235,6 +235,7 @@ def _in_workers(pairs: list[tuple[str, str]], timeout_s: float, workers: int) ->
     def lost(worker: _Worker, verdict_if_final: Verdict) -> None:
         """The worker died or hung on its task: retry the task once in a new worker."""
         task = worker.task
+        assert task is not None, "lost() is only called for a worker busy on a pair"
         selector.unregister(worker.process.stdout)
         pool.remove(worker)
         worker.stop(kill=True)
@@ -259,17 +260,21 @@ def _in_workers(pairs: list[tuple[str, str]], timeout_s: float, workers: int) ->
                 start()
             wait = min((w.deadline for w in pool if w.task is not None), default=time.monotonic()) - time.monotonic()
             for key, _ in selector.select(timeout=max(wait, 0.01)):
-                worker: _Worker = key.data
+                worker = key.data
                 line = worker.process.stdout.readline()
+                task = worker.task
+                if task is None:  # a worker writes only answers: readable while idle means it ended
+                    raise RuntimeError(f"a math-verify worker exited before taking a pair "
+                                       f"(exit code {worker.process.wait()})")
                 if line:
-                    results[worker.task] = Verdict(*json.loads(line))
+                    results[task] = Verdict(*json.loads(line))
                     worker.task = None
                     continue
                 code = worker.process.wait()
                 if code == -signal.SIGXCPU:
                     reason = f"over {3 * timeout_s + 2:.0f} CPU seconds in C code"
-                    results[worker.task] = Verdict(None, "timeout", reason)
-                    crashes[worker.task] = 2
+                    results[task] = Verdict(None, "timeout", reason)
+                    crashes[task] = 2
                 lost(worker, Verdict(None, "error", f"{CRASH_REASON} twice (exit code {code})"))
             for worker in [w for w in pool if w.task is not None and time.monotonic() > w.deadline]:
                 lost(worker, Verdict(None, "timeout", f"worker hung for {_HANG_S:.0f}s twice"))
@@ -280,4 +285,6 @@ def _in_workers(pairs: list[tuple[str, str]], timeout_s: float, workers: int) ->
                 _IDLE.append(worker)
             else:
                 worker.stop(kill=True)
-    return results
+    decided = [verdict for verdict in results if verdict is not None]
+    assert len(decided) == len(pairs), "the loop ends once every pair has its verdict"
+    return decided

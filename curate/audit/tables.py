@@ -105,10 +105,10 @@ class Audit:
         if not finished:
             raise AuditError(f"{directory.manifest_path}: the run stopped before any step finished; nothing to audit")
         last = finished[-1]
-        rejections = [_read_parquet(directory.root / step.rejections) for step in finished
-                      if step.rejections and (directory.root / step.rejections).is_file()]
-        rejections = pl.concat([r for r in rejections if r.height], how="diagonal_relaxed") if any(
-            r.height for r in rejections) else pl.DataFrame()
+        step_rejections = [_read_parquet(directory.root / step.rejections) for step in finished
+                           if step.rejections and (directory.root / step.rejections).is_file()]
+        non_empty = [frame for frame in step_rejections if frame.height]
+        rejections = pl.concat(non_empty, how="diagonal_relaxed") if non_empty else pl.DataFrame()
         audit = cls(directory.root, "run", _read_json(directory.manifest_path),
                     _read_parquet(directory.root / last.output), rejections, run=run)
         audit.notes.append(f"The run did not finish: this audit covers its {len(finished)} finished step(s), up to "

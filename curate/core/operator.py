@@ -97,7 +97,8 @@ class Operator(Generic[ConfigT]):
     # (curate.core.rundir.DUPLICATE_REASONS, CONTAMINATION_REASONS).
     reject_reasons: ClassVar[tuple[str, ...]] = ()
     # Whether `plan` can estimate this operator's requests (`curate plan` uses the first such step).
-    can_plan: ClassVar[bool] = False
+    # Not a ClassVar: an operator may set it per instance when its config decides (verify's judge).
+    can_plan: bool = False
     # Modules besides its own whose code makes this operator's rows (e.g. the teacher engine):
     # the runner's step fingerprint covers them, so editing them reruns the step.
     code_modules: ClassVar[tuple[str, ...]] = ()

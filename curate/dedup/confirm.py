@@ -45,7 +45,7 @@ class ConfirmContaminationConfig(JudgeConfig):
 
 
 @register
-class ConfirmContamination(Filter):
+class ConfirmContamination(Filter[ConfirmContaminationConfig]):
     """For each problem, judge its top_k most similar eval problems (cosine >=
     min_similarity) with an LLM: 'same problem?'. Rejects 'contaminated' on a yes (evidence:
     eval item, similarity, judge's reason); contamination_confirm_report.parquet lists every

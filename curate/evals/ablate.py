@@ -18,7 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -84,7 +84,7 @@ def training_rows(frame: pl.DataFrame, publish_config) -> pl.DataFrame:
 
     tokens = [c for c in ("reasoning_tokens", "answer_tokens") if c in frame.columns]
     return frame.select(
-        messages_expr(frame.columns, publish_config, SimpleNamespace(run_dir="ablation")).alias("messages"),
+        messages_expr(frame.columns, publish_config, "ablation").alias("messages"),
         *(pl.col(c) for c in ("trace_id", "problem_id") if c in frame.columns),
         trace_tokens=pl.sum_horizontal(tokens) if tokens else pl.lit(None, pl.Int64),
     )
@@ -116,10 +116,12 @@ class ArmDatasets:
         """The arm's rows for one training seed (only pool arms differ between seeds)."""
         data = arm.data
         if data.kind == "pool":
+            assert data.size_of is not None, "ArmData._fields_of_kind: a pool arm has size_of"
             size = self.rows(arms, _arm(arms, data.size_of), seed).height
             return pool_sample(self.step_output(data.step or self.pool_step()), size, seed)
         if arm.name not in self._rows:
             if data.kind == "step":
+                assert data.step is not None, "ArmData._fields_of_kind: a step arm has step"
                 frame = self.step_output(data.step)
                 self._rows[arm.name] = verified_rows(frame) if data.correct_only else frame
             elif data.drop:
@@ -131,7 +133,7 @@ class ArmDatasets:
     def _run_without(self, name: str, drop: list[str]) -> pl.DataFrame:
         """The recipe with `drop` switched off, in its own run folder; the steps before the
         first dropped one are copied from the main run (same fingerprints: reused as is)."""
-        from curate.recipe import RecipeError, _check_columns
+        from curate.recipe import RecipeError, _check_columns, _LineIndex
         from curate.runner import run_recipe
 
         ids = [step.id for step in self.recipe.steps]
@@ -141,7 +143,8 @@ class ArmDatasets:
                              f"(steps: {', '.join(ids)})")
         steps = [step for step in self.recipe.steps if step.id not in drop]
         try:
-            _check_columns(steps, str(self.recipe.path))
+            lines = self.recipe.lines or _LineIndex(None)  # a recipe not read from a file has no line index
+            _check_columns(steps, self.recipe.sources, lines, str(self.recipe.path))
         except RecipeError as error:
             raise ValueError(f"arm {name!r}: without {', '.join(drop)}: {error}") from None
         run_dir = self.output_dir / "runs" / name
@@ -211,7 +214,8 @@ class Ablation:
                      "sets": [(s.name, s.kind, s.problems["problem_id"].to_list()) for s in sets]})
         cell_dir = self.output_dir / "arms" / arm.name / f"seed{seed}-{key[:12]}"
         marker = cell_dir / "cell.json"
-        trace_tokens = rows["trace_tokens"].mean() if rows["trace_tokens"].null_count() < rows.height else None
+        # The mean of an integer column: a float, or None when no row counts tokens.
+        trace_tokens = cast(float | None, rows["trace_tokens"].mean())
         if marker.exists():
             self.console.print(f"[dim]ablate {arm.name} seed {seed}: done (cached)[/dim]")
             return Cell(arm.name, seed, rows.height, trace_tokens,
@@ -266,13 +270,15 @@ def summarise(cells: list[Cell], baseline: dict[str, pl.DataFrame], sets: list[P
               config: AblateConfig) -> dict:
     arms = [arm.name for arm in config.arms]
     by_arm = {name: [c for c in cells if c.arm == name] for name in arms}
-    report = {"seeds": config.seeds, "reference": config.reference, "confidence": config.confidence,
-              "sets": [{"name": s.name, "kind": s.kind, "problems": s.problems.height} for s in sets], "rows": []}
+    report: dict[str, Any] = {
+        "seeds": config.seeds, "reference": config.reference, "confidence": config.confidence,
+        "sets": [{"name": s.name, "kind": s.kind, "problems": s.problems.height} for s in sets], "rows": []}
     for name in [BASELINE, *arms]:
         arm_cells = by_arm.get(name, [])
-        row = {"arm": name, "seeds": len(arm_cells) or 1,
-               "dataset_rows": float(np.mean([c.rows for c in arm_cells])) if arm_cells else None,
-               "trace_tokens": _mean([c.trace_tokens for c in arm_cells]), "sets": {}}
+        row: dict[str, Any] = {
+            "arm": name, "seeds": len(arm_cells) or 1,
+            "dataset_rows": float(np.mean([c.rows for c in arm_cells])) if arm_cells else None,
+            "trace_tokens": _mean([c.trace_tokens for c in arm_cells]), "sets": {}}
         for problem_set in sets:
             frames = [c.sets[problem_set.name] for c in arm_cells] or [baseline[problem_set.name]]
             scores = _matrix(frames)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,16 +74,18 @@ def before_after(config: EvalConfig, student: str, baseline: str | None, sets: l
                  output_dir: Path, confidence: float = 0.95) -> dict:
     """Evaluate `student` (and `baseline`, its starting model) on every set; eval.json holds
     the main set's student report (as before) plus `baseline`, `difference` and `sets`."""
-    results, main_report = [], None
+    results: list[dict[str, Any]] = []
+    main_report: EvalReport | None = None
     for problem_set in sets:
         after = evaluate_model(config, student, problem_set, output_dir / problem_set.name / "student")
         main_report = main_report or after
-        entry = {"name": problem_set.name, "kind": problem_set.kind, "student": after.overall()}
+        entry: dict[str, Any] = {"name": problem_set.name, "kind": problem_set.kind, "student": after.overall()}
         if baseline is not None:
             before = evaluate_model(config, baseline, problem_set, output_dir / problem_set.name / "baseline")
             entry["baseline"] = before.overall()
             entry["difference"] = _difference(after.traces, before.traces, confidence)
         results.append(entry)
+    assert main_report is not None, "problem_sets puts the main set first: sets is never empty"
     summary = main_report.to_json() | {"baseline_model": baseline, "sets": results}
     if baseline is not None:
         summary |= {"baseline": results[0]["baseline"], "difference": results[0]["difference"]}

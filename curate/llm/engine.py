@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 _PROBLEM_NAMES = {c.name for c in PROBLEM_COLUMNS}
 TRACE_ONLY = tuple(c.name for c in TRACE_COLUMNS if c.name not in _PROBLEM_NAMES)
-_CHARS_PER_TOKEN = 4.0
-CLAIM_POLL_S = 1.0  # how often to look again for requests another run has claimed  # prompt-size guess for `plan` until the cache has real counts
+_CHARS_PER_TOKEN = 4.0  # prompt-size guess for `plan` until the cache has real counts
+CLAIM_POLL_S = 1.0  # how often to look again for requests another run has claimed
 
 
 def sampling_identity(teacher: TeacherConfig) -> dict:

@@ -106,8 +106,8 @@ def _python(expr: str, percent: float, mixed: str) -> str:
     a whole number glued to a fraction reads ("2\\frac{3}{4}": "+" mixed number, "*" product)."""
     text = _FRAC_RE.sub(lambda m: f"({m.group(1) + mixed if m.group(1) else ''}({m.group(2)})/({m.group(3)}))", expr)
     for old, new in ((r"\left", ""), (r"\right", ""), (r"\times", "*"), (r"\cdot", "*"), (r"\div", "/"),
-                     ("×", "*"), ("·", "*"), ("÷", "/"), ("–", "-"), ("−", "-"), ("\\$", ""), ("$", ""), ("\\%", "%"), (",", ""),
-                     ("{", "("), ("}", ")"), ("^", "**")):
+                     ("×", "*"), ("·", "*"), ("÷", "/"), ("–", "-"), ("−", "-"),
+                     ("\\$", ""), ("$", ""), ("\\%", "%"), (",", ""), ("{", "("), ("}", ")"), ("^", "**")):
         text = text.replace(old, new)
     text = re.sub(r"\s+x\s+", "*", text)
     text = _UNIT_WORD.sub(lambda m: m.group(0) if m.group(0).lower() in _KEPT_WORDS else "", text)
@@ -115,7 +115,8 @@ def _python(expr: str, percent: float, mixed: str) -> str:
     return _INT_LITERAL.sub(r"\1.0", text)
 
 
-_SIMPLE_NUMBER = r"(?:\\?\$\s?)?(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)((?:\s+[a-zA-Z]{2,}(?:/[a-zA-Z]+)?){0,2})"
+_SIMPLE_NUMBER = (r"(?:\\?\$\s?)?(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)"
+                  r"((?:\s+[a-zA-Z]{2,}(?:/[a-zA-Z]+)?){0,2})")
 # Most sides are a number or `a op b` (units and $ aside): computed without building Python source.
 _SIMPLE = re.compile(
     rf"\s*{_SIMPLE_NUMBER}\s*(?:([-+*/×÷·–−]|\\times|\\cdot|\\div|(?<=\s)x(?=\s))\s*{_SIMPLE_NUMBER}\s*)?")
@@ -298,7 +299,7 @@ class ArithmeticCheckConfig(OperatorConfig):
 
 
 @register
-class ArithmeticCheck(Filter):
+class ArithmeticCheck(Filter[ArithmeticCheckConfig]):
     """Re-evaluate the equations and arithmetic a trace states ("3 * 4 = 12", GSM8K
     <<a*b=c>> annotations, LaTeX \\times \\cdot \\div \\frac, 1,000, 25%, "the sum of 3 and 5
     is 8"); reject a trace that states a false one ('false_arithmetic'), quoting it in

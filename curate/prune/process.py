@@ -29,7 +29,7 @@ class ProcessCheckConfig(JudgeConfig):
 
 
 @register
-class ProcessCheck(Filter):
+class ProcessCheck(Filter[ProcessCheckConfig]):
     """Ask an LLM judge whether each step of a trace follows; reject 'flawed_reasoning'
     when it says no (its reason in reject_detail). Adds process_verdict, process_reason,
     process_status (ok, unparseable, truncated, generation_error, over_budget, skipped)."""

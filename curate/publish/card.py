@@ -422,7 +422,8 @@ def _lineage_section(frame: pl.DataFrame, pairs: pl.DataFrame | None = None) -> 
         "fingerprint, settings and row counts, the source files' hashes, the teacher models, the package "
         f"versions and the sha256 of each data file. Every row carries {_join(columns)}, so any row can be "
         "traced back to the run that made it."
-    ) + (f" Every preference pair carries {_join(f'`{c}`' for c in PAIR_LINEAGE_COLUMNS)}." if pairs is not None else "")
+    ) + (f" Every preference pair carries {_join(f'`{c}`' for c in PAIR_LINEAGE_COLUMNS)}."
+         if pairs is not None else "")
 
 
 def _citation_section(run: Run, config: PublishConfig, facts: CardFacts) -> str:

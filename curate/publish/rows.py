@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 
@@ -50,7 +51,7 @@ def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
 
     selected: list[pl.Expr] = []
     if config.messages:
-        selected.append(messages_expr(frame.columns, config, run).alias("messages"))
+        selected.append(messages_expr(frame.columns, config, run.run_dir).alias("messages"))
     lineage_names = set(LINEAGE_COLUMNS)
     selected += [pl.col(name) for name in config.columns if name in frame.columns and name not in lineage_names]
     selected += [pl.col(name) for name in ("trace_id", "problem_id", "teacher") if name in frame.columns]
@@ -62,15 +63,16 @@ def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
     return frame.select(selected)
 
 
-def messages_expr(columns: list[str], config: PublishConfig, run: Run) -> pl.Expr:
-    turns = [*prompt_turns(columns, config, run), _turn("assistant", assistant_expr(columns, config, run))]
+def messages_expr(columns: list[str], config: PublishConfig, where: Path | str) -> pl.Expr:
+    """The `messages` column; `where` (the run folder) names the data in errors."""
+    turns = [*prompt_turns(columns, config, where), _turn("assistant", assistant_expr(columns, config, where))]
     return pl.concat_list(turns)
 
 
-def prompt_turns(columns: list[str], config: PublishConfig, run: Run) -> list[pl.Expr]:
+def prompt_turns(columns: list[str], config: PublishConfig, where: Path | str) -> list[pl.Expr]:
     """The turns before the assistant's: the optional system prompt and the problem as the user turn."""
     if "problem" not in columns:
-        raise RunDirError(f"{run.run_dir}: output has no 'problem' column, needed for the user turn of `messages`")
+        raise RunDirError(f"{where}: output has no 'problem' column, needed for the user turn of `messages`")
     user_parts: list[pl.Expr] = []
     for index, text in enumerate(config.user_template.split("{problem}")):
         if index:
@@ -82,10 +84,11 @@ def prompt_turns(columns: list[str], config: PublishConfig, run: Run) -> list[pl
     return turns
 
 
-def assistant_expr(columns: list[str], config: PublishConfig, run: Run, prefix: str = "") -> pl.Expr:
+def assistant_expr(columns: list[str], config: PublishConfig, where: Path | str, prefix: str = "") -> pl.Expr:
     """The assistant turn's text: reasoning between the think tags, then the final answer
     (or the raw completion). `prefix` picks one side of a preference pair ('chosen_')."""
-    reasoning_column, answer_column, completion_column = (f"{prefix}{c}" for c in ("reasoning", "answer_text", "completion"))
+    reasoning_column, answer_column, completion_column = (
+        f"{prefix}{c}" for c in ("reasoning", "answer_text", "completion"))
     if {reasoning_column, answer_column} <= set(columns):
         reasoning = pl.col(reasoning_column).fill_null("").str.strip_chars()
         answer = pl.col(answer_column).fill_null("").str.strip_chars()
@@ -96,7 +99,7 @@ def assistant_expr(columns: list[str], config: PublishConfig, run: Run, prefix: 
     if completion_column in columns:
         return pl.col(completion_column).fill_null("")
     raise RunDirError(
-        f"{run.run_dir}: output has neither '{reasoning_column}'+'{answer_column}' nor '{completion_column}' "
+        f"{where}: output has neither '{reasoning_column}'+'{answer_column}' nor '{completion_column}' "
         "for the assistant turn"
     )
 
@@ -104,7 +107,8 @@ def assistant_expr(columns: list[str], config: PublishConfig, run: Run, prefix: 
 # Pair columns published next to prompt/chosen/rejected, when present (renamed on the way).
 PREFERENCE_COLUMNS = {
     "pair_id": "pair_id", "problem_id": "problem_id", "chosen_trace_id": "chosen_trace_id",
-    "rejected_trace_id": "rejected_trace_id", "chosen_teacher": "chosen_teacher", "rejected_teacher": "rejected_teacher",
+    "rejected_trace_id": "rejected_trace_id",
+    "chosen_teacher": "chosen_teacher", "rejected_teacher": "rejected_teacher",
     "chosen_model": "chosen_model", "rejected_model": "rejected_model",
     "chosen_extracted_answer": "chosen_answer", "rejected_extracted_answer": "rejected_answer",
     "rejected_answer_count": "rejected_answer_count", "reference_answer": "reference_answer",
@@ -124,9 +128,9 @@ def preference_frame(run: Run, config: PublishConfig) -> pl.DataFrame | None:
     if pairs.height and pairs["pair_id"].is_duplicated().any():
         raise RunDirError(f"{run.run_dir}: the preference pairs repeat pair_id values")
     return pairs.select(
-        pl.concat_list(prompt_turns(columns, config, run)).alias("prompt"),
-        pl.concat_list([_turn("assistant", assistant_expr(columns, config, run, "chosen_"))]).alias("chosen"),
-        pl.concat_list([_turn("assistant", assistant_expr(columns, config, run, "rejected_"))]).alias("rejected"),
+        pl.concat_list(prompt_turns(columns, config, run.run_dir)).alias("prompt"),
+        *(pl.concat_list([_turn("assistant", assistant_expr(columns, config, run.run_dir, f"{side}_"))]).alias(side)
+          for side in ("chosen", "rejected")),
         *(pl.col(name).alias(alias) for name, alias in PREFERENCE_COLUMNS.items() if name in columns),
     )
 

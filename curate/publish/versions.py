@@ -176,8 +176,8 @@ def diff_versions(dataset_dir: Path, v1: str, v2: str, config: str = "default") 
         raise ValueError(f"unknown config {config!r}; known: {', '.join(CONFIGS)}")
     old = _read_version_rows(Path(dataset_dir), v1, config)
     new = _read_version_rows(Path(dataset_dir), v2, config)
-    keys = (CONFIGS[config][1],) if CONFIGS[config][1] else ("trace_id", "problem_id")
-    key = next((k for k in keys if k in old.columns and k in new.columns), None)
+    candidates = (CONFIGS[config][1],) if CONFIGS[config][1] else ("trace_id", "problem_id")
+    key = next((k for k in candidates if k and k in old.columns and k in new.columns), None)
     if key is None:
         raise ValueError(f"{v1} and {v2} share neither a trace_id nor a problem_id column to match rows by")
     for name, frame in ((v1, old), (v2, new)):
@@ -188,7 +188,7 @@ def diff_versions(dataset_dir: Path, v1: str, v2: str, config: str = "default") 
     new_hashes = new.select(key).with_columns(row_hashes(new.select(shared)).alias("new_hash"))
     joined = old_hashes.join(new_hashes, on=key, how="full", coalesce=True)
 
-    def keys(condition: pl.Expr) -> list[str]:
+    def keys_where(condition: pl.Expr) -> list[str]:
         return sorted(joined.filter(condition)[key].to_list())
 
     both = pl.col("old_hash").is_not_null() & pl.col("new_hash").is_not_null()
@@ -196,9 +196,9 @@ def diff_versions(dataset_dir: Path, v1: str, v2: str, config: str = "default") 
         v1=v1,
         v2=v2,
         key=key if config == "default" else f"{key}, config {config}",
-        added=keys(pl.col("old_hash").is_null()),
-        removed=keys(pl.col("new_hash").is_null()),
-        changed=keys(both & (pl.col("old_hash") != pl.col("new_hash"))),
+        added=keys_where(pl.col("old_hash").is_null()),
+        removed=keys_where(pl.col("new_hash").is_null()),
+        changed=keys_where(both & (pl.col("old_hash") != pl.col("new_hash"))),
         unchanged=joined.filter(both & (pl.col("old_hash") == pl.col("new_hash"))).height,
         columns_added=[c for c in new.columns if c not in old.columns],
         columns_removed=[c for c in old.columns if c not in new.columns],
@@ -264,7 +264,7 @@ def _read_version_rows(dataset_dir: Path, version: str, config: str = "default")
     else:
         section = (lineage.get("configs") or {}).get(config)
         if section is None:  # an older version, or one whose run formed no pairs: nothing to match
-            return pl.DataFrame(schema={CONFIGS[config][1]: pl.String})
+            return pl.DataFrame(schema={CONFIGS[config][1] or "pair_id": pl.String})
         files = section["files"]
     return pl.concat([pl.read_parquet(folder / f["path"]) for f in files], how="vertical")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NoReturn
 
 import polars as pl
 
@@ -62,6 +63,12 @@ def require_field(raw: pl.DataFrame, name: str, role: str, where: str) -> pl.Ser
     return raw[name]
 
 
+def first_true(mask: pl.Series) -> int:
+    """0-based position of the mask's first True (0 when it has none; polars' arg_max gives
+    None for an empty mask only)."""
+    return mask.arg_max() or 0
+
+
 def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null: bool) -> None:
     column = require_field(raw, name, role, where)
     if column.dtype != pl.String:
@@ -69,7 +76,7 @@ def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null
             raise SourceError(f"{where}: field {name!r} (mapped to {role}) is null in every record")
         _wrong_type(column, name, role, where, "text")
     if not allow_null and column.null_count():
-        record = column.is_null().arg_max() + 1
+        record = first_true(column.is_null()) + 1
         raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
 
 
@@ -89,8 +96,8 @@ def answer_as_text(raw: pl.DataFrame, name: str, where: str, role: str = "answer
     _wrong_type(column, name, role, where, "text or a number")
 
 
-def _wrong_type(column: pl.Series, name: str, role: str, where: str, wanted: str) -> None:
-    record = column.is_not_null().arg_max()
+def _wrong_type(column: pl.Series, name: str, role: str, where: str, wanted: str) -> NoReturn:
+    record = first_true(column.is_not_null())
     value = column[record]
     example = repr(value.to_list() if isinstance(value, pl.Series) else value)[:60]
     raise SourceError(f"{where}: record {record + 1}: field {name!r} (mapped to {role}) must be {wanted}, "
@@ -108,7 +115,7 @@ def reference_expr(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
     parsed = pl.Series([parse(text) for text in column.to_list()], dtype=pl.String)
     unparsed = parsed.is_null() & column.is_not_null()
     if unparsed.any():
-        record = unparsed.arg_max() + 1
+        record = first_true(unparsed) + 1
         marker = "'####'" if source.answer_format == "gsm8k" else "\\boxed{}"
         raise SourceError(
             f"{where}: record {record}: field {source.fields.answer!r} has no {marker} answer "

@@ -77,7 +77,7 @@ def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
     if table is not None:
         if table.num_rows == 0:  # the file is not empty (checked before): blank lines only
             raise SourceError(f"{path}: no records, only blank lines")
-        return pl.from_arrow(table)
+        return cast(pl.DataFrame, pl.from_arrow(table))  # a Table makes a DataFrame
     checked_values = _checked_values(path, checked)
     try:
         frame = pl.read_ndjson(path, infer_schema_length=None)
@@ -172,7 +172,8 @@ def _json_kind(value: object) -> str:
         return "a boolean"
     if isinstance(value, int | float):
         return "a number"
-    return {str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "text", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _read_json(path: Path) -> pl.DataFrame:
@@ -227,7 +228,7 @@ def _read_csv(path: Path) -> pl.DataFrame:
     except pa.ArrowInvalid as error:
         message = _csv_error(path, convert) or f"{path}: not a readable CSV file: {_first_line(error)}"
         raise SourceError(message) from None
-    return pl.from_arrow(table)
+    return cast(pl.DataFrame, pl.from_arrow(table))  # a Table makes a DataFrame
 
 
 def _csv_error(path: Path, convert) -> str | None:

@@ -24,12 +24,13 @@ import json
 import os
 from functools import cache
 from pathlib import Path
+from typing import NoReturn
 
 import polars as pl
 
 from curate.schema import conform, problem_id_expr
 from curate.sources.config import FieldValue, Source
-from curate.sources.problems import answer_as_text, reference_expr, require_field, resolve_path
+from curate.sources.problems import answer_as_text, first_true, reference_expr, require_field, resolve_path
 from curate.sources.readers import FieldKind, SourceError, jsonl_records, read_source, source_format
 
 RECORD = "_record"  # 1-based record number in the file, for error messages
@@ -150,6 +151,7 @@ def _explode_generations(raw: pl.DataFrame, source: Source, where: str) -> pl.Da
     """One row per element of the completion list; parallel lists must match its length."""
     t = source.traces
     generations = t.completion or t.answer
+    assert generations is not None, "Source._one_location: a traces source maps completion or answer"
     lists = [generations]
     for role in ("completion", "reasoning", "answer", "label", "finish_reason", "sample_index", *TOKEN_FIELDS):
         name = getattr(t, role)
@@ -162,7 +164,7 @@ def _explode_generations(raw: pl.DataFrame, source: Source, where: str) -> pl.Da
     for name in lists[1:]:
         differs = raw[name].list.len().ne_missing(counts)
         if differs.any():
-            record = int(differs.arg_max())
+            record = first_true(differs)
             raise SourceError(
                 f"{where}: record {record + 1}: field {name!r} has {raw[name].list.len()[record]} element(s) "
                 f"but {generations!r} has {counts[record]}: parallel lists must have the same length")
@@ -209,21 +211,24 @@ def _chat_turns(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
 def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
     """completion, reasoning, answer_text and finish_reason from the mapped text fields."""
     t = source.traces
+    completion: str | None
     if t.shape == "chat":
         completion = "_chat_completion"
         reasoning = "_chat_reasoning" if "_chat_reasoning" in flat.columns else None
         answer = None
     else:
         completion, reasoning, answer = t.completion, t.reasoning, t.answer
+    output = answer or completion
+    assert output is not None, "Source._one_location: a traces source maps completion or answer"
     for name, role in ((completion, "completion"), (reasoning, "reasoning"), (answer, "answer")):
         if name and flat.schema[name] not in (pl.String, pl.Null):
             _bad_record(flat, flat[name].is_not_null(), name, f"(mapped to {role}) must be text, got "
                         f"{flat.schema[name]}", where)
-    text = pl.col(answer) if answer else pl.col(completion)
+    text = pl.col(output)
     present = [pl.col(n).str.contains(r"\S").fill_null(False) for n in (completion, reasoning, answer) if n]
     empty = flat.select(~pl.any_horizontal(present)).to_series()
     if empty.any():
-        _bad_record(flat, empty, answer or completion or reasoning, "is empty: the trace has no completion", where)
+        _bad_record(flat, empty, output, "is empty: the trace has no completion", where)
     start, end = t.reasoning_markers[0] if t.reasoning_markers else ("", "")
     if reasoning:
         # The reasoning came apart; rebuild the raw output around it, as generate does.
@@ -302,8 +307,8 @@ def _require_problem_text(frame: pl.DataFrame, source: Source, where: str) -> No
         _bad_record(frame, frame["problem"].is_null(), name, "(mapped to problem) is null or missing", where)
 
 
-def _bad_record(frame: pl.DataFrame, bad: pl.Series, field: str, message: str, where: str):
-    record = frame[RECORD][int(bad.arg_max())] if bad.any() else 1
+def _bad_record(frame: pl.DataFrame, bad: pl.Series, field: str, message: str, where: str) -> NoReturn:
+    record = frame[RECORD][first_true(bad)] if bad.any() else 1
     raise SourceError(f"{where}: record {record}: field {field!r} {message}")
 
 

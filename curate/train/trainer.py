@@ -126,8 +126,7 @@ def prepare(config: TrainConfig) -> PreparedRun:
     tokenizer = AutoTokenizer.from_pretrained(student, trust_remote_code=config.trust_remote_code)
     if not tokenizer.chat_template:
         raise ValueError(f"student {config.student} has no chat template: train an instruct/chat model")
-    if config.dataset is None:
-        raise DatasetError("train: no dataset given (set `dataset`, or publish in the same recipe)")
+    _dataset(config)  # fail before loading the model
     if config.method == "dpo":
         return _prepare_dpo(config, student, tokenizer)
     return _prepare_sft(config, student, tokenizer)
@@ -139,7 +138,7 @@ def _prepare_sft(config: TrainConfig, student: str, tokenizer) -> PreparedRun:
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    conversations = read_conversations(config.dataset, config.split)
+    conversations = read_conversations(_dataset(config), config.split)
     examples = conversations.height
     if config.overlong == "drop":
         conversations = _drop_overlong(conversations, tokenizer, config.max_length)
@@ -169,11 +168,12 @@ def _prepare_dpo(config: TrainConfig, student: str, tokenizer) -> PreparedRun:
     from transformers import AutoModelForCausalLM
     from trl import DPOTrainer
 
-    pairs = read_preferences(config.dataset, config.split)
+    pairs = read_preferences(_dataset(config), config.split)
     examples = pairs.height
     if config.overlong == "drop":
         # TRL would cut an over-long pair at max_length, possibly before the two sides differ.
-        fits = _fits(pairs, "chosen", tokenizer, config.max_length) & _fits(pairs, "rejected", tokenizer, config.max_length)
+        fits = (_fits(pairs, "chosen", tokenizer, config.max_length)
+                & _fits(pairs, "rejected", tokenizer, config.max_length))
         pairs = pairs.filter(fits)
     if pairs.is_empty():
         raise DatasetError(f"{config.dataset}: no preference pair fits max_length={config.max_length} tokens")
@@ -245,6 +245,12 @@ def dpo_config(config: TrainConfig, learning_rate: float, precision: str, use_cu
         precompute_ref_log_probs=settings.precompute_ref_log_probs,
         **_trainer_arguments(DPOConfig, config, learning_rate, precision, use_cuda),
     )
+
+
+def _dataset(config: TrainConfig) -> str:
+    if config.dataset is None:  # a recipe's train section gets the version it just published
+        raise DatasetError("train: no dataset given (set `dataset`, or publish in the same recipe)")
+    return config.dataset
 
 
 def _trainer_arguments(config_class, config: TrainConfig, learning_rate: float, precision: str,

@@ -78,21 +78,26 @@ class Verify(Operator[VerifyWithJudgeConfig]):
         from curate.answers.cache import VerdictCache
 
         self._checker = AnswerChecker(self.config, VerdictCache.in_dir(ctx.cache_dir))
-        self._judge = None
+        self._judge: Judge | None = None
         if self.config.judge != "off":
-            self._judge = Judge(self.config.judge_model, "answer")
+            self._judge = Judge(self._judge_model(), "answer")
             self._judge.setup(ctx)
 
     def teardown(self) -> None:
-        if getattr(self, "_judge", None) is not None:
-            self._judge.teardown()
+        judge = getattr(self, "_judge", None)
+        if judge is not None:
+            judge.teardown()
+
+    def _judge_model(self) -> JudgeConfig:
+        assert self.config.judge_model is not None, "VerifyWithJudgeConfig._judge_needs_a_model: judge is on"
+        return self.config.judge_model
 
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         if not hasattr(self, "_checker"):
             self.setup(ctx)
         checked = self._checker.check(frame, ctx.count)
         if self._judge is not None:
-            checked = self._with_judge(checked, ctx)
+            checked = self._with_judge(self._judge, checked, ctx)
         ctx.on_progress(len(frame))
         return checked
 
@@ -110,10 +115,10 @@ class Verify(Operator[VerifyWithJudgeConfig]):
         return frame.select(_ROW, judge_problem="problem", judge_reference="reference_answer",
                             judge_response=response)
 
-    def _with_judge(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def _with_judge(self, judge: Judge, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         frame = frame.with_row_index(_ROW)
         asked = frame.filter(self._asked())
-        verdicts = self._judge.judge(self._items(asked), ctx) if asked.height else empty_verdicts()
+        verdicts = judge.judge(self._items(asked), ctx) if asked.height else empty_verdicts()
         judged = pl.concat([asked.select(_ROW), verdicts], how="horizontal")
         result = frame.drop([c for c in JUDGE_COLUMNS if c in frame.columns]).join(
             judged, on=_ROW, how="left", maintain_order="left")
@@ -127,11 +132,13 @@ class Verify(Operator[VerifyWithJudgeConfig]):
         return result.with_columns(judge_status=pl.col("judge_status").fill_null("skipped")).drop(_ROW)
 
     def plan(self, frame: pl.DataFrame, cache_dir: Path) -> tuple[pl.DataFrame, str]:
-        checked = AnswerChecker(self.config).check(frame, lambda *a: None) if self.config.judge == "on-failure" else frame
+        checked = frame
+        if self.config.judge == "on-failure":
+            checked = AnswerChecker(self.config).check(frame, lambda *a: None)
         if "correct" not in checked.columns:
             checked = checked.with_columns(correct=pl.lit(None, pl.Boolean))
         asked = checked.with_row_index(_ROW).filter(self._asked())
-        return Judge(self.config.judge_model, "answer").plan(self._items(asked), cache_dir), " (verify's judge)"
+        return Judge(self._judge_model(), "answer").plan(self._items(asked), cache_dir), " (verify's judge)"
 
     @classmethod
     def summary(cls, metrics: dict[str, float]) -> str | None:
