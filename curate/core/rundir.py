@@ -32,7 +32,7 @@ PARTS = "parts"
 # "Deduplication and decontamination" section, the audit's clusters and leaks). Operators
 # that emit them declare them in their `reject_reasons`.
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "near_copy_trace")
-CONTAMINATION_REASONS = ("contaminated",)
+CONTAMINATION_REASONS = ("contaminated", "same_template")
 
 
 class _Record(BaseModel):

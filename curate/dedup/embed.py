@@ -111,9 +111,17 @@ class Embedder:
         self.max_chars = max_chars
         self.key = _fingerprint(model, path, max_chars)
         self.cache_root = Path(cache_dir) / "embeddings" / self.key
-        static = _is_static(path)
-        self.block = STATIC_EMBED_BLOCK if static else EMBED_BLOCK
-        self._encode = _load_static(path) if static else _load_sentence_transformer(str(path))
+        self.static = _is_static(path)
+        self.path = path
+        self.block = STATIC_EMBED_BLOCK if self.static else EMBED_BLOCK
+        self._loaded = None
+
+    @property
+    def _encode(self) -> Callable[[list[str], int], np.ndarray]:
+        """The model, loaded on first use: a run whose texts are all cached never loads it."""
+        if self._loaded is None:
+            self._loaded = _load_static(self.path) if self.static else _load_sentence_transformer(str(self.path))
+        return self._loaded
 
     def embed(self, texts: list[str], on_block: Callable[[int], None] = lambda n: None,
               stats: dict | None = None) -> np.ndarray:

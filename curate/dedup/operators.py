@@ -32,7 +32,15 @@ from curate.dedup.units import (
     unit_key,
     units,
 )
-from curate.text import ngram_hashes, normalised_text, word_tokens
+from curate.text import (
+    ngram_hashes,
+    normalised_text,
+    number_key,
+    number_values,
+    template_id,
+    template_tokens,
+    word_tokens,
+)
 
 DEFAULT_MODEL = "bundled:minilm"
 MODEL_DESCRIPTION = (
@@ -41,6 +49,14 @@ MODEL_DESCRIPTION = (
     "pools), a local sentence-transformers or model2vec folder, or a Hub id."
 )
 REPORT_FILE = "decontamination_report.parquet"
+GUARD_FILE = "number_guard_pairs.parquet"
+GUARD_DESCRIPTION = (
+    "Number guard: two texts are duplicates only if the numbers they state agree after "
+    "normalisation (1,000 = 1000 = 1000.0; 1/2 = \\frac{1}{2} = 0.5; small number words): a changed "
+    "number makes a different problem. auto: on for math rows (domain 'math', or no domain "
+    "column), off for other domains; on: every row; off: never."
+)
+NumberGuard = Literal["auto", "on", "off"]
 FILTER_COLUMNS = ("reject_reason", "reject_detail")
 # Budget for one chunk of trace_dedup's within-problem pair join (rows).
 PAIR_ROWS_BUDGET = 20_000_000
@@ -128,6 +144,7 @@ class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
         "A~B~C remove C for A: more recall, less precision).",
     )
     nprobe: int = Field(8, ge=1, description="ivf: lists searched per query (more = higher recall, slower).")
+    number_guard: NumberGuard = Field("auto", description=GUARD_DESCRIPTION)
 
 
 @register
@@ -137,7 +154,9 @@ class SemanticDedup(Filter):
     a kept row, so every rejected row's reject_detail gives a kept row and a similarity
     >= threshold; clustering: connected uses union-find clusters instead. Adds
     dedup_cluster (the kept row's id). Embeddings are cached on disk: re-runs and
-    threshold changes do not re-embed."""
+    threshold changes do not re-embed. The number guard (on for math) keeps apart
+    similar texts whose stated numbers differ; the pairs it kept apart are counted
+    (`number_guard_pairs`) and listed in the step folder's `number_guard_pairs.parquet`."""
 
     name = "semantic_dedup"
     reject_reasons = ("near_duplicate",)
@@ -155,7 +174,8 @@ class SemanticDedup(Filter):
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
-        unit_frame = units(frame, config.column, config.id_column, config.keep, key)
+        carry = ("domain",) if config.number_guard == "auto" and "domain" in frame.columns else ()
+        unit_frame = units(frame, config.column, config.id_column, config.keep, key, carry=carry)
         valid = unit_frame.filter(_valid_text())
         vectors, node = _embed_distinct(self.embedder, valid["text"], config.max_chars, ctx)
         edges = similar_pairs(
@@ -166,6 +186,8 @@ class SemanticDedup(Filter):
         unit_priority = priority(valid, config.keep)
         by_node = np.lexsort((unit_priority, node))
         best_unit = by_node[np.r_[True, node[by_node][1:] != node[by_node][:-1]]] if len(node) else by_node
+        if config.number_guard != "off":
+            edges = _number_guard(valid, node, best_unit, edges, config, ctx)
         if config.clustering == "greedy":
             kept_node, _ = greedy_keep(len(vectors), *edges, unit_priority[best_unit])
         else:
@@ -189,6 +211,33 @@ class SemanticDedup(Filter):
         ctx.count("clusters", decisions.filter(pl.col("reject_reason").is_not_null())["dedup_cluster"].n_unique())
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, [*FILTER_COLUMNS, "dedup_cluster"])
+
+
+def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
+                  edges: tuple[np.ndarray, np.ndarray, np.ndarray], config: SemanticDedupConfig,
+                  ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges whose two texts state the same numbers (or that the guard does not
+    cover); the others are counted and written to GUARD_FILE."""
+    left, right, similarity = edges
+    text = pl.col("text").str.slice(0, config.max_chars)
+    unit_numbers = valid.select(numbers=number_key(text))["numbers"]
+    # Both texts of an edge are distinct node texts: one unit per node stands for it.
+    numbers = unit_numbers.gather(best_unit)
+    numbers_id = numbers.rank("dense").to_numpy()
+    guarded = np.ones(len(best_unit), dtype=bool)
+    if "domain" in valid.columns:
+        math_unit = valid.select(pl.col("domain").is_null() | (pl.col("domain") == "math"))["domain"].to_numpy()
+        guarded = np.zeros(len(best_unit), dtype=bool)
+        guarded[node[math_unit]] = True
+    apart = guarded[left] & guarded[right] & (numbers_id[left] != numbers_id[right])
+    ctx.count("number_guard_pairs", int(apart.sum()))
+    ids = valid["id"].gather(best_unit)
+    write_parquet(pl.DataFrame({
+        config.id_column: ids.gather(left[apart]), f"other_{config.id_column}": ids.gather(right[apart]),
+        "similarity": similarity[apart].astype(np.float64).round(4),
+        "numbers": numbers.gather(left[apart]), "other_numbers": numbers.gather(right[apart]),
+    }), ctx.step_dir / GUARD_FILE)
+    return left[~apart], right[~apart], similarity[~apart]
 
 
 def _duplicate_decisions(valid: pl.DataFrame, key: str, kept_position: np.ndarray,
@@ -340,22 +389,47 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
         description="Eval sets: bundled names (aime24, aime25, amc23, math500), .jsonl/.json/.parquet "
         "paths (field 'problem'), or {path|hf_dataset, field, split, name} mappings.",
     )
-    methods: list[Literal["ngram", "embedding"]] = Field(
-        ["ngram", "embedding"], min_length=1, description="ngram: shared word n-grams; embedding: cosine similarity."
+    methods: list[Literal["ngram", "template", "embedding"]] = Field(
+        ["ngram", "template", "embedding"], min_length=1,
+        description="ngram: shared rare word n-grams (numbers masked); template: the same text with numbers "
+        "masked (template_id); embedding: cosine similarity.",
     )
     ngram: int = Field(13, ge=1, description="Words per n-gram (texts shorter than this match only as a whole).")
     min_shared_ngrams: int = Field(1, ge=1, description="ngram: shared n-grams needed to flag a problem.")
+    min_overlap: float = Field(
+        0.25, ge=0, le=1,
+        description="ngram: share of the shorter text's n-grams (weighted by rarity) that the two texts must share.",
+    )
+    common_ngram_share: float = Field(
+        0.01, gt=0, le=1,
+        description="ngram: an n-gram found in more than this share of all texts (pool and eval sets, and in "
+        "more than 2) is boilerplate and counts for nothing; rarer ones weigh log(texts / texts with it).",
+    )
     embedding_threshold: float = Field(0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem.")
+    same_template: Literal["reject", "report"] = Field(
+        "reject",
+        description="A match whose numbers differ from the eval item's (same template, other numbers): reject "
+        "as `same_template`, or only list it in the report. Matches stating all the eval item's numbers are "
+        "`contaminated` (same problem).",
+    )
+
+
+CONTAMINATED, SAME_TEMPLATE = "contaminated", "same_template"
 
 
 @register
 class Decontaminate(Filter):
-    """Reject problems that appear in an eval set: shared word n-grams (13 by default)
-    or embedding similarity. reject_detail gives the matched eval problem, method and
-    score; `decontamination_report.parquet` in the step folder lists every match."""
+    """Reject problems that appear in an eval set. Candidates come from rare shared word
+    n-grams (numbers masked, boilerplate n-grams weigh nothing, a minimum share of the
+    shorter text), equal templates (the text with numbers masked) or embedding
+    similarity; a candidate stating every number of its eval item is the same problem
+    (`contaminated`), otherwise the same template with other numbers (`same_template`).
+    reject_detail gives the matched eval problem, method, score and evidence;
+    `decontamination_report.parquet` in the step folder lists every candidate pair with
+    its evidence (what a later confirmation step reads)."""
 
     name = "decontaminate"
-    reject_reasons = ("contaminated",)
+    reject_reasons = (CONTAMINATED, SAME_TEMPLATE)
     Config = DecontaminateConfig
     scope = "global"
     adds = FILTER_COLUMNS
@@ -365,12 +439,13 @@ class Decontaminate(Filter):
 
     def setup(self, ctx: StepContext) -> None:
         config = self.config
-        self.evals = load_eval_sets(config.eval_sets).with_row_index("eval_row")
-        if self.evals.is_empty():
+        evals = load_eval_sets(config.eval_sets).with_row_index("eval_row")
+        if evals.is_empty():
             raise ValueError("decontaminate: the eval sets hold no problems")
-        tokens = self.evals.select("eval_row", tokens=word_tokens(pl.col("eval_problem")))
+        problem = pl.col("eval_problem")
+        self.evals = evals.with_columns(eval_numbers=number_values(problem), eval_template=template_id(problem))
+        tokens = self.evals.select("eval_row", tokens=template_tokens(problem))
         self.eval_grams = ngram_hashes(tokens, "eval_row", "tokens", config.ngram)
-        self.eval_gram_counts = self.eval_grams.group_by("eval_row").agg(pl.len().alias("eval_grams"))
         self.embedder = None
         if "embedding" in config.methods:
             self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
@@ -380,55 +455,96 @@ class Decontaminate(Filter):
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
         unit_frame = units(frame, config.column, config.id_column, "first", key)
-        valid = unit_frame.filter(_valid_text())
+        valid = unit_frame.filter(_valid_text()).with_columns(numbers=number_values(pl.col("text")))
         matches = []
         if "ngram" in config.methods:
-            matches.append(self._ngram_matches(valid))
+            matches.append(self._ngram_matches(valid, ctx))
+        if "template" in config.methods:
+            matches.append(self._template_matches(valid))
         if "embedding" in config.methods:
             matches.append(self._embedding_matches(valid, ctx))
+        evidence = {"shared_ngrams": pl.UInt32, "common_ngrams": pl.UInt32}
+        matches = [m.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in evidence.items() if c not in m.columns)
+                   .select("unit", "eval_row", "method", "score", *evidence) for m in matches]
+        # Same problem when the training text states every number of the eval item.
+        missing_numbers = pl.col("eval_numbers").list.set_difference(pl.col("numbers")).list.len()
         report = (
             pl.concat(matches)
-            .join(valid.select("unit", key, "id", "text"), on="unit")
-            .join(self.evals, on="eval_row")
+            .join(valid.select("unit", key, "id", "text", "numbers"), on="unit")
+            .join(self.evals.drop("eval_template"), on="eval_row")
+            .with_columns(match=pl.when(missing_numbers == 0).then(pl.lit("same_problem")).otherwise(pl.lit("same_template")))
             .sort("unit", "method", pl.col("score"), descending=[False, False, True])
         )
         write_parquet(
-            report.select(pl.col("id").alias(config.id_column), pl.col("text").alias(config.column),
-                          "method", "score", "eval_set", "eval_id", "eval_problem"),
+            report.select(pl.col("id").alias(config.id_column), pl.col("text").alias(config.column), "match",
+                          "method", "score", *evidence, "numbers", "eval_numbers", "eval_set", "eval_id", "eval_problem"),
             ctx.step_dir / REPORT_FILE,
         )
-        # One piece of evidence per problem: n-gram overlap first (verbatim), then the strongest.
+        # One piece of evidence per problem: the same problem before the same template, then
+        # n-gram overlap (verbatim) before the others, then the strongest.
         best = (
-            report.sort([pl.col("method") != "ngram", pl.col("score")], descending=[False, True])
+            report.sort([pl.col("match") != "same_problem", pl.col("method") != "ngram", pl.col("score")],
+                        descending=[False, False, True])
             .group_by(key, maintain_order=True)
             .agg(pl.all().first(), pl.col("method").unique(maintain_order=True).alias("methods"))
         )
+        if config.same_template == "report":
+            best = best.filter(pl.col("match") == "same_problem")
         decisions = best.select(
             key,
-            reject_reason=pl.lit("contaminated"),
+            reject_reason=pl.when(pl.col("match") == "same_problem").then(pl.lit(CONTAMINATED))
+            .otherwise(pl.lit(SAME_TEMPLATE)),
             reject_detail=pl.struct(
-                "method", pl.col("score").round(4), "eval_set", "eval_id", "eval_problem", "methods"
+                "match", "method", pl.col("score").round(4), "eval_set", "eval_id", "eval_problem", "methods",
+                *evidence, "numbers", "eval_numbers",
             ).struct.json_encode(),
         )
-        ctx.count("contaminated", decisions.height)
+        ctx.count("contaminated", decisions.filter(pl.col("reject_reason") == CONTAMINATED).height)
+        # Problems whose best match is a template with other numbers (rejected or only reported).
+        ctx.count("same_template", report.group_by(key).agg((pl.col("match") == "same_problem").any().alias("same"))
+                  .filter(~pl.col("same")).height)
         for (method,), rows in report.group_by("method"):
             ctx.count(f"flagged_by_{method}", rows.height)
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
-    def _ngram_matches(self, valid: pl.DataFrame) -> pl.DataFrame:
-        tokens = valid.select("unit", tokens=word_tokens(pl.col("text")))
+    def _ngram_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        """(unit, eval_row) pairs sharing rare n-grams worth at least min_overlap of the
+        shorter text's weight. An n-gram's weight is log(texts / texts with it), and 0
+        when more than common_ngram_share of all texts (and more than 2) hold it."""
+        config = self.config
+        tokens = valid.select("unit", tokens=template_tokens(pl.col("text")))
+        grams = ngram_hashes(tokens, "unit", "tokens", config.ngram)
+        texts = valid.height + self.evals.height
+        frequency = pl.concat([grams.select("gram"), self.eval_grams.select("gram")]).group_by("gram").agg(
+            texts=pl.len())
+        common = (pl.col("texts") > 2) & (pl.col("texts") > config.common_ngram_share * texts)
+        weights = frequency.select("gram", common=common, weight=pl.when(common).then(0.0).otherwise(
+            (texts / pl.col("texts")).log()))
+        ctx.count("common_ngrams", weights["common"].sum())
+        grams = grams.join(weights, on="gram")
+        eval_grams = self.eval_grams.join(weights, on="gram")
+        unit_weight = grams.group_by("unit").agg(unit_weight=pl.col("weight").sum())
+        eval_weight = eval_grams.group_by("eval_row").agg(eval_weight=pl.col("weight").sum())
         shared = (
-            ngram_hashes(tokens, "unit", "tokens", self.config.ngram)
-            .join(self.eval_grams, on="gram")
+            grams.join(eval_grams.select("eval_row", "gram"), on="gram")
             .group_by("unit", "eval_row")
-            .agg(pl.len().alias("shared"))
-            .filter(pl.col("shared") >= self.config.min_shared_ngrams)
-            .join(self.eval_gram_counts, on="eval_row")
+            .agg(shared_weight=pl.col("weight").sum(), shared_ngrams=pl.len().cast(pl.UInt32),
+                 common_ngrams=pl.col("common").sum().cast(pl.UInt32))
+            .filter(pl.col("shared_ngrams") >= config.min_shared_ngrams)
+            .join(unit_weight, on="unit")
+            .join(eval_weight, on="eval_row")
         )
-        # Score: the share of the eval problem's n-grams found in the training problem.
-        return shared.select("unit", "eval_row", method=pl.lit("ngram"),
-                             score=(pl.col("shared") / pl.col("eval_grams")).cast(pl.Float64))
+        shorter = pl.min_horizontal("unit_weight", "eval_weight")
+        overlap = pl.when(shorter > 0).then(pl.col("shared_weight") / shorter).otherwise(0.0)
+        return shared.with_columns(score=overlap.clip(upper_bound=1.0).cast(pl.Float64)).filter(
+            (pl.col("score") >= config.min_overlap) & (pl.col("score") > 0)
+        ).select("unit", "eval_row", "shared_ngrams", "common_ngrams", method=pl.lit("ngram"), score="score")
+
+    def _template_matches(self, valid: pl.DataFrame) -> pl.DataFrame:
+        templates = valid.select("unit", eval_template=template_id(pl.col("text")))
+        return templates.join(self.evals.select("eval_row", "eval_template"), on="eval_template").select(
+            "unit", "eval_row", method=pl.lit("template"), score=pl.lit(1.0))
 
     def _embedding_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         import faiss
