@@ -84,6 +84,7 @@ STAGE_COLUMNS: tuple[Column, ...] = (
     Column("teacher_disagreement", pl.Boolean(), "Grade: some teacher never solves it while another does."),
     Column("band", pl.String(), "Grade: difficulty band: unsolved, the configured bands, trivial.", nullable=True),
     # dedup
+    Column("template_id", pl.String(), "template_cap: id of the problem text with its numbers masked (problems differing only in numbers share it).", nullable=True),
     Column("dedup_cluster", pl.String(), "Dedup: id of the row kept for this row's near-duplicate cluster (its own id when unique; null for empty text).", nullable=True),
     # prune
     Column("reasoning_tokens_before", pl.Int32(), "Prune: reasoning tokens before the first shortening (null = untouched).", nullable=True),

@@ -270,7 +270,8 @@ def test_decontaminate_finds_planted_gsm8k_and_math500_leaks(ctx, gsm8k_train, p
             assert detail["method"] in ("ngram", "embedding") and detail["score"] > 0
     report = pl.read_parquet(ctx.step_dir / REPORT_FILE)
     assert set(report["problem"]) == set(verbatim + paraphrased)
-    assert set(report["method"]) == {"ngram", "embedding"}
+    assert set(report["method"]) == {"ngram", "template", "embedding"}
+    assert set(report["match"]) == {"same_problem"}
     assert set(report.columns) >= {"problem_id", "method", "score", "eval_set", "eval_id", "eval_problem"}
 
 

@@ -58,8 +58,13 @@ GUARD_DESCRIPTION = (
 )
 NumberGuard = Literal["auto", "on", "off"]
 FILTER_COLUMNS = ("reject_reason", "reject_detail")
-# Budget for one chunk of trace_dedup's within-problem pair join (rows).
-PAIR_ROWS_BUDGET = 20_000_000
+# trace_dedup's MinHash: text bytes shingled at a time, candidate pairs compared at a time,
+# the marker of a bin no shingle fell in, and the chance that two texts at the threshold
+# share a band.
+SHINGLE_CHUNK_BYTES = 16_000_000
+SIMILARITY_BATCH = 65_536
+EMPTY_BIN = np.iinfo(np.uint64).max
+LSH_RECALL = 0.99
 
 
 class _UnitConfig(OperatorConfig):
@@ -122,6 +127,54 @@ class ExactDedup(Filter):
         ctx.count("exact_duplicates", decisions["reject_reason"].is_not_null().sum())
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
+
+
+class TemplateCapConfig(_UnitConfig):
+    max_per_template: int | None = Field(
+        None, ge=1,
+        description="Most rows kept per template (the text with its numbers masked); the rest are rejected "
+        "as template_duplicate. null: keep every row and only add template_id; 1: one problem per template.",
+    )
+    keep: KeepPolicy = Field("first", description=KEEP_DESCRIPTION)
+
+
+@register
+class TemplateCap(Filter):
+    """Adds `template_id`: an id of the text with every stated number masked (digits,
+    fractions, small number words), so problems that differ only in their numbers share
+    it. With max_per_template, keeps that many rows per template (by the keep policy) and
+    rejects the others as `template_duplicate`; reject_detail names the first kept row."""
+
+    name = "template_cap"
+    reject_reasons = ("template_duplicate",)
+    Config = TemplateCapConfig
+    scope = "global"
+    adds = (*FILTER_COLUMNS, "template_id")
+
+    def input_columns(self) -> set[str]:
+        return {self.config.column, self.config.id_column} | policy_columns(self.config.keep)
+
+    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        config = self.config
+        key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
+        unit_frame = units(frame, config.column, config.id_column, config.keep, key)
+        unit_frame = unit_frame.with_columns(
+            template_id=pl.when(_valid_text()).then(template_id(pl.col("text"))),
+            place=pl.Series(priority(unit_frame, config.keep)),
+        )
+        templated = pl.col("template_id").is_not_null()
+        rank = pl.col("place").rank("ordinal").over("template_id")
+        over_cap = templated & (rank > config.max_per_template) if config.max_per_template else pl.lit(False)
+        first_kept = pl.col("id").sort_by("place").first().over("template_id")
+        decisions = unit_frame.select(
+            key, "template_id",
+            reject_reason=pl.when(over_cap).then(pl.lit("template_duplicate")),
+            reject_detail=pl.when(over_cap).then(pl.struct(same_template_as=first_kept).struct.json_encode()),
+        )
+        ctx.count("templates", decisions["template_id"].n_unique() - int(decisions["template_id"].null_count() > 0))
+        ctx.count("template_duplicates", decisions["reject_reason"].is_not_null().sum())
+        _count_empty(ctx, unit_frame)
+        return to_rows(frame, key, decisions, [*FILTER_COLUMNS, "template_id"])
 
 
 class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
@@ -309,7 +362,7 @@ class TraceDedup(Filter):
         # Pairs and keep decisions use positions in `valid`.
         valid = unit_frame.filter(_valid_text()).drop("unit").with_row_index("unit")
         if config.method == "minhash":
-            pairs = _minhash_pairs(valid, config.shingle_size, config.num_perm)
+            pairs = _minhash_pairs(valid, config.shingle_size, config.num_perm, config.threshold)
         else:
             pairs = _embedding_pairs(valid, self.embedder, config, ctx)
         close = pairs.filter(pl.col("similarity") >= config.threshold)
@@ -329,43 +382,76 @@ class TraceDedup(Filter):
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
 
-def _minhash_pairs(valid: pl.DataFrame, shingle_size: int, num_perm: int) -> pl.DataFrame:
-    """Estimated Jaccard similarity (left, right, similarity) of every pair of units in
-    the same group sharing a signature value, by one-permutation MinHash: each shingle
-    hash falls in one of num_perm bins, a signature keeps each bin's minimum, and the
-    share of non-empty bins whose minima agree estimates the Jaccard similarity."""
-    # Groups are processed in chunks so the self-join (~ traces^2 * bins per group)
-    # stays within a fixed row budget.
-    sizes = valid.group_by("group").agg(pl.len().alias("size"), pl.col("text").str.len_chars().sum().alias("chars"))
-    sizes = sizes.with_columns(
-        chunk=(pl.col("size").pow(2) * num_perm).cum_sum() // PAIR_ROWS_BUDGET
-        + pl.col("chars").cum_sum() // (PAIR_ROWS_BUDGET * 4)
-    )
-    chunks = valid.join(sizes.select("group", "chunk"), on="group")
-    results = []
-    for chunk in chunks.partition_by("chunk"):
-        tokens = chunk.select("unit", tokens=word_tokens(pl.col("text")))
-        grams = ngram_hashes(tokens, "unit", "tokens", shingle_size)
-        signature = (
-            grams.group_by("unit", (pl.col("gram") % num_perm).alias("bin"))
-            .agg((pl.col("gram") // num_perm).min().alias("value"))
-            .join(chunk.select("unit", "group"), on="unit")
-        )
-        bins = signature.group_by("unit").agg(pl.len().alias("bins"))
-        pairs = (
-            signature.join(signature, on=["group", "bin"], suffix="_other")
-            .filter(pl.col("unit") < pl.col("unit_other"))
-            .group_by("unit", "unit_other")
-            .agg(pl.len().alias("both"), (pl.col("value") == pl.col("value_other")).sum().alias("matches"))
-            .join(bins, on="unit")
-            .join(bins.rename({"unit": "unit_other", "bins": "bins_other"}), on="unit_other")
-        )
-        union = pl.col("bins") + pl.col("bins_other") - pl.col("both")
-        results.append(pairs.select(
-            left="unit", right="unit_other", similarity=(pl.col("matches") / union).cast(pl.Float64)))
-    if not results:
+def _minhash_pairs(valid: pl.DataFrame, shingle_size: int, num_perm: int, threshold: float) -> pl.DataFrame:
+    """Estimated Jaccard similarity (left, right, similarity) of candidate pairs of units
+    in the same group, by banded LSH over one-permutation MinHash signatures: no pair is
+    compared unless it shares a band, and a band's bucket links each member to the
+    bucket's first and to the previous member (2 pairs per member and band, not all
+    pairs), so memory stays linear in the number of traces."""
+    signatures = _signatures(valid, shingle_size, num_perm)
+    rows_per_band = _rows_per_band(num_perm, threshold)
+    group = valid["group"].rank("dense").to_numpy().astype(np.uint64)
+    multipliers = np.random.default_rng(0).integers(1, 2**63, size=rows_per_band + 1, dtype=np.uint64) | np.uint64(1)
+    lefts, rights = [], []
+    with np.errstate(over="ignore"):
+        for band in range(num_perm // rows_per_band):
+            values = signatures[:, band * rows_per_band:(band + 1) * rows_per_band]
+            bucket = (values * multipliers[:-1]).sum(axis=1, dtype=np.uint64) + group * multipliers[-1]
+            order = np.argsort(bucket, kind="stable")
+            sorted_bucket = bucket[order]
+            same = sorted_bucket[1:] == sorted_bucket[:-1]
+            starts = np.r_[0, np.flatnonzero(~same) + 1]
+            first = order[starts[np.searchsorted(starts, np.arange(len(order)), side="right") - 1]]
+            follower = np.flatnonzero(same) + 1
+            lefts += [order[follower - 1], first[follower]]
+            rights += [order[follower], order[follower]]
+    if not lefts:
         return pl.DataFrame(schema={"left": pl.UInt32, "right": pl.UInt32, "similarity": pl.Float64})
-    return pl.concat(results)
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    left, right = np.minimum(left, right), np.maximum(left, right)
+    pair = np.unique((left.astype(np.int64) * len(signatures) + right)[left != right])
+    left, right = pair // len(signatures), pair % len(signatures)
+    similarity = np.concatenate([_signature_similarity(signatures[left[i:i + SIMILARITY_BATCH]],
+                                                       signatures[right[i:i + SIMILARITY_BATCH]])
+                                 for i in range(0, len(left), SIMILARITY_BATCH)] or [np.zeros(0)])
+    unit = valid["unit"].to_numpy()
+    return pl.DataFrame({"left": unit[left], "right": unit[right], "similarity": similarity})
+
+
+def _signatures(valid: pl.DataFrame, shingle_size: int, num_perm: int) -> np.ndarray:
+    """One-permutation MinHash, (units, num_perm) uint64: each shingle hash falls in one of
+    num_perm bins, a signature keeps each bin's minimum (EMPTY_BIN when none). Shingles are
+    hashed a chunk of texts at a time, so only one chunk's shingles are in memory."""
+    signatures = np.full((valid.height, num_perm), EMPTY_BIN, dtype=np.uint64)
+    chunk = (pl.col("text").str.len_bytes().cum_sum() // SHINGLE_CHUNK_BYTES).alias("chunk")
+    positions = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("position"), "text", chunk)
+    for part in positions.partition_by("chunk", maintain_order=True):
+        tokens = part.select("position", tokens=word_tokens(pl.col("text")))
+        minima = (
+            ngram_hashes(tokens, "position", "tokens", shingle_size)
+            .group_by("position", (pl.col("gram") % num_perm).alias("bin"))
+            .agg((pl.col("gram") // num_perm).min().alias("value"))
+        )
+        signatures[minima["position"].to_numpy(), minima["bin"].to_numpy()] = minima["value"].to_numpy()
+    return signatures
+
+
+def _rows_per_band(num_perm: int, threshold: float) -> int:
+    """The most signature rows per band (fewest candidates) with which two texts of
+    Jaccard similarity `threshold` still share a band with probability >= 0.99."""
+    best = 1
+    for rows in range(1, num_perm + 1):
+        if 1 - (1 - threshold**rows) ** (num_perm // rows) >= LSH_RECALL:
+            best = rows
+    return best
+
+
+def _signature_similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Share of the bins non-empty in either signature whose minima agree."""
+    left_full, right_full = left != EMPTY_BIN, right != EMPTY_BIN
+    matches = ((left == right) & left_full).sum(axis=1)
+    union = (left_full | right_full).sum(axis=1)
+    return matches / np.maximum(union, 1)
 
 
 def _embedding_pairs(valid: pl.DataFrame, embedder: Embedder, config: TraceDedupConfig,
