@@ -166,6 +166,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         ) from None
     steps = _build_steps(model, lines, file)
     _check_columns(steps, file)
+    _check_configs(steps, path.parent, file)
     output_dir = model.output.dir.replace("{name}", model.name)
     return Recipe(
         path=path,
@@ -309,3 +310,11 @@ def _check_columns(steps: list[Step], file: str) -> None:
                 ]
             )
         available = (available | step.operator.output_columns()) - {"reject_reason", "reject_detail"}
+
+
+def _check_configs(steps: list[Step], recipe_dir: Path, file: str) -> None:
+    """Each operator's own checks (Operator.check_config): files, models."""
+    problems = [Problem(file, step.line, f"step {step.id!r}: {message}")
+                for step in steps for message in step.operator.check_config(recipe_dir)]
+    if problems:
+        raise RecipeError(problems)

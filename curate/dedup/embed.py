@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,25 @@ def distill_static(output_dir: str | Path, source: str = "bundled:minilm", pca_d
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return output_dir
+
+
+EMBEDDING_MODELS = ("bundled:minilm", STATIC_MINILM)
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def check_embedding_model(model: str) -> str | None:
+    """Why `model` cannot be an embedding model (None if it may be): an unknown bundled
+    name, a local folder that does not exist, or neither a folder nor a Hub id."""
+    known = ", ".join(EMBEDDING_MODELS)
+    if model.startswith("bundled:"):
+        return None if model in EMBEDDING_MODELS else f"unknown embedding model {model!r} (bundled: {known})"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return None
+    if model.startswith((".", "/", "~")) or path.suffix or not _HUB_ID.fullmatch(model):
+        return (f"unknown embedding model {model!r}: not a local folder, nor a Hub id (org/name); "
+                f"bundled: {known}")
+    return None
 
 
 def _model_path(model: str, cache_dir: Path) -> str:

@@ -8,6 +8,7 @@ is null or blank never match anything: they are kept and counted as `empty_texts
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -16,8 +17,8 @@ from pydantic import Field
 
 from curate.core.io import write_parquet
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
-from curate.dedup.embed import DEFAULT_MAX_CHARS, Embedder
-from curate.dedup.evalsets import EvalSetSpec, load_eval_sets
+from curate.dedup.embed import DEFAULT_MAX_CHARS, Embedder, check_embedding_model
+from curate.dedup.evalsets import EvalSetSpec, check_eval_sets, load_eval_sets
 from curate.dedup.neighbours import IndexKind, SearchKind, components, greedy_keep, similar_pairs
 from curate.dedup.units import (
     KEEP_DESCRIPTION,
@@ -81,6 +82,11 @@ class _EmbeddingConfig(OperatorConfig):
     max_chars: int = Field(
         DEFAULT_MAX_CHARS, ge=1, description="Characters of each text embedded (models read ~256-512 tokens)."
     )
+
+
+def _model_problems(model: str) -> list[str]:
+    problem = check_embedding_model(model)
+    return [f"model: {problem}"] if problem else []
 
 
 def _valid_text(column: str = "text") -> pl.Expr:
@@ -198,6 +204,12 @@ class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
     )
     nprobe: int = Field(8, ge=1, description="ivf: lists searched per query (more = higher recall, slower).")
     number_guard: NumberGuard = Field("auto", description=GUARD_DESCRIPTION)
+    same_numbers_threshold: float | None = Field(
+        0.86, gt=0, le=1,
+        description="Cosine threshold for pairs the number guard covers whose texts state the same (non-empty) "
+        "numbers: agreeing numbers are evidence too, so a lower cosine suffices (catches name swaps); null: "
+        "`threshold` for every pair.",
+    )
 
 
 @register
@@ -208,7 +220,8 @@ class SemanticDedup(Filter):
     >= threshold; clustering: connected uses union-find clusters instead. Adds
     dedup_cluster (the kept row's id). Embeddings are cached on disk: re-runs and
     threshold changes do not re-embed. The number guard (on for math) keeps apart
-    similar texts whose stated numbers differ; the pairs it kept apart are counted
+    similar texts whose stated numbers differ, and lets texts stating the same numbers
+    merge from same_numbers_threshold; the pairs it kept apart are counted
     (`number_guard_pairs`) and listed in the step folder's `number_guard_pairs.parquet`."""
 
     name = "semantic_dedup"
@@ -219,6 +232,9 @@ class SemanticDedup(Filter):
 
     def input_columns(self) -> set[str]:
         return {self.config.column, self.config.id_column} | policy_columns(self.config.keep)
+
+    def check_config(self, recipe_dir: Path) -> list[str]:
+        return _model_problems(self.config.model)
 
     def setup(self, ctx: StepContext) -> None:
         config = self.config
@@ -231,15 +247,17 @@ class SemanticDedup(Filter):
         unit_frame = units(frame, config.column, config.id_column, config.keep, key, carry=carry)
         valid = unit_frame.filter(_valid_text())
         vectors, node = _embed_distinct(self.embedder, valid["text"], config.max_chars, ctx)
+        guard = config.number_guard != "off"
+        search_threshold = min(config.threshold, config.same_numbers_threshold or 1.0) if guard else config.threshold
         edges = similar_pairs(
-            vectors, config.threshold, index_kind=config.index, flat_max_rows=config.flat_max_rows,
+            vectors, search_threshold, index_kind=config.index, flat_max_rows=config.flat_max_rows,
             search=config.search, max_neighbours=config.max_neighbours, nprobe=config.nprobe,
         )
         # Identical texts share a node; each node is represented by its best unit.
         unit_priority = priority(valid, config.keep)
         by_node = np.lexsort((unit_priority, node))
         best_unit = by_node[np.r_[True, node[by_node][1:] != node[by_node][:-1]]] if len(node) else by_node
-        if config.number_guard != "off":
+        if guard:
             edges = _number_guard(valid, node, best_unit, edges, config, ctx)
         if config.clustering == "greedy":
             kept_node, _ = greedy_keep(len(vectors), *edges, unit_priority[best_unit])
@@ -270,7 +288,9 @@ def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
                   edges: tuple[np.ndarray, np.ndarray, np.ndarray], config: SemanticDedupConfig,
                   ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The edges whose two texts state the same numbers (or that the guard does not
-    cover); the others are counted and written to GUARD_FILE."""
+    cover); the others are counted and written to GUARD_FILE. An edge below `threshold`
+    stays only when the guard covers it and both texts state the same numbers (at least
+    one), at or above same_numbers_threshold."""
     left, right, similarity = edges
     text = pl.col("text").str.slice(0, config.max_chars)
     unit_numbers = valid.select(numbers=number_key(text))["numbers"]
@@ -282,15 +302,22 @@ def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
         math_unit = valid.select(pl.col("domain").is_null() | (pl.col("domain") == "math"))["domain"].to_numpy()
         guarded = np.zeros(len(best_unit), dtype=bool)
         guarded[node[math_unit]] = True
-    apart = guarded[left] & guarded[right] & (numbers_id[left] != numbers_id[right])
-    ctx.count("number_guard_pairs", int(apart.sum()))
+    covered = guarded[left] & guarded[right]
+    apart = covered & (numbers_id[left] != numbers_id[right])
+    stated = (numbers.str.len_chars() > 0).to_numpy()
+    weak = (similarity < config.threshold) & ~(covered & ~apart & stated[left])
+    ctx.count("same_numbers_pairs", int((covered & ~apart & stated[left] & (similarity < config.threshold)).sum()))
     ids = valid["id"].gather(best_unit)
+    # The file lists the pairs that would be duplicates without the guard.
+    listed = apart & (similarity >= config.threshold)
+    ctx.count("number_guard_pairs", int(listed.sum()))
     write_parquet(pl.DataFrame({
-        config.id_column: ids.gather(left[apart]), f"other_{config.id_column}": ids.gather(right[apart]),
-        "similarity": similarity[apart].astype(np.float64).round(4),
-        "numbers": numbers.gather(left[apart]), "other_numbers": numbers.gather(right[apart]),
+        config.id_column: ids.gather(left[listed]), f"other_{config.id_column}": ids.gather(right[listed]),
+        "similarity": similarity[listed].astype(np.float64).round(4),
+        "numbers": numbers.gather(left[listed]), "other_numbers": numbers.gather(right[listed]),
     }), ctx.step_dir / GUARD_FILE)
-    return left[~apart], right[~apart], similarity[~apart]
+    keep = ~apart & ~weak
+    return left[keep], right[keep], similarity[keep]
 
 
 def _duplicate_decisions(valid: pl.DataFrame, key: str, kept_position: np.ndarray,
@@ -347,6 +374,9 @@ class TraceDedup(Filter):
     def input_columns(self) -> set[str]:
         config = self.config
         return {config.column, config.group_column, config.id_column} | policy_columns(config.keep)
+
+    def check_config(self, recipe_dir: Path) -> list[str]:
+        return _model_problems(self.config.model) if self.config.method == "embedding" else []
 
     def setup(self, ctx: StepContext) -> None:
         config = self.config
@@ -488,8 +518,8 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
     )
     common_ngram_share: float = Field(
         0.01, gt=0, le=1,
-        description="ngram: an n-gram found in more than this share of all texts (pool and eval sets, and in "
-        "more than 2) is boilerplate and counts for nothing; rarer ones weigh log(texts / texts with it).",
+        description="ngram: an n-gram found in more than this share of all texts (pool and eval sets; and in "
+        "more than 10) is boilerplate and counts for nothing; rarer ones weigh log(texts / texts with it).",
     )
     embedding_threshold: float = Field(0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem.")
     same_template: Literal["reject", "report"] = Field(
@@ -501,6 +531,9 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
 
 
 CONTAMINATED, SAME_TEMPLATE = "contaminated", "same_template"
+# An eval item, its copies and its same-template variants in the pool share n-grams (numbers
+# are masked): an n-gram is boilerplate only when more texts than these hold it.
+COMMON_MIN_TEXTS = 10
 
 
 @register
@@ -522,6 +555,10 @@ class Decontaminate(Filter):
 
     def input_columns(self) -> set[str]:
         return {self.config.column, self.config.id_column}
+
+    def check_config(self, recipe_dir: Path) -> list[str]:
+        problems = check_eval_sets(self.config.eval_sets)
+        return problems + (_model_problems(self.config.model) if "embedding" in self.config.methods else [])
 
     def setup(self, ctx: StepContext) -> None:
         config = self.config
@@ -597,14 +634,14 @@ class Decontaminate(Filter):
     def _ngram_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         """(unit, eval_row) pairs sharing rare n-grams worth at least min_overlap of the
         shorter text's weight. An n-gram's weight is log(texts / texts with it), and 0
-        when more than common_ngram_share of all texts (and more than 2) hold it."""
+        when more than common_ngram_share of all texts (and more than COMMON_MIN_TEXTS) hold it."""
         config = self.config
         tokens = valid.select("unit", tokens=template_tokens(pl.col("text")))
         grams = ngram_hashes(tokens, "unit", "tokens", config.ngram)
         texts = valid.height + self.evals.height
         frequency = pl.concat([grams.select("gram"), self.eval_grams.select("gram")]).group_by("gram").agg(
             texts=pl.len())
-        common = (pl.col("texts") > 2) & (pl.col("texts") > config.common_ngram_share * texts)
+        common = (pl.col("texts") > COMMON_MIN_TEXTS) & (pl.col("texts") > config.common_ngram_share * texts)
         weights = frequency.select("gram", common=common, weight=pl.when(common).then(0.0).otherwise(
             (texts / pl.col("texts")).log()))
         ctx.count("common_ngrams", weights["common"].sum())
