@@ -47,7 +47,8 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
                  _image(plots.get("agreement"), "teacher agreement"), _table(audit.agreement())),
         _section("Difficulty", _table(audit.bands()), _image(plots.get("pass_rate"), "pass rates")),
         _section("Pruning", _image(plots.get("pruning"), "tokens saved by pruning"), _table(audit.pruning())),
-        _section("Dedup clusters", _table(audit.clusters())),
+        _section("Dedup clusters", _table(audit.clusters()),
+                 "<h3>Number guard, templates, contamination matches</h3>", _table(audit.number_guard())),
         _section("Decontamination hits", _table(audit.contamination())),
         _section("Examples per band", _samples(audit.samples(per_band=samples_per_band))),
     ]

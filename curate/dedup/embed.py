@@ -153,18 +153,16 @@ class Embedder:
         if stats is not None:
             stats["cache_hits"] = int(found.sum())
             stats["embedded"] = len(missing)
-        blocks = []
         for start in range(0, len(missing), self.block):
             rows = missing[start:start + self.block]
             block = self._encode([texts[i] for i in rows], self.batch_size).astype(np.float16)
             self._store(hashes[rows], block)
-            blocks.append((rows, block))
+            if vectors is None:
+                vectors = np.zeros((len(texts), block.shape[1]), dtype=np.float16)
+            vectors[rows] = block
             on_block(len(rows))
         if vectors is None:
-            dim = blocks[0][1].shape[1] if blocks else 1
-            vectors = np.zeros((len(texts), dim), dtype=np.float16)
-        for rows, block in blocks:
-            vectors[rows] = block
+            vectors = np.zeros((len(texts), 1), dtype=np.float16)
         return _unit(vectors)
 
     def _lookup(self, hashes: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -193,9 +191,11 @@ class Embedder:
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
+    """float32 unit rows, normalised in place (no second copy of a large matrix)."""
     vectors = vectors.astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
+    vectors /= np.where(norms > 0, norms, 1.0)
+    return vectors
 
 
 # Loaded models are shared by the steps of one process (a recipe may embed several times).

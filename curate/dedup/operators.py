@@ -267,7 +267,7 @@ class SemanticDedup(Filter):
             first = by_label[np.r_[True, labels[by_label][1:] != labels[by_label][:-1]]] if len(labels) else by_label
             kept_node = first[labels]
         kept_position = best_unit[kept_node[node]]
-        similarity = np.einsum("ij,ij->i", vectors[node], vectors[kept_node[node]]).clip(-1.0, 1.0)
+        similarity = _row_cosines(vectors, node, kept_node[node])
         decisions = _duplicate_decisions(valid, key, kept_position, similarity)
         duplicate = pl.col("kept") != pl.col("id")
         decisions = decisions.select(
@@ -318,6 +318,17 @@ def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
     }), ctx.step_dir / GUARD_FILE)
     keep = ~apart & ~weak
     return left[keep], right[keep], similarity[keep]
+
+
+def _row_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Cosine of vectors[left[i]] and vectors[right[i]], a batch at a time (gathering all
+    rows at once would copy the embedding matrix twice)."""
+    out = np.ones(len(left), dtype=np.float32)
+    differ = np.flatnonzero(left != right)
+    for start in range(0, len(differ), batch):
+        rows = differ[start:start + batch]
+        out[rows] = np.einsum("ij,ij->i", vectors[left[rows]], vectors[right[rows]])
+    return out.clip(-1.0, 1.0)
 
 
 def _duplicate_decisions(valid: pl.DataFrame, key: str, kept_position: np.ndarray,
