@@ -334,8 +334,10 @@ def test_connected_clustering_chains_and_greedy_does_not(ctx):
     threshold = float(min(similarity[0, 1], similarity[1, 2])) - 1e-3
     if similarity[0, 2] >= threshold:
         pytest.skip("the ends are too similar for this model to show chaining")
-    _, _, greedy = run(SemanticDedup, frame, ctx, threshold=threshold)
-    _, _, connected = run(SemanticDedup, frame, ctx, threshold=threshold, clustering="connected")
+    # One threshold for every pair (the texts state the same numbers: no lower same-numbers threshold).
+    _, _, greedy = run(SemanticDedup, frame, ctx, threshold=threshold, same_numbers_threshold=None)
+    _, _, connected = run(SemanticDedup, frame, ctx, threshold=threshold, clustering="connected",
+                          same_numbers_threshold=None)
     assert greedy["problem"].to_list() == [texts[1]]
     assert connected["problem"].to_list() == [texts[1], texts[2]]
     assert json.loads(connected["reject_detail"][1])["similarity"] < threshold
