@@ -3,7 +3,7 @@
 Two kinds of model: a sentence-transformers model (the bundled all-MiniLM-L6-v2 by
 default, or any path / Hub id) and a model2vec static model (a lookup table: ~100x
 faster on CPU, for pools of millions; encoded in bulk by `static_encoder`). `bundled:minilm-static` is a static model
-distilled from the bundled MiniLM on first use (about 20 s, offline) into
+distilled from the bundled MiniLM on first use (offline; about 2 CPU-minutes, see README) into
 `<cache_dir>/models/`; `distill_static` does the same for any sentence-transformers
 model folder.
 
@@ -35,9 +35,11 @@ STATIC_PCA_DIMS = 256
 # 256-512 tokens anyway, and tokenising a 1 MB text only costs time.
 DEFAULT_MAX_CHARS = 8000
 # Texts embedded (and written to the cache) per block: bounds memory, feeds progress.
-# Static models encode a block's distinct words once: bigger blocks share more.
+# Static models encode a block's distinct words once: bigger blocks share more, but the
+# block's chunk table and token ids are the encoder's peak memory (100k texts: 131,072 per
+# block peaked at 768 MiB above the start, 32,768 at 348 MiB; bench/RESULTS.md, dedup).
 EMBED_BLOCK = 16_384
-STATIC_EMBED_BLOCK = 131_072
+STATIC_EMBED_BLOCK = 32_768
 
 
 def distill_static(output_dir: str | Path, source: str = "bundled:minilm", pca_dims: int = STATIC_PCA_DIMS) -> Path:
