@@ -3,6 +3,7 @@
     python bench/dedup.py                          # 10k rows: MiniLM and static; 100k: static
     python bench/dedup.py --sizes 1000000 --encoders static --tools curate
     python bench/dedup.py --data /path/to/data     # GSM8K/MATH jsonl files under this folder
+    python bench/dedup.py --trace-rows 100000 --group-size 1000   # trace_dedup (MinHash LSH) alone
 
 The pool: real problems (GSM8K, MATH-500; by default the samples bundled in curate/data),
 distinct synthetic problems made by recombining sentences of different real problems,
@@ -204,6 +205,51 @@ def run_semhash(frame: pl.DataFrame, encoder, threshold: float) -> set[str]:
     return {duplicate.record["id"] for duplicate in result.filtered}
 
 
+def trace_pool(rows: int, group_size: int, seed: int = 0) -> pl.DataFrame:
+    """bench/prune.py's synthetic traces (~800 tokens, sentences drawn from a small pool, so
+    traces of one problem share many shingles), regrouped `group_size` per problem, with 5 %
+    planted near-copies (a trace of the same problem with one sentence dropped and a word
+    changed), marked by `copy_of`."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from prune import synthetic_chunk
+
+    rng = np.random.default_rng(seed)
+    planted = rows // 20
+    base = synthetic_chunk(rows - planted, seed, 0).with_columns(
+        problem_id=pl.format("p{}", pl.int_range(pl.len()) // group_size), copy_of=pl.lit(None, pl.String))
+    sources = base.gather(rng.integers(0, base.height, planted))
+    edited = [re.sub(r"\b(the)\b", "this", re.sub(r"^[^.]*\.\s*", "", text), count=1)
+              for text in sources["completion"].to_list()]
+    copies = sources.with_columns(
+        completion=pl.Series(edited), copy_of=pl.col("trace_id"),
+        trace_id=pl.format("c{}", pl.int_range(pl.len())))
+    return pl.concat([base, copies]).select("problem_id", "trace_id", "completion", "copy_of")
+
+
+def bench_trace_dedup(rows: int, group_size: int) -> dict:
+    """trace_dedup (minhash, defaults) on trace_pool: seconds, peak RSS of the step above
+    the level after building the pool, recall of planted copies, other rows removed."""
+    from curate.dedup.operators import TraceDedup
+
+    frame = trace_pool(rows, group_size)
+    gc.collect()
+    with tempfile.TemporaryDirectory() as tmp, PeakRss() as memory:
+        started = time.perf_counter()
+        ctx = StepContext(step_id="bench", step_dir=Path(tmp), cache_dir=Path(tmp))
+        out = TraceDedup(TraceDedup.Config()).apply(frame, ctx)
+        seconds = time.perf_counter() - started
+    removed = out.filter(pl.col("reject_reason").is_not_null())
+    copies = frame.filter(pl.col("copy_of").is_not_null())
+    # A planted pair counts as found when either member was removed.
+    found = copies.filter(pl.col("trace_id").is_in(removed["trace_id"]) | pl.col("copy_of").is_in(removed["trace_id"]))
+    return {"tool": "curate trace_dedup", "rows": rows, "group_size": group_size, "seconds": round(seconds, 1),
+            "peak_mib": round(memory.mib), "pool_mib": round(frame.estimated_size() / 2**20),
+            "planted_recall": round(found.height / copies.height, 3), "removed": removed.height,
+            "planted": copies.height}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated pool sizes")
@@ -213,7 +259,13 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--data", type=Path, default=REPO_DATA, help="folder with GSM8K/MATH *.jsonl files")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "curate-bench-dedup")
+    parser.add_argument("--trace-rows", type=int, default=0,
+                        help="run the trace_dedup bench on this many traces instead")
+    parser.add_argument("--group-size", type=int, default=1000, help="trace bench: traces per problem")
     args = parser.parse_args()
+    if args.trace_rows:
+        print(json.dumps(bench_trace_dedup(args.trace_rows, args.group_size)))
+        return
 
     real = read_problems(args.data)
     print(f"real problems: {len(real)} from {args.data}")

@@ -194,6 +194,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     _check_trace_fields(model.sources, path.parent, lines, file)
     if model.publish is not None:
         _check_publish(model.publish, produced, lines, file)
+    _check_configs(steps, path.parent, file)
     output_dir = model.output.dir.replace("{name}", model.name)
     return Recipe(
         path=path,
@@ -416,5 +417,13 @@ def _check_trace_fields(sources: list[Source], recipe_dir: Path, lines: _LineInd
             problems.append(Problem(file, lines.line(("sources", index)), (
                 f"sources[{index}] ({source.name}): mapped field(s) {', '.join(missing)} not in the first record "
                 f"of {resolve_path(source, recipe_dir)} (fields: {', '.join(present)})")))
+    if problems:
+        raise RecipeError(problems)
+
+
+def _check_configs(steps: list[Step], recipe_dir: Path, file: str) -> None:
+    """Each operator's own checks (Operator.check_config): files, models."""
+    problems = [Problem(file, step.line, f"step {step.id!r}: {message}")
+                for step in steps for message in step.operator.check_config(recipe_dir)]
     if problems:
         raise RecipeError(problems)

@@ -98,6 +98,8 @@ STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
     Column("judge_reason", pl.String(), "Verify's LLM judge: its one-line reason.", nullable=True),
     Column("judge_status", pl.String(), "Verify's LLM judge: ok, unparseable, truncated, generation_error, "
            "over_budget or skipped.", nullable=True),
+    Column("template_id", pl.String(), "template_cap: id of the problem text with its numbers masked (problems "
+           "differing only in numbers share it).", nullable=True),
     Column("dedup_cluster", pl.String(), "Dedup: id of the row kept for this row's near-duplicate cluster "
            "(its own id when unique; null for empty text).", nullable=True),
     # prune

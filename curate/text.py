@@ -95,3 +95,74 @@ def ngram_hashes(frame: pl.DataFrame, key: str, tokens: str, n: int) -> pl.DataF
         .drop_nulls("gram")
         .unique()
     )
+
+
+# --- numbers stated in a problem (dedup's number guard, template ids) --------------------------
+
+# Small number words read as numbers ("one" is left out: it is as often a pronoun, "one of
+# them", and a paraphrase may drop it).
+NUMBER_WORDS = {
+    "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14",
+    "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
+    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
+    "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000", "half": "1/2",
+    "twice": "2", "double": "2", "triple": "3", "dozen": "12",
+}
+_NUMBER = r"\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?"
+_NUMBER_OR_WORD = _NUMBER + r"|\b(?:" + "|".join(NUMBER_WORDS) + r")\b"
+
+
+def _number_ready(text: pl.Expr) -> pl.Expr:
+    """Lower-cased text where every stated number reads as digits: thousands separators
+    (`1,000`, LaTeX `1{,}000`) dropped, `\\frac{a}{b}` / `\\dfrac12` written `a/b`."""
+    text = text.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\{,\}", ",", literal=False)
+    text = _without_thousands_separators(text.str.replace_all(_LATEX_SPACING, " "))
+    text = text.str.replace_all(r"\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}", "${1}/${2}")
+    return text.str.replace_all(r"\\[dt]?frac\s*(\d)\s*(\d)", "${1}/${2}")
+
+
+def number_values(text: pl.Expr) -> pl.Expr:
+    """The distinct values of the numbers a text states, sorted, as a list of floats (10
+    significant digits): `1,000`, `1000` and `1000.0` are one value, `\\frac{1}{2}`, `1/2`,
+    `0.5` and "half" another; small number words ("two" .. "twenty", tens) count. Signs
+    are ignored ("3-4" reads as 3 and 4)."""
+    words = pl.element().replace(NUMBER_WORDS)
+    numerator = words.str.extract(r"^(\d+(?:\.\d+)?)", 1).cast(pl.Float64)
+    denominator = words.str.extract(r"/(\d+(?:\.\d+)?)$", 1).cast(pl.Float64).fill_null(1.0)
+    value = pl.when(denominator != 0).then(numerator / denominator).otherwise(numerator)
+    values = _number_ready(text).str.extract_all(_NUMBER_OR_WORD).list.eval(value.round_sig_figs(10))
+    return values.list.unique().list.sort()
+
+
+def number_key(text: pl.Expr) -> pl.Expr:
+    """number_values as one string ("" when the text states no number): equal keys, equal numbers."""
+    return number_values(text).cast(pl.List(pl.String)).list.join(" ")
+
+
+def template_text(text: pl.Expr) -> pl.Expr:
+    """normalised_text with every stated number (digits, fractions, small number words)
+    replaced by `#`: problems that differ only in their numbers share it."""
+    masked = _number_ready(text).str.replace_all(_NUMBER_OR_WORD, "#")
+    return normalised_text(masked.str.replace_all(r"#(?:[\s,.]*#)*", "#"))
+
+
+def template_id(text: pl.Expr) -> pl.Expr:
+    """A 16-hex-digit id of template_text (stable across processes: xxh3 of the text)."""
+    return template_text(text).map_batches(_stable_hashes, return_dtype=pl.String)
+
+
+def _stable_hashes(series: pl.Series) -> pl.Series:
+    import xxhash
+
+    return pl.Series([None if t is None else xxhash.xxh3_64_hexdigest(t.encode()) for t in series.to_list()],
+                     dtype=pl.String)
+
+
+def template_tokens(text: pl.Expr) -> pl.Expr:
+    """word_tokens with every stated number (as number_values reads them) as the token "0":
+    n-grams of these match across problems that differ only in their numbers. A run of
+    numbers ("2^3 - 1^3 + 4^3") is one token, so formulas do not make generic n-grams."""
+    tokens = word_tokens(_number_ready(text).str.replace_all(_NUMBER_OR_WORD, " 0 "))
+    repeated_number = (pl.element() == "0") & (pl.element().shift(1) == "0")
+    return tokens.list.eval(pl.element().filter(~repeated_number.fill_null(False)))

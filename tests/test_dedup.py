@@ -271,7 +271,8 @@ def test_decontaminate_finds_planted_gsm8k_and_math500_leaks(ctx, gsm8k_train, p
             assert detail["method"] in ("ngram", "embedding") and detail["score"] > 0
     report = pl.read_parquet(ctx.step_dir / REPORT_FILE)
     assert set(report["problem"]) == set(verbatim + paraphrased)
-    assert set(report["method"]) == {"ngram", "embedding"}
+    assert set(report["method"]) == {"ngram", "template", "embedding"}
+    assert set(report["match"]) == {"same_problem"}
     assert set(report.columns) >= {"problem_id", "method", "score", "eval_set", "eval_id", "eval_problem"}
 
 
@@ -334,8 +335,10 @@ def test_connected_clustering_chains_and_greedy_does_not(ctx):
     threshold = float(min(similarity[0, 1], similarity[1, 2])) - 1e-3
     if similarity[0, 2] >= threshold:
         pytest.skip("the ends are too similar for this model to show chaining")
-    _, _, greedy = run(SemanticDedup, frame, ctx, threshold=threshold)
-    _, _, connected = run(SemanticDedup, frame, ctx, threshold=threshold, clustering="connected")
+    # One threshold for every pair (the texts state the same numbers: no lower same-numbers threshold).
+    _, _, greedy = run(SemanticDedup, frame, ctx, threshold=threshold, same_numbers_threshold=None)
+    _, _, connected = run(SemanticDedup, frame, ctx, threshold=threshold, clustering="connected",
+                          same_numbers_threshold=None)
     assert greedy["problem"].to_list() == [texts[1]]
     assert connected["problem"].to_list() == [texts[1], texts[2]]
     assert json.loads(connected["reject_detail"][1])["similarity"] < threshold

@@ -113,3 +113,24 @@ def test_shipped_recipes_validate():
 
     for recipe in sorted(Path(__file__).parent.parent.glob("recipes/*.yaml")):
         load_recipe(recipe)
+
+
+def test_validate_catches_a_bad_eval_set_field_and_an_unknown_embedding_model(tmp_path):
+    (tmp_path / "evals.jsonl").write_text('{"question": "What is 1+1?"}\n')
+    body = HEADER + (
+        f"  - op: decontaminate\n    eval_sets: [aime24, {tmp_path / 'evals.jsonl'}]\n"
+        "  - op: semantic_dedup\n    model: bundled:minilm-fast\n"
+        "  - op: semantic_dedup\n    model: ./no/such/folder\n"
+    )
+    problems = error_of(write_recipe(tmp_path, body))
+    assert [p.line for p in problems] == [6, 8, 10]
+    assert "eval set 'evals'" in problems[0].message
+    assert "has no field 'problem' (fields: question)" in problems[0].message
+    assert "unknown embedding model 'bundled:minilm-fast'" in problems[1].message
+    assert "bundled:minilm, bundled:minilm-static" in problems[1].message
+    assert "unknown embedding model './no/such/folder'" in problems[2].message
+    assert all("\n" not in p.message for p in problems)
+    # Known models (both bundled ones, a Hub id) and readable eval sets pass.
+    fine = HEADER + ("  - op: decontaminate\n    eval_sets: [aime24]\n    model: bundled:minilm-static\n"
+                     "  - op: semantic_dedup\n    model: sentence-transformers/all-MiniLM-L6-v2\n")
+    assert len(load_recipe(write_recipe(tmp_path, fine)).steps) == 2

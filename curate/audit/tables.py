@@ -39,8 +39,12 @@ SOLVED_AT = 0.5
 
 _DUPLICATE_DETAIL = pl.Struct({"duplicate_of": pl.String, "similarity": pl.Float64, "cluster_size": pl.Int64,
                                "method": pl.String})
-_CONTAMINATION_DETAIL = pl.Struct({"method": pl.String, "score": pl.Float64, "eval_set": pl.String,
-                                   "eval_id": pl.String, "eval_problem": pl.String})
+_CONTAMINATION_DETAIL = pl.Struct({"match": pl.String, "method": pl.String, "score": pl.Float64,
+                                   "eval_set": pl.String, "eval_id": pl.String, "eval_problem": pl.String,
+                                   "shared_ngrams": pl.Int64, "common_ngrams": pl.Int64})
+# Step metrics of the dedup number guard, templates and decontamination matches.
+_GUARD_METRICS = ("number_guard_pairs", "same_numbers_pairs", "templates", "template_duplicates", "contaminated",
+                  "same_template", "common_ngrams")
 _TEACHER_PASS_RATES = pl.List(pl.Struct({"teacher": pl.String, "pass_rate": pl.Float64, "n_samples": pl.Int64}))
 
 
@@ -422,9 +426,9 @@ class Audit:
     def contamination(self) -> pl.DataFrame:
         """Decontamination hits: one row per training problem removed, with the eval
         problem it matched, the method and the score."""
-        schema = {"step": pl.String, "problem_id": pl.String, "problem": pl.String, "method": pl.String,
-                  "score": pl.Float64, "eval_set": pl.String, "eval_id": pl.String, "eval_problem": pl.String,
-                  "traces": pl.UInt32}
+        schema = {"step": pl.String, "problem_id": pl.String, "problem": pl.String, "match": pl.String,
+                  "method": pl.String, "score": pl.Float64, "shared_ngrams": pl.Int64, "eval_set": pl.String,
+                  "eval_id": pl.String, "eval_problem": pl.String, "traces": pl.UInt32}
         rejected = self._rejected_by(CONTAMINATION_REASONS, "contamination")
         if rejected is None or not self._has(rejected, ("problem_id",), "contamination"):
             return pl.DataFrame(schema=schema)
@@ -436,6 +440,14 @@ class Audit:
             .agg(pl.col("problem").first(), pl.col("detail").first(), traces=pl.len())
             .unnest("detail").select(list(schema)).sort("score", descending=True, nulls_last=True)
         )
+
+    def number_guard(self) -> pl.DataFrame:
+        """Per dedup or decontamination step: pairs the number guard kept apart, pairs merged
+        on agreeing numbers, templates, same-problem and same-template matches (step metrics)."""
+        rows = [{"step": s.id, "op": s.op, **{m: s.metrics.get(m) for m in _GUARD_METRICS}}
+                for s in self.steps if any(m in s.metrics for m in _GUARD_METRICS)]
+        schema = {"step": pl.String, "op": pl.String, **dict.fromkeys(_GUARD_METRICS, pl.Int64)}
+        return pl.DataFrame(rows, schema=schema)
 
     def _rejected_by(self, reasons: tuple[str, ...], table: str) -> pl.DataFrame | None:
         """Rejected rows with one of `reasons`, or from a step whose operator declares one."""

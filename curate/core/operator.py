@@ -123,6 +123,11 @@ class Operator(Generic[ConfigT]):
         """What one worker of this operator needs on a cluster, e.g. {"num_gpus": 1}."""
         return {}
 
+    def check_config(self, recipe_dir: Path) -> list[str]:
+        """Problems `curate validate` can find without running the step (a missing file, an
+        unknown model), one line each; the config's types are already checked."""
+        return []
+
     def setup(self, ctx: StepContext) -> None:
         """Load models, open caches. Called once before the first `apply`."""
 

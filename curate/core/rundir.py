@@ -43,8 +43,8 @@ PAIRS = "pairs.parquet"
 # Reject reasons whose meaning other parts of curate rely on (the dataset card's
 # "Deduplication and decontamination" section, the audit's clusters and leaks). Operators
 # that emit them declare them in their `reject_reasons`.
-DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "near_copy_trace")
-CONTAMINATION_REASONS = ("contaminated",)
+DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "near_copy_trace", "template_duplicate")
+CONTAMINATION_REASONS = ("contaminated", "same_template")
 
 
 class _Record(BaseModel):

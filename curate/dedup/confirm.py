@@ -101,7 +101,7 @@ class ConfirmContamination(Filter[ConfirmContaminationConfig]):
             "similarity": np.concatenate(scores).astype(np.float32),
         })
 
-    def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         column = self.config.column
         evals = self.evals.with_row_index("eval_row")
         pairs = (self.candidates(frame[column], self._embedder)
@@ -120,7 +120,6 @@ class ConfirmContamination(Filter[ConfirmContaminationConfig]):
         ctx.count("confirmed", confirmed.height)
         marked = frame.join(confirmed, left_on=column, right_on="__text", how="left", maintain_order="left")
         hit = pl.col("__detail").is_not_null()
-        ctx.count("rejected", int(marked.select(hit.sum()).item()))
         earlier = pl.col("reject_reason") if "reject_reason" in frame.columns else pl.lit(None, pl.String)
         earlier_detail = pl.col("reject_detail") if "reject_detail" in frame.columns else pl.lit(None, pl.String)
         result = marked.with_columns(

@@ -3,7 +3,7 @@
 Two kinds of model: a sentence-transformers model (the bundled all-MiniLM-L6-v2 by
 default, or any path / Hub id) and a model2vec static model (a lookup table: ~100x
 faster on CPU, for pools of millions; encoded in bulk by `static_encoder`). `bundled:minilm-static` is a static model
-distilled from the bundled MiniLM on first use (about 20 s, offline) into
+distilled from the bundled MiniLM on first use (offline; about 2 CPU-minutes, see README) into
 `<cache_dir>/models/`; `distill_static` does the same for any sentence-transformers
 model folder.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -34,9 +35,11 @@ STATIC_PCA_DIMS = 256
 # 256-512 tokens anyway, and tokenising a 1 MB text only costs time.
 DEFAULT_MAX_CHARS = 8000
 # Texts embedded (and written to the cache) per block: bounds memory, feeds progress.
-# Static models encode a block's distinct words once: bigger blocks share more.
+# Static models encode a block's distinct words once: bigger blocks share more, but the
+# block's chunk table and token ids are the encoder's peak memory (100k texts: 131,072 per
+# block peaked at 768 MiB above the start, 32,768 at 348 MiB; bench/RESULTS.md, dedup).
 EMBED_BLOCK = 16_384
-STATIC_EMBED_BLOCK = 131_072
+STATIC_EMBED_BLOCK = 32_768
 
 
 def distill_static(output_dir: str | Path, source: str = "bundled:minilm", pca_dims: int = STATIC_PCA_DIMS) -> Path:
@@ -61,6 +64,25 @@ def distill_static(output_dir: str | Path, source: str = "bundled:minilm", pca_d
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return output_dir
+
+
+EMBEDDING_MODELS = ("bundled:minilm", STATIC_MINILM)
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def check_embedding_model(model: str) -> str | None:
+    """Why `model` cannot be an embedding model (None if it may be): an unknown bundled
+    name, a local folder that does not exist, or neither a folder nor a Hub id."""
+    known = ", ".join(EMBEDDING_MODELS)
+    if model.startswith("bundled:"):
+        return None if model in EMBEDDING_MODELS else f"unknown embedding model {model!r} (bundled: {known})"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return None
+    if model.startswith((".", "/", "~")) or path.suffix or not _HUB_ID.fullmatch(model):
+        return (f"unknown embedding model {model!r}: not a local folder, nor a Hub id (org/name); "
+                f"bundled: {known}")
+    return None
 
 
 def _model_path(model: str, cache_dir: Path) -> str:
@@ -111,9 +133,19 @@ class Embedder:
         self.max_chars = max_chars
         self.key = _fingerprint(model, path, max_chars)
         self.cache_root = Path(cache_dir) / "embeddings" / self.key
-        static = _is_static(path)
-        self.block = STATIC_EMBED_BLOCK if static else EMBED_BLOCK
-        self._encode = _load_static(path) if static else _load_sentence_transformer(str(path))
+        self.static = _is_static(path)
+        self.path = path
+        self.block = STATIC_EMBED_BLOCK if self.static else EMBED_BLOCK
+        self._loaded: Callable[[list[str], int], np.ndarray] | None = None
+
+    @property
+    def _encode(self) -> Callable[[list[str], int], np.ndarray]:
+        """The model, loaded on first use: a run whose texts are all cached never loads it."""
+        loaded = self._loaded
+        if loaded is None:
+            loaded = _load_static(self.path) if self.static else _load_sentence_transformer(str(self.path))
+            self._loaded = loaded
+        return loaded
 
     def embed(self, texts: list[str], on_block: Callable[[int], None] = lambda n: None,
               stats: dict | None = None) -> np.ndarray:
@@ -125,18 +157,16 @@ class Embedder:
         if stats is not None:
             stats["cache_hits"] = int(found.sum())
             stats["embedded"] = len(missing)
-        blocks = []
         for start in range(0, len(missing), self.block):
             rows = missing[start:start + self.block]
             block = self._encode([texts[i] for i in rows], self.batch_size).astype(np.float16)
             self._store(hashes[rows], block)
-            blocks.append((rows, block))
+            if vectors is None:
+                vectors = np.zeros((len(texts), block.shape[1]), dtype=np.float16)
+            vectors[rows] = block
             on_block(len(rows))
         if vectors is None:
-            dim = blocks[0][1].shape[1] if blocks else 1
-            vectors = np.zeros((len(texts), dim), dtype=np.float16)
-        for rows, block in blocks:
-            vectors[rows] = block
+            vectors = np.zeros((len(texts), 1), dtype=np.float16)
         return _unit(vectors)
 
     def _lookup(self, hashes: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -165,9 +195,11 @@ class Embedder:
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
+    """float32 unit rows, normalised in place (no second copy of a large matrix)."""
     vectors = vectors.astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
+    vectors /= np.where(norms > 0, norms, 1.0)
+    return vectors
 
 
 # Loaded models are shared by the steps of one process (a recipe may embed several times).

@@ -111,3 +111,17 @@ def _records(spec: EvalSetSpec, source: Source) -> list[dict]:
     if spec.field not in frame.columns:
         return [dict.fromkeys(frame.columns)]
     return frame.select(columns).to_dicts()
+
+
+def check_eval_sets(sets: list[str | EvalSetSpec]) -> list[str]:
+    """One line per eval set that cannot be read (a missing file, a missing or non-text
+    field, an unknown name); HF datasets are not fetched here."""
+    problems = []
+    for item in sets:
+        try:
+            spec = _spec(item)
+            if spec.hf_dataset is None:
+                _load_one(spec)
+        except (ValueError, OSError) as error:
+            problems.append(f"eval_sets: {error}")
+    return problems

@@ -8,6 +8,7 @@ is null or blank never match anything: they are kept and counted as `empty_texts
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -16,8 +17,8 @@ from pydantic import Field
 
 from curate.core.io import write_parquet
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
-from curate.dedup.embed import DEFAULT_MAX_CHARS, Embedder
-from curate.dedup.evalsets import EvalSetSpec, load_eval_sets
+from curate.dedup.embed import DEFAULT_MAX_CHARS, Embedder, check_embedding_model
+from curate.dedup.evalsets import EvalSetSpec, check_eval_sets, load_eval_sets
 from curate.dedup.neighbours import IndexKind, SearchKind, components, greedy_keep, similar_pairs
 from curate.dedup.units import (
     KEEP_DESCRIPTION,
@@ -32,7 +33,15 @@ from curate.dedup.units import (
     unit_key,
     units,
 )
-from curate.text import ngram_hashes, normalised_text, word_tokens
+from curate.text import (
+    ngram_hashes,
+    normalised_text,
+    number_key,
+    number_values,
+    template_id,
+    template_tokens,
+    word_tokens,
+)
 
 DEFAULT_MODEL = "bundled:minilm"
 MODEL_DESCRIPTION = (
@@ -41,9 +50,22 @@ MODEL_DESCRIPTION = (
     "pools), a local sentence-transformers or model2vec folder, or a Hub id."
 )
 REPORT_FILE = "decontamination_report.parquet"
+GUARD_FILE = "number_guard_pairs.parquet"
+GUARD_DESCRIPTION = (
+    "Number guard: two texts are duplicates only if the numbers they state agree after "
+    "normalisation (1,000 = 1000 = 1000.0; 1/2 = \\frac{1}{2} = 0.5; small number words): a changed "
+    "number makes a different problem. auto: on for math rows (domain 'math', or no domain "
+    "column), off for other domains; on: every row; off: never."
+)
+NumberGuard = Literal["auto", "on", "off"]
 FILTER_COLUMNS = ("reject_reason", "reject_detail")
-# Budget for one chunk of trace_dedup's within-problem pair join (rows).
-PAIR_ROWS_BUDGET = 20_000_000
+# trace_dedup's MinHash: text bytes shingled at a time, candidate pairs compared at a time,
+# the marker of a bin no shingle fell in, and the chance that two texts at the threshold
+# share a band.
+SHINGLE_CHUNK_BYTES = 16_000_000
+SIMILARITY_BATCH = 65_536
+EMPTY_BIN = np.iinfo(np.uint64).max
+LSH_RECALL = 0.99
 
 
 class _UnitConfig(OperatorConfig):
@@ -60,6 +82,11 @@ class _EmbeddingConfig(OperatorConfig):
     max_chars: int = Field(
         DEFAULT_MAX_CHARS, ge=1, description="Characters of each text embedded (models read ~256-512 tokens)."
     )
+
+
+def _model_problems(model: str) -> list[str]:
+    problem = check_embedding_model(model)
+    return [f"model: {problem}"] if problem else []
 
 
 def _valid_text(column: str = "text") -> pl.Expr:
@@ -108,6 +135,54 @@ class ExactDedup(Filter[ExactDedupConfig]):
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
 
+class TemplateCapConfig(_UnitConfig):
+    max_per_template: int | None = Field(
+        None, ge=1,
+        description="Most rows kept per template (the text with its numbers masked); the rest are rejected "
+        "as template_duplicate. null: keep every row and only add template_id; 1: one problem per template.",
+    )
+    keep: KeepPolicy = Field("first", description=KEEP_DESCRIPTION)
+
+
+@register
+class TemplateCap(Filter[TemplateCapConfig]):
+    """Adds `template_id`: an id of the text with every stated number masked (digits,
+    fractions, small number words), so problems that differ only in their numbers share
+    it. With max_per_template, keeps that many rows per template (by the keep policy) and
+    rejects the others as `template_duplicate`; reject_detail names the first kept row."""
+
+    name = "template_cap"
+    reject_reasons = ("template_duplicate",)
+    Config = TemplateCapConfig
+    scope = "global"
+    adds = (*FILTER_COLUMNS, "template_id")
+
+    def input_columns(self) -> set[str]:
+        return {self.config.column, self.config.id_column} | policy_columns(self.config.keep)
+
+    def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        config = self.config
+        key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
+        unit_frame = units(frame, config.column, config.id_column, config.keep, key)
+        unit_frame = unit_frame.with_columns(
+            template_id=pl.when(_valid_text()).then(template_id(pl.col("text"))),
+            place=pl.Series(priority(unit_frame, config.keep)),
+        )
+        templated = pl.col("template_id").is_not_null()
+        rank = pl.col("place").rank("ordinal").over("template_id")
+        over_cap = templated & (rank > config.max_per_template) if config.max_per_template else pl.lit(False)
+        first_kept = pl.col("id").sort_by("place").first().over("template_id")
+        decisions = unit_frame.select(
+            key, "template_id",
+            reject_reason=pl.when(over_cap).then(pl.lit("template_duplicate")),
+            reject_detail=pl.when(over_cap).then(pl.struct(same_template_as=first_kept).struct.json_encode()),
+        )
+        ctx.count("templates", decisions["template_id"].n_unique() - int(decisions["template_id"].null_count() > 0))
+        ctx.count("template_duplicates", int(decisions["reject_reason"].is_not_null().sum()))
+        _count_empty(ctx, unit_frame)
+        return to_rows(frame, key, decisions, [*FILTER_COLUMNS, "template_id"])
+
+
 class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
     threshold: float = Field(
         0.9, gt=0, le=1, description="Cosine similarity at or above which two texts are duplicates."
@@ -135,6 +210,13 @@ class SemanticDedupConfig(_EmbeddingConfig, _UnitConfig):
         "A~B~C remove C for A: more recall, less precision).",
     )
     nprobe: int = Field(8, ge=1, description="ivf: lists searched per query (more = higher recall, slower).")
+    number_guard: NumberGuard = Field("auto", description=GUARD_DESCRIPTION)
+    same_numbers_threshold: float | None = Field(
+        0.86, gt=0, le=1,
+        description="Cosine threshold for pairs the number guard covers whose texts state the same (non-empty) "
+        "numbers: agreeing numbers are evidence too, so a lower cosine suffices (catches name swaps); null: "
+        "`threshold` for every pair.",
+    )
 
 
 @register
@@ -144,7 +226,10 @@ class SemanticDedup(Filter[SemanticDedupConfig]):
     a kept row, so every rejected row's reject_detail gives a kept row and a similarity
     >= threshold; clustering: connected uses union-find clusters instead. Adds
     dedup_cluster (the kept row's id). Embeddings are cached on disk: re-runs and
-    threshold changes do not re-embed."""
+    threshold changes do not re-embed. The number guard (on for math) keeps apart
+    similar texts whose stated numbers differ, and lets texts stating the same numbers
+    merge from same_numbers_threshold; the pairs it kept apart are counted
+    (`number_guard_pairs`) and listed in the step folder's `number_guard_pairs.parquet`."""
 
     name = "semantic_dedup"
     reject_reasons = ("near_duplicate",)
@@ -155,6 +240,9 @@ class SemanticDedup(Filter[SemanticDedupConfig]):
     def input_columns(self) -> set[str]:
         return {self.config.column, self.config.id_column} | policy_columns(self.config.keep)
 
+    def check_config(self, recipe_dir: Path) -> list[str]:
+        return _model_problems(self.config.model)
+
     def setup(self, ctx: StepContext) -> None:
         config = self.config
         self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
@@ -162,17 +250,22 @@ class SemanticDedup(Filter[SemanticDedupConfig]):
     def mark(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
-        unit_frame = units(frame, config.column, config.id_column, config.keep, key)
+        carry = ("domain",) if config.number_guard == "auto" and "domain" in frame.columns else ()
+        unit_frame = units(frame, config.column, config.id_column, config.keep, key, carry=carry)
         valid = unit_frame.filter(_valid_text())
         vectors, node = _embed_distinct(self.embedder, valid["text"], config.max_chars, ctx)
+        guard = config.number_guard != "off"
+        search_threshold = min(config.threshold, config.same_numbers_threshold or 1.0) if guard else config.threshold
         edges = similar_pairs(
-            vectors, config.threshold, index_kind=config.index, flat_max_rows=config.flat_max_rows,
+            vectors, search_threshold, index_kind=config.index, flat_max_rows=config.flat_max_rows,
             search=config.search, max_neighbours=config.max_neighbours, nprobe=config.nprobe,
         )
         # Identical texts share a node; each node is represented by its best unit.
         unit_priority = priority(valid, config.keep)
         by_node = np.lexsort((unit_priority, node))
         best_unit = by_node[np.r_[True, node[by_node][1:] != node[by_node][:-1]]] if len(node) else by_node
+        if guard:
+            edges = _number_guard(valid, node, best_unit, edges, config, ctx)
         if config.clustering == "greedy":
             kept_node, _ = greedy_keep(len(vectors), *edges, unit_priority[best_unit])
         else:
@@ -181,7 +274,7 @@ class SemanticDedup(Filter[SemanticDedupConfig]):
             first = by_label[np.r_[True, labels[by_label][1:] != labels[by_label][:-1]]] if len(labels) else by_label
             kept_node = first[labels]
         kept_position = best_unit[kept_node[node]]
-        similarity = np.einsum("ij,ij->i", vectors[node], vectors[kept_node[node]]).clip(-1.0, 1.0)
+        similarity = _row_cosines(vectors, node, kept_node[node])
         decisions = _duplicate_decisions(valid, key, kept_position, similarity)
         duplicate = pl.col("kept") != pl.col("id")
         decisions = decisions.select(
@@ -196,6 +289,53 @@ class SemanticDedup(Filter[SemanticDedupConfig]):
         ctx.count("clusters", decisions.filter(pl.col("reject_reason").is_not_null())["dedup_cluster"].n_unique())
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, [*FILTER_COLUMNS, "dedup_cluster"])
+
+
+def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
+                  edges: tuple[np.ndarray, np.ndarray, np.ndarray], config: SemanticDedupConfig,
+                  ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges whose two texts state the same numbers (or that the guard does not
+    cover); the others are counted and written to GUARD_FILE. An edge below `threshold`
+    stays only when the guard covers it and both texts state the same numbers (at least
+    one), at or above same_numbers_threshold."""
+    left, right, similarity = edges
+    text = pl.col("text").str.slice(0, config.max_chars)
+    unit_numbers = valid.select(numbers=number_key(text))["numbers"]
+    # Both texts of an edge are distinct node texts: one unit per node stands for it.
+    numbers = unit_numbers.gather(best_unit)
+    numbers_id = numbers.rank("dense").to_numpy()
+    guarded = np.ones(len(best_unit), dtype=bool)
+    if "domain" in valid.columns:
+        math_unit = valid.select(pl.col("domain").is_null() | (pl.col("domain") == "math"))["domain"].to_numpy()
+        guarded = np.zeros(len(best_unit), dtype=bool)
+        guarded[node[math_unit]] = True
+    covered = guarded[left] & guarded[right]
+    apart = covered & (numbers_id[left] != numbers_id[right])
+    stated = (numbers.str.len_chars() > 0).to_numpy()
+    weak = (similarity < config.threshold) & ~(covered & ~apart & stated[left])
+    ctx.count("same_numbers_pairs", int((covered & ~apart & stated[left] & (similarity < config.threshold)).sum()))
+    ids = valid["id"].gather(best_unit)
+    # The file lists the pairs that would be duplicates without the guard.
+    listed = apart & (similarity >= config.threshold)
+    ctx.count("number_guard_pairs", int(listed.sum()))
+    write_parquet(pl.DataFrame({
+        config.id_column: ids.gather(left[listed]), f"other_{config.id_column}": ids.gather(right[listed]),
+        "similarity": similarity[listed].astype(np.float64).round(4),
+        "numbers": numbers.gather(left[listed]), "other_numbers": numbers.gather(right[listed]),
+    }), ctx.step_dir / GUARD_FILE)
+    keep = ~apart & ~weak
+    return left[keep], right[keep], similarity[keep]
+
+
+def _row_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Cosine of vectors[left[i]] and vectors[right[i]], a batch at a time (gathering all
+    rows at once would copy the embedding matrix twice)."""
+    out = np.ones(len(left), dtype=np.float32)
+    differ = np.flatnonzero(left != right)
+    for start in range(0, len(differ), batch):
+        rows = differ[start:start + batch]
+        out[rows] = np.einsum("ij,ij->i", vectors[left[rows]], vectors[right[rows]])
+    return out.clip(-1.0, 1.0)
 
 
 def _duplicate_decisions(valid: pl.DataFrame, key: str, kept_position: np.ndarray,
@@ -254,6 +394,9 @@ class TraceDedup(Filter[TraceDedupConfig]):
         config = self.config
         return {config.column, config.group_column, config.id_column} | policy_columns(config.keep)
 
+    def check_config(self, recipe_dir: Path) -> list[str]:
+        return _model_problems(self.config.model) if self.config.method == "embedding" else []
+
     def setup(self, ctx: StepContext) -> None:
         config = self.config
         self.embedder = None
@@ -268,7 +411,7 @@ class TraceDedup(Filter[TraceDedupConfig]):
         # Pairs and keep decisions use positions in `valid`.
         valid = unit_frame.filter(_valid_text()).drop("unit").with_row_index("unit")
         if config.method == "minhash":
-            pairs = _minhash_pairs(valid, config.shingle_size, config.num_perm)
+            pairs = _minhash_pairs(valid, config.shingle_size, config.num_perm, config.threshold)
         else:
             assert self.embedder is not None, "setup loads the embedder for method 'embedding'"
             pairs = _embedding_pairs(valid, self.embedder, config, ctx)
@@ -290,43 +433,76 @@ class TraceDedup(Filter[TraceDedupConfig]):
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
 
-def _minhash_pairs(valid: pl.DataFrame, shingle_size: int, num_perm: int) -> pl.DataFrame:
-    """Estimated Jaccard similarity (left, right, similarity) of every pair of units in
-    the same group sharing a signature value, by one-permutation MinHash: each shingle
-    hash falls in one of num_perm bins, a signature keeps each bin's minimum, and the
-    share of non-empty bins whose minima agree estimates the Jaccard similarity."""
-    # Groups are processed in chunks so the self-join (~ traces^2 * bins per group)
-    # stays within a fixed row budget.
-    sizes = valid.group_by("group").agg(pl.len().alias("size"), pl.col("text").str.len_chars().sum().alias("chars"))
-    sizes = sizes.with_columns(
-        chunk=(pl.col("size").pow(2) * num_perm).cum_sum() // PAIR_ROWS_BUDGET
-        + pl.col("chars").cum_sum() // (PAIR_ROWS_BUDGET * 4)
-    )
-    chunks = valid.join(sizes.select("group", "chunk"), on="group")
-    results = []
-    for chunk in chunks.partition_by("chunk"):
-        tokens = chunk.select("unit", tokens=word_tokens(pl.col("text")))
-        grams = ngram_hashes(tokens, "unit", "tokens", shingle_size)
-        signature = (
-            grams.group_by("unit", (pl.col("gram") % num_perm).alias("bin"))
-            .agg((pl.col("gram") // num_perm).min().alias("value"))
-            .join(chunk.select("unit", "group"), on="unit")
-        )
-        bins = signature.group_by("unit").agg(pl.len().alias("bins"))
-        pairs = (
-            signature.join(signature, on=["group", "bin"], suffix="_other")
-            .filter(pl.col("unit") < pl.col("unit_other"))
-            .group_by("unit", "unit_other")
-            .agg(pl.len().alias("both"), (pl.col("value") == pl.col("value_other")).sum().alias("matches"))
-            .join(bins, on="unit")
-            .join(bins.rename({"unit": "unit_other", "bins": "bins_other"}), on="unit_other")
-        )
-        union = pl.col("bins") + pl.col("bins_other") - pl.col("both")
-        results.append(pairs.select(
-            left="unit", right="unit_other", similarity=(pl.col("matches") / union).cast(pl.Float64)))
-    if not results:
+def _minhash_pairs(valid: pl.DataFrame, shingle_size: int, num_perm: int, threshold: float) -> pl.DataFrame:
+    """Estimated Jaccard similarity (left, right, similarity) of candidate pairs of units
+    in the same group, by banded LSH over one-permutation MinHash signatures: no pair is
+    compared unless it shares a band, and a band's bucket links each member to the
+    bucket's first and to the previous member (2 pairs per member and band, not all
+    pairs), so memory stays linear in the number of traces."""
+    signatures = _signatures(valid, shingle_size, num_perm)
+    rows_per_band = _rows_per_band(num_perm, threshold)
+    group = valid["group"].rank("dense").to_numpy().astype(np.uint64)
+    multipliers = np.random.default_rng(0).integers(1, 2**63, size=rows_per_band + 1, dtype=np.uint64) | np.uint64(1)
+    lefts, rights = [], []
+    with np.errstate(over="ignore"):
+        for band in range(num_perm // rows_per_band):
+            values = signatures[:, band * rows_per_band:(band + 1) * rows_per_band]
+            bucket = (values * multipliers[:-1]).sum(axis=1, dtype=np.uint64) + group * multipliers[-1]
+            order = np.argsort(bucket, kind="stable")
+            sorted_bucket = bucket[order]
+            same = sorted_bucket[1:] == sorted_bucket[:-1]
+            starts = np.r_[0, np.flatnonzero(~same) + 1]
+            first = order[starts[np.searchsorted(starts, np.arange(len(order)), side="right") - 1]]
+            follower = np.flatnonzero(same) + 1
+            lefts += [order[follower - 1], first[follower]]
+            rights += [order[follower], order[follower]]
+    if not lefts:
         return pl.DataFrame(schema={"left": pl.UInt32, "right": pl.UInt32, "similarity": pl.Float64})
-    return pl.concat(results)
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    left, right = np.minimum(left, right), np.maximum(left, right)
+    pair = np.unique((left.astype(np.int64) * len(signatures) + right)[left != right])
+    left, right = pair // len(signatures), pair % len(signatures)
+    similarity = np.concatenate([_signature_similarity(signatures[left[i:i + SIMILARITY_BATCH]],
+                                                       signatures[right[i:i + SIMILARITY_BATCH]])
+                                 for i in range(0, len(left), SIMILARITY_BATCH)] or [np.zeros(0)])
+    unit = valid["unit"].to_numpy()
+    return pl.DataFrame({"left": unit[left], "right": unit[right], "similarity": similarity})
+
+
+def _signatures(valid: pl.DataFrame, shingle_size: int, num_perm: int) -> np.ndarray:
+    """One-permutation MinHash, (units, num_perm) uint64: each shingle hash falls in one of
+    num_perm bins, a signature keeps each bin's minimum (EMPTY_BIN when none). Shingles are
+    hashed a chunk of texts at a time, so only one chunk's shingles are in memory."""
+    signatures = np.full((valid.height, num_perm), EMPTY_BIN, dtype=np.uint64)
+    chunk = (pl.col("text").str.len_bytes().cum_sum() // SHINGLE_CHUNK_BYTES).alias("chunk")
+    positions = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("position"), "text", chunk)
+    for part in positions.partition_by("chunk", maintain_order=True):
+        tokens = part.select("position", tokens=word_tokens(pl.col("text")))
+        minima = (
+            ngram_hashes(tokens, "position", "tokens", shingle_size)
+            .group_by("position", (pl.col("gram") % num_perm).alias("bin"))
+            .agg((pl.col("gram") // num_perm).min().alias("value"))
+        )
+        signatures[minima["position"].to_numpy(), minima["bin"].to_numpy()] = minima["value"].to_numpy()
+    return signatures
+
+
+def _rows_per_band(num_perm: int, threshold: float) -> int:
+    """The most signature rows per band (fewest candidates) with which two texts of
+    Jaccard similarity `threshold` still share a band with probability >= 0.99."""
+    best = 1
+    for rows in range(1, num_perm + 1):
+        if 1 - (1 - threshold**rows) ** (num_perm // rows) >= LSH_RECALL:
+            best = rows
+    return best
+
+
+def _signature_similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Share of the bins non-empty in either signature whose minima agree."""
+    left_full, right_full = left != EMPTY_BIN, right != EMPTY_BIN
+    matches = ((left == right) & left_full).sum(axis=1)
+    union = (left_full | right_full).sum(axis=1)
+    return matches / np.maximum(union, 1)
 
 
 def _embedding_pairs(valid: pl.DataFrame, embedder: Embedder, config: TraceDedupConfig,
@@ -350,24 +526,52 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
         description="Eval sets: bundled names (aime24, aime25, amc23, math500), .jsonl/.json/.parquet "
         "paths (field 'problem'), or {path|hf_dataset, field, split, name} mappings.",
     )
-    methods: list[Literal["ngram", "embedding"]] = Field(
-        ["ngram", "embedding"], min_length=1, description="ngram: shared word n-grams; embedding: cosine similarity."
+    methods: list[Literal["ngram", "template", "embedding"]] = Field(
+        ["ngram", "template", "embedding"], min_length=1,
+        description="ngram: shared rare word n-grams (numbers masked); template: the same text with numbers "
+        "masked (template_id); embedding: cosine similarity.",
     )
     ngram: int = Field(13, ge=1, description="Words per n-gram (texts shorter than this match only as a whole).")
     min_shared_ngrams: int = Field(1, ge=1, description="ngram: shared n-grams needed to flag a problem.")
+    min_overlap: float = Field(
+        0.25, ge=0, le=1,
+        description="ngram: share of the shorter text's n-grams (weighted by rarity) that the two texts must share.",
+    )
+    common_ngram_share: float = Field(
+        0.01, gt=0, le=1,
+        description="ngram: an n-gram found in more than this share of all texts (pool and eval sets; and in "
+        "more than 10) is boilerplate and counts for nothing; rarer ones weigh log(texts / texts with it).",
+    )
     embedding_threshold: float = Field(
         0.9, gt=0, le=1, description="embedding: cosine similarity that flags a problem."
     )
+    same_template: Literal["reject", "report"] = Field(
+        "reject",
+        description="A match whose numbers differ from the eval item's (same template, other numbers): reject "
+        "as `same_template`, or only list it in the report. Matches stating all the eval item's numbers are "
+        "`contaminated` (same problem).",
+    )
+
+
+CONTAMINATED, SAME_TEMPLATE = "contaminated", "same_template"
+# An eval item, its copies and its same-template variants in the pool share n-grams (numbers
+# are masked): an n-gram is boilerplate only when more texts than these hold it.
+COMMON_MIN_TEXTS = 10
 
 
 @register
 class Decontaminate(Filter[DecontaminateConfig]):
-    """Reject problems that appear in an eval set: shared word n-grams (13 by default)
-    or embedding similarity. reject_detail gives the matched eval problem, method and
-    score; `decontamination_report.parquet` in the step folder lists every match."""
+    """Reject problems that appear in an eval set. Candidates come from rare shared word
+    n-grams (numbers masked, boilerplate n-grams weigh nothing, a minimum share of the
+    shorter text), equal templates (the text with numbers masked) or embedding
+    similarity; a candidate stating every number of its eval item is the same problem
+    (`contaminated`), otherwise the same template with other numbers (`same_template`).
+    reject_detail gives the matched eval problem, method, score and evidence;
+    `decontamination_report.parquet` in the step folder lists every candidate pair with
+    its evidence (what a later confirmation step reads)."""
 
     name = "decontaminate"
-    reject_reasons = ("contaminated",)
+    reject_reasons = (CONTAMINATED, SAME_TEMPLATE)
     Config = DecontaminateConfig
     scope = "global"
     adds = FILTER_COLUMNS
@@ -375,14 +579,19 @@ class Decontaminate(Filter[DecontaminateConfig]):
     def input_columns(self) -> set[str]:
         return {self.config.column, self.config.id_column}
 
+    def check_config(self, recipe_dir: Path) -> list[str]:
+        problems = check_eval_sets(self.config.eval_sets)
+        return problems + (_model_problems(self.config.model) if "embedding" in self.config.methods else [])
+
     def setup(self, ctx: StepContext) -> None:
         config = self.config
-        self.evals = load_eval_sets(config.eval_sets).with_row_index("eval_row")
-        if self.evals.is_empty():
+        evals = load_eval_sets(config.eval_sets).with_row_index("eval_row")
+        if evals.is_empty():
             raise ValueError("decontaminate: the eval sets hold no problems")
-        tokens = self.evals.select("eval_row", tokens=word_tokens(pl.col("eval_problem")))
+        problem = pl.col("eval_problem")
+        self.evals = evals.with_columns(eval_numbers=number_values(problem), eval_template=template_id(problem))
+        tokens = self.evals.select("eval_row", tokens=template_tokens(problem))
         self.eval_grams = ngram_hashes(tokens, "eval_row", "tokens", config.ngram)
-        self.eval_gram_counts = self.eval_grams.group_by("eval_row").agg(pl.len().alias("eval_grams"))
         self.embedder = None
         if "embedding" in config.methods:
             self.embedder = Embedder(config.model, ctx.cache_dir, config.batch_size, config.max_chars)
@@ -392,55 +601,98 @@ class Decontaminate(Filter[DecontaminateConfig]):
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
         unit_frame = units(frame, config.column, config.id_column, "first", key)
-        valid = unit_frame.filter(_valid_text())
+        valid = unit_frame.filter(_valid_text()).with_columns(numbers=number_values(pl.col("text")))
         matches = []
         if "ngram" in config.methods:
-            matches.append(self._ngram_matches(valid))
+            matches.append(self._ngram_matches(valid, ctx))
+        if "template" in config.methods:
+            matches.append(self._template_matches(valid))
         if "embedding" in config.methods:
             matches.append(self._embedding_matches(valid, ctx))
+        evidence = {"shared_ngrams": pl.UInt32, "common_ngrams": pl.UInt32}
+        matches = [m.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in evidence.items() if c not in m.columns)
+                   .select("unit", "eval_row", "method", "score", *evidence) for m in matches]
+        # Same problem when the training text states every number of the eval item.
+        missing_numbers = pl.col("eval_numbers").list.set_difference(pl.col("numbers")).list.len()
         report = (
             pl.concat(matches)
-            .join(valid.select("unit", key, "id", "text"), on="unit")
-            .join(self.evals, on="eval_row")
+            .join(valid.select("unit", key, "id", "text", "numbers"), on="unit")
+            .join(self.evals.drop("eval_template"), on="eval_row")
+            .with_columns(match=pl.when(missing_numbers == 0).then(pl.lit("same_problem"))
+                          .otherwise(pl.lit("same_template")))
             .sort("unit", "method", pl.col("score"), descending=[False, False, True])
         )
         write_parquet(
-            report.select(pl.col("id").alias(config.id_column), pl.col("text").alias(config.column),
-                          "method", "score", "eval_set", "eval_id", "eval_problem"),
+            report.select(pl.col("id").alias(config.id_column), pl.col("text").alias(config.column), "match",
+                          "method", "score", *evidence, "numbers", "eval_numbers", "eval_set", "eval_id",
+                          "eval_problem"),
             ctx.step_dir / REPORT_FILE,
         )
-        # One piece of evidence per problem: n-gram overlap first (verbatim), then the strongest.
+        # One piece of evidence per problem: the same problem before the same template, then
+        # n-gram overlap (verbatim) before the others, then the strongest.
         best = (
-            report.sort([pl.col("method") != "ngram", pl.col("score")], descending=[False, True])
+            report.sort([pl.col("match") != "same_problem", pl.col("method") != "ngram", pl.col("score")],
+                        descending=[False, False, True])
             .group_by(key, maintain_order=True)
             .agg(pl.all().first(), pl.col("method").unique(maintain_order=True).alias("methods"))
         )
+        if config.same_template == "report":
+            best = best.filter(pl.col("match") == "same_problem")
         decisions = best.select(
             key,
-            reject_reason=pl.lit("contaminated"),
+            reject_reason=pl.when(pl.col("match") == "same_problem").then(pl.lit(CONTAMINATED))
+            .otherwise(pl.lit(SAME_TEMPLATE)),
             reject_detail=pl.struct(
-                "method", pl.col("score").round(4), "eval_set", "eval_id", "eval_problem", "methods"
+                "match", "method", pl.col("score").round(4), "eval_set", "eval_id", "eval_problem", "methods",
+                *evidence, "numbers", "eval_numbers",
             ).struct.json_encode(),
         )
-        ctx.count("contaminated", decisions.height)
+        ctx.count("contaminated", decisions.filter(pl.col("reject_reason") == CONTAMINATED).height)
+        # Problems whose best match is a template with other numbers (rejected or only reported).
+        ctx.count("same_template", report.group_by(key).agg((pl.col("match") == "same_problem").any().alias("same"))
+                  .filter(~pl.col("same")).height)
         for (method,), rows in report.group_by("method"):
             ctx.count(f"flagged_by_{method}", rows.height)
         _count_empty(ctx, unit_frame)
         return to_rows(frame, key, decisions, list(FILTER_COLUMNS))
 
-    def _ngram_matches(self, valid: pl.DataFrame) -> pl.DataFrame:
-        tokens = valid.select("unit", tokens=word_tokens(pl.col("text")))
+    def _ngram_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
+        """(unit, eval_row) pairs sharing rare n-grams worth at least min_overlap of the
+        shorter text's weight. An n-gram's weight is log(texts / texts with it), and 0
+        when more than common_ngram_share of all texts (and more than COMMON_MIN_TEXTS) hold it."""
+        config = self.config
+        tokens = valid.select("unit", tokens=template_tokens(pl.col("text")))
+        grams = ngram_hashes(tokens, "unit", "tokens", config.ngram)
+        texts = valid.height + self.evals.height
+        frequency = pl.concat([grams.select("gram"), self.eval_grams.select("gram")]).group_by("gram").agg(
+            texts=pl.len())
+        common = (pl.col("texts") > COMMON_MIN_TEXTS) & (pl.col("texts") > config.common_ngram_share * texts)
+        weights = frequency.select("gram", common=common, weight=pl.when(common).then(0.0).otherwise(
+            (texts / pl.col("texts")).log()))
+        ctx.count("common_ngrams", int(weights["common"].sum()))
+        grams = grams.join(weights, on="gram")
+        eval_grams = self.eval_grams.join(weights, on="gram")
+        unit_weight = grams.group_by("unit").agg(unit_weight=pl.col("weight").sum())
+        eval_weight = eval_grams.group_by("eval_row").agg(eval_weight=pl.col("weight").sum())
         shared = (
-            ngram_hashes(tokens, "unit", "tokens", self.config.ngram)
-            .join(self.eval_grams, on="gram")
+            grams.join(eval_grams.select("eval_row", "gram"), on="gram")
             .group_by("unit", "eval_row")
-            .agg(pl.len().alias("shared"))
-            .filter(pl.col("shared") >= self.config.min_shared_ngrams)
-            .join(self.eval_gram_counts, on="eval_row")
+            .agg(shared_weight=pl.col("weight").sum(), shared_ngrams=pl.len().cast(pl.UInt32),
+                 common_ngrams=pl.col("common").sum().cast(pl.UInt32))
+            .filter(pl.col("shared_ngrams") >= config.min_shared_ngrams)
+            .join(unit_weight, on="unit")
+            .join(eval_weight, on="eval_row")
         )
-        # Score: the share of the eval problem's n-grams found in the training problem.
-        return shared.select("unit", "eval_row", method=pl.lit("ngram"),
-                             score=(pl.col("shared") / pl.col("eval_grams")).cast(pl.Float64))
+        shorter = pl.min_horizontal("unit_weight", "eval_weight")
+        overlap = pl.when(shorter > 0).then(pl.col("shared_weight") / shorter).otherwise(0.0)
+        return shared.with_columns(score=overlap.clip(upper_bound=1.0).cast(pl.Float64)).filter(
+            (pl.col("score") >= config.min_overlap) & (pl.col("score") > 0)
+        ).select("unit", "eval_row", "shared_ngrams", "common_ngrams", method=pl.lit("ngram"), score="score")
+
+    def _template_matches(self, valid: pl.DataFrame) -> pl.DataFrame:
+        templates = valid.select("unit", eval_template=template_id(pl.col("text")))
+        return templates.join(self.evals.select("eval_row", "eval_template"), on="eval_template").select(
+            "unit", "eval_row", method=pl.lit("template"), score=pl.lit(1.0))
 
     def _embedding_matches(self, valid: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         import faiss

@@ -13,12 +13,16 @@ Other tokenizers, and models with per-token weights, go to model2vec unchanged.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 import polars as pl
 
 # Pre-tokenizers that split on whitespace before anything else, with normalisers that
 # act on each character alone: tokenising chunk by chunk is then exact.
 _CHUNKABLE_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+# Distinct chunks tokenised at a time (bounds the tokenizer's per-chunk objects).
+TOKENISE_BATCH = 16_384
 _CHUNKABLE_NORMALIZERS = {"NoneType", "BertNormalizer", "Lowercase", "NFD", "NFKD", "StripAccents"}
 
 
@@ -85,15 +89,28 @@ class StaticEncoder:
 
     def _tokenise(self, chunks: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Flat token ids of the chunks, and each chunk's token count (unknown tokens
-        dropped, as model2vec does)."""
-        encodings = self.model.tokenizer.encode_batch_fast(chunks, add_special_tokens=False)
-        ids = [encoding.ids for encoding in encodings]
-        unknown = self.model.unk_token_id
-        if unknown is not None:
-            ids = [[token for token in chunk if token != unknown] for chunk in ids]
-        lengths = np.fromiter((len(chunk) for chunk in ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter((token for chunk in ids for token in chunk), dtype=np.int64, count=int(lengths.sum()))
-        return flat, lengths
+        dropped, as model2vec does). Tokenised TOKENISE_BATCH chunks at a time into numpy
+        arrays: the tokenizer's per-chunk objects and Python id lists are the bulk of
+        the encoder's memory otherwise."""
+        flats, all_lengths = [], []
+        for start in range(0, len(chunks), TOKENISE_BATCH):
+            encodings = self.model.tokenizer.encode_batch_fast(chunks[start:start + TOKENISE_BATCH],
+                                                               add_special_tokens=False)
+            lengths = np.fromiter((len(encoding.ids) for encoding in encodings), dtype=np.int64, count=len(encodings))
+            flat = np.fromiter(chain.from_iterable(encoding.ids for encoding in encodings), dtype=np.int64,
+                               count=int(lengths.sum()))
+            del encodings
+            unknown = self.model.unk_token_id
+            if unknown is not None:
+                known = flat != unknown
+                chunk_of = np.repeat(np.arange(len(lengths)), lengths)
+                lengths = np.bincount(chunk_of[known], minlength=len(lengths)).astype(np.int64)
+                flat = flat[known]
+            flats.append(flat)
+            all_lengths.append(lengths)
+        if not flats:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(flats), np.concatenate(all_lengths)
 
     def _model2vec(self, texts: list[str], batch_size: int) -> np.ndarray:
         # model2vec batches are cheap lookups: bigger batches amortise the Python cost.
