@@ -263,13 +263,14 @@ def test_publish_writes_the_preference_config_with_lineage_and_card_counts(publi
     assert first["chosen"][0]["content"] != first["rejected"][0]["content"]
 
 
-def test_preference_config_loads_with_datasets(published):
+def test_preference_config_loads_with_datasets(published, tmp_path):
     from datasets import load_dataset
 
     _, result = published
     version = result.published.folder
-    pairs = load_dataset(str(version), "preference", split="train")
-    default = load_dataset(str(version), split="train")
+    # A cache of its own: datasets may otherwise answer from another run's folder of the same name.
+    pairs = load_dataset(str(version), "preference", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    default = load_dataset(str(version), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert {"prompt", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id"} <= set(pairs.column_names)
     assert "messages" in default.column_names and "chosen" not in default.column_names
     assert pairs.num_rows == json.loads((version / "lineage.json").read_text())["configs"]["preference"]["rows"]
@@ -313,7 +314,7 @@ def test_trl_dpo_trainer_takes_the_published_config_as_is(published, student, tm
     from trl import DPOConfig, DPOTrainer
 
     _, result = published
-    pairs = load_dataset(str(result.published.folder), "preference", split="train")
+    pairs = load_dataset(str(result.published.folder), "preference", split="train", cache_dir=str(tmp_path / "hf"))
     trainer = DPOTrainer(model=student, train_dataset=pairs, processing_class=AutoTokenizer.from_pretrained(student),
                          args=DPOConfig(output_dir=str(tmp_path / "out"), max_steps=1, max_length=64,
                                         per_device_train_batch_size=2, use_cpu=True, report_to="none"))

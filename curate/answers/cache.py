@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
+
+from curate.core.io import open_sqlite
 
 CACHE_FILE = Path("answers") / "verdicts.sqlite"  # under the run's cache dir
 STORED_STATUSES = frozenset({"correct", "wrong", "parse_error"})
@@ -52,12 +53,8 @@ class VerdictCache:
 
     def __init__(self, path: Path):
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
 
     @classmethod
     def in_dir(cls, cache_dir: Path) -> VerdictCache:

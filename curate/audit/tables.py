@@ -12,13 +12,13 @@ lengths default to `all`, since the kept rows were already filtered on correctne
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
+from curate.core.io import read_json_object
 from curate.core.rundir import (
     CONTAMINATION_REASONS,
     DUPLICATE_REASONS,
@@ -496,10 +496,4 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise AuditError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise AuditError(f"{path}: expected a JSON object")
-    return value
+    return read_json_object(path, AuditError)

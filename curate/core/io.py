@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,3 +78,27 @@ def write_json(data: object, path: Path) -> None:
 def write_text(text: str, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def open_sqlite(path: Path, *schema: str, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """A cache database shared by processes and threads: WAL (readers never block the
+    writer), autocommit (every INSERT is its own transaction), the tables created if new.
+    `synchronous` FULL where losing the last writes to a power cut would cost money."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    for statement in schema:
+        db.execute(statement)
+    return db
+
+
+def read_json_object(path: Path, error: type[Exception]) -> dict:
+    """The JSON object in `path`, or `error` naming the file when it is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as problem:
+        raise error(f"{path}: not valid JSON ({problem})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object")
+    return value

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from curate.core.io import write_json
+from curate.core.io import read_json_object, write_json
 
 MANIFEST = "run.json"
 LOCK = "run.lock"
@@ -189,12 +190,7 @@ class RunDir:
         path = self.manifest_path
         if not path.is_file():
             raise RunDirError(f"{self.root} is not a run directory: {path.name} is missing")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise RunDirError(f"{path}: not valid JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise RunDirError(f"{path}: expected a JSON object")
+        data = read_json_object(path, RunDirError)
         for index, step in enumerate(data.get("steps") or []):
             missing = [k for k in ("id", "op", "rows_in", "rows_out") if not isinstance(step, dict) or k not in step]
             if missing:
@@ -214,6 +210,7 @@ class RunDir:
         start) while another run holds it. The lock is an flock on `run.lock`, which the
         kernel drops when its process dies, so a stale lock (a killed run's file) is simply
         taken over; the holder's details in the file are only ever read while it is held."""
+        created = [folder for folder in (self.root, *self.root.parents) if not folder.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -234,6 +231,13 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+            left = {entry.name for entry in self.root.iterdir()}
+            if created and sys.exc_info()[0] is not None and left <= {LOCK, MANIFEST}:
+                # A new run that failed before its first step (bad input) leaves nothing behind.
+                for name in left:
+                    (self.root / name).unlink()
+                for folder in created:
+                    folder.rmdir()
 
 
 def _holder(path: Path) -> str:

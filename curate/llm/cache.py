@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
+from curate.core.io import open_sqlite
 from curate.llm.backends.base import Completion, Request
 from curate.schema import content_hash
 
@@ -62,14 +62,8 @@ def request_key(backend: str, model: str, prompt: str, sampling: dict, options: 
 
 class ResponseCache:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # autocommit: every INSERT is its own durable transaction
-        self._db = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
-        self._db.execute(_CLAIMS)
+        self._db = open_sqlite(path, _SCHEMA, _CLAIMS, synchronous="FULL")  # completions cost money
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"  # one per cache object
 

@@ -152,13 +152,9 @@ def _prepare_sft(config: TrainConfig, student: str, tokenizer) -> PreparedRun:
     learning_rate = config.learning_rate or default_learning_rate(
         parameter_count(model), lora=config.lora is not None
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(config, learning_rate=learning_rate, precision=precision, use_cuda=use_cuda),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=_lora_config(config),
-    )
+    args = sft_config(config, learning_rate=learning_rate, precision=precision, use_cuda=use_cuda)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=_lora_config(config))
     return PreparedRun(trainer, student, examples, examples - conversations.height)
 
 
@@ -185,13 +181,9 @@ def _prepare_dpo(config: TrainConfig, student: str, tokenizer) -> PreparedRun:
     # DPO moves less than SFT: a tenth of the SFT rate for the student's size, as DPO recipes do.
     learning_rate = config.learning_rate or default_learning_rate(
         parameter_count(model), lora=config.lora is not None) / 10
-    trainer = DPOTrainer(
-        model=model,
-        args=dpo_config(config, learning_rate=learning_rate, precision=precision, use_cuda=use_cuda),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=_lora_config(config),
-    )
+    args = dpo_config(config, learning_rate=learning_rate, precision=precision, use_cuda=use_cuda)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=_lora_config(config))
     return PreparedRun(trainer, student, examples, examples - pairs.height)
 
 

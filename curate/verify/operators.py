@@ -70,7 +70,10 @@ class Verify(Operator[VerifyWithJudgeConfig]):
     def output_columns(self) -> set[str]:
         return set(self.adds) | (set(JUDGE_COLUMNS) if self.config.judge != "off" else set())
 
-    def __init__(self, config: VerifyWithJudgeConfig):
+    def __init__(self, config: VerifyConfig):
+        # A plain VerifyConfig (as in eval configs) is a judge-less verify config.
+        if not isinstance(config, VerifyWithJudgeConfig):
+            config = VerifyWithJudgeConfig.model_validate(config.model_dump())
         super().__init__(config)
         self.can_plan = config.judge != "off"  # `curate plan` shows the judge's requests
 
