@@ -52,12 +52,9 @@ def run_curate(config) -> dict:
     return {"tokens": result.tokens, "total_s": time.perf_counter() - started, "loop_s": result.seconds}
 
 
-def run_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
-    """What a user would write by hand with TRL: load, split messages, SFTConfig, train, save."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+def loop_timer():
+    """A TRL callback that times the training loop alone (`.seconds`), as curate's result does."""
+    from transformers import TrainerCallback
 
     class LoopTimer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -65,6 +62,16 @@ def run_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
 
         def on_train_end(self, args, state, control, **kwargs):
             self.seconds = time.perf_counter() - self.started
+
+    return LoopTimer()
+
+
+def run_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
+    """What a user would write by hand with TRL: load, split messages, SFTConfig, train, save."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
 
     started = time.perf_counter()
     files = sorted((Path(config.dataset) / "data").glob(f"{config.split}-*.parquet"))
@@ -81,7 +88,7 @@ def run_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
         save_steps=config.save_steps, logging_steps=config.logging_steps,
         include_num_input_tokens_seen="non_padding", report_to="none",
     )
-    timer = LoopTimer()
+    timer = loop_timer()
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
     trainer.train()
     trainer.save_model(str(config.output_dir / "final"))
@@ -121,15 +128,8 @@ def run_dpo_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
     """What a user would write by hand with TRL: read the pairs, DPOConfig, DPOTrainer, train, save."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-
-    class LoopTimer(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.seconds = time.perf_counter() - self.started
 
     started = time.perf_counter()
     files = sorted((Path(config.dataset) / "preference").glob(f"{config.split}-*.parquet"))
@@ -146,7 +146,7 @@ def run_dpo_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
         save_steps=config.save_steps, logging_steps=config.logging_steps,
         include_num_input_tokens_seen="non_padding", report_to="none",
     )
-    timer = LoopTimer()
+    timer = loop_timer()
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
     trainer.train()
     trainer.save_model(str(config.output_dir / "final"))

@@ -8,13 +8,12 @@ so verdicts are deterministic and requests can be counted (cache reuse).
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
 import pytest
 from pydantic import ValidationError
+from scripted_chat import scripted_servers
 
 from curate.core.operator import StepContext, split_rejections
 from curate.dedup.confirm import REPORT_FILE, ConfirmContamination
@@ -29,69 +28,10 @@ YES = "VERDICT: yes\nREASON: The answers are equal."
 NO = "VERDICT: no\nREASON: Step 2 says 3 + 5 = 10."
 
 
-class ScriptedJudge:
-    """Chat endpoint replying with the text of the first tag found in the prompt."""
-
-    def __init__(self, replies: dict[str, str], default: str = YES):
-        self.replies, self.default = replies, default
-        self.requests = 0
-        self.prompts: list[str] = []
-        self.lock = threading.Lock()
-
-    def handler(self):
-        state = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _send(self, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = json.dumps(body["messages"])
-                reply = next((text for tag, text in state.replies.items() if tag in prompt), state.default)
-                with state.lock:
-                    state.requests += 1
-                    state.prompts.append(prompt)
-                self._send({
-                    "id": "x", "object": "chat.completion", "model": MODEL,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                })
-
-        return Handler
-
-
 @pytest.fixture
 def serve():
-    servers = []
-
-    def start(replies: dict[str, str], default: str = YES) -> ScriptedJudge:
-        state = ScriptedJudge(replies, default)
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
-        httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        state.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        servers.append(httpd)
-        return state
-
-    yield start
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+    """serve({tag: reply}, default=YES) -> a scripted judge endpoint with .url, .requests, .prompts."""
+    yield from scripted_servers(MODEL, default=YES)
 
 
 def judge_model(url: str) -> dict:

@@ -8,14 +8,12 @@ CPU once, and a rerun shows every rewrite request comes from the response cache.
 from __future__ import annotations
 
 import importlib.util
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
 import pytest
 from pydantic import ValidationError
+from scripted_chat import scripted_servers
 
 from curate.catalogue import registry
 from curate.core.operator import StepContext, split_rejections
@@ -55,69 +53,10 @@ def rewrite(frame: pl.DataFrame, cache_dir: Path, teacher: dict, **config) -> tu
     return operator.apply(frame, ctx), ctx
 
 
-class ScriptedServer:
-    """OpenAI chat endpoint whose reply is the rewrite named by a tag in the trace's problem."""
-
-    def __init__(self, replies: dict[str, str]):
-        self.replies = replies
-        self.requests = 0
-        self.lock = threading.Lock()
-
-    def handler(self):
-        state = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _send(self, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = json.dumps(body["messages"])
-                reply = next(text for tag, text in state.replies.items() if tag in prompt)
-                with state.lock:
-                    state.requests += 1
-                tokens = len(reply.split())
-                self._send({
-                    "id": "x", "object": "chat.completion", "model": MODEL,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
-                })
-
-        return Handler
-
-
 @pytest.fixture
 def serve():
     """Start scripted servers: serve({tag: reply}) -> state with .url and .requests."""
-    servers = []
-
-    def start(replies: dict[str, str]) -> ScriptedServer:
-        state = ScriptedServer(replies)
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
-        httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        state.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        servers.append(httpd)
-        return state
-
-    yield start
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+    yield from scripted_servers(MODEL)
 
 
 @pytest.fixture
