@@ -52,6 +52,28 @@ def run_curate(config) -> dict:
     return {"tokens": result.tokens, "total_s": time.perf_counter() - started, "loop_s": result.seconds}
 
 
+def trainer_arguments(config, learning_rate: float) -> dict:
+    """The TrainingArguments a user sets by hand for either trainer: the same as curate's."""
+    return dict(
+        output_dir=str(config.output_dir), learning_rate=learning_rate, lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accumulation,
+        activation_checkpointing=False, bf16=False, use_cpu=True, seed=config.seed, data_seed=config.seed,
+        save_steps=config.save_steps, logging_steps=config.logging_steps,
+        include_num_input_tokens_seen="non_padding", report_to="none",
+    )
+
+
+def train_timed(trainer, config, started: float) -> dict:
+    """Train, save, and report tokens, total time and the loop's own time."""
+    timer = loop_timer()
+    trainer.add_callback(timer)
+    trainer.train()
+    trainer.save_model(str(config.output_dir / "final"))
+    return {"tokens": trainer.state.num_input_tokens_seen, "total_s": time.perf_counter() - started,
+            "loop_s": timer.seconds}
+
+
 def loop_timer():
     """A TRL callback that times the training loop alone (`.seconds`), as curate's result does."""
     from transformers import TrainerCallback
@@ -79,21 +101,10 @@ def run_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
     dataset = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in messages])
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
-    args = SFTConfig(
-        output_dir=str(config.output_dir), max_length=config.max_length, packing=config.packing,
-        completion_only_loss=True, learning_rate=learning_rate, lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio, num_train_epochs=config.epochs, max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accumulation,
-        activation_checkpointing=False, bf16=False, use_cpu=True, seed=config.seed, data_seed=config.seed,
-        save_steps=config.save_steps, logging_steps=config.logging_steps,
-        include_num_input_tokens_seen="non_padding", report_to="none",
-    )
-    timer = loop_timer()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
-    trainer.train()
-    trainer.save_model(str(config.output_dir / "final"))
-    return {"tokens": trainer.state.num_input_tokens_seen, "total_s": time.perf_counter() - started,
-            "loop_s": timer.seconds}
+    args = SFTConfig(max_length=config.max_length, packing=config.packing, completion_only_loss=True,
+                     **trainer_arguments(config, learning_rate))
+    return train_timed(SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer),
+                       config, started)
 
 
 # --- DPO: `curate.train.train(method="dpo")` vs TRL's DPOTrainer called directly ---------
@@ -137,21 +148,10 @@ def run_dpo_trl_direct(config, student_dir: str, learning_rate: float) -> dict:
     dataset = Dataset.from_polars(pairs)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
-    args = DPOConfig(
-        output_dir=str(config.output_dir), max_length=config.max_length, beta=config.dpo.beta,
-        loss_type=list(config.dpo.loss_type), learning_rate=learning_rate, lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio, num_train_epochs=config.epochs, max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accumulation,
-        activation_checkpointing=False, bf16=False, use_cpu=True, seed=config.seed, data_seed=config.seed,
-        save_steps=config.save_steps, logging_steps=config.logging_steps,
-        include_num_input_tokens_seen="non_padding", report_to="none",
-    )
-    timer = loop_timer()
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
-    trainer.train()
-    trainer.save_model(str(config.output_dir / "final"))
-    return {"tokens": trainer.state.num_input_tokens_seen, "total_s": time.perf_counter() - started,
-            "loop_s": timer.seconds}
+    args = DPOConfig(max_length=config.max_length, beta=config.dpo.beta, loss_type=list(config.dpo.loss_type),
+                     **trainer_arguments(config, learning_rate))
+    return train_timed(DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer),
+                       config, started)
 
 
 def dpo_main(args, work: Path, student_dir: str) -> None:
