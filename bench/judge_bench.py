@@ -32,8 +32,12 @@ TEACHER = {"backend": "transformers", "model": "bundled:smollm2",
            "sampling": {"max_tokens": 48}, "options": {"batch_size": 8}}
 
 
+# Every step folder and cache lives under one folder that is removed when the bench exits.
+_WORK = tempfile.TemporaryDirectory(prefix="judge-bench-")
+
+
 def context(name: str) -> StepContext:
-    root = Path(tempfile.mkdtemp(prefix=f"judge-bench-{name}-"))
+    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_WORK.name))
     return StepContext(step_id=name, step_dir=root / "step", cache_dir=root / "cache")
 
 
