@@ -1,6 +1,7 @@
 """Sources: every supported format reads into the problem table; bad input fails clearly."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -126,3 +127,49 @@ def test_bad_input_fails_the_run_cleanly_and_writes_nothing(tmp_path):
 
 def test_problem_table_columns_match_the_schema_module():
     assert list(polars_schema("problem")) == [c.name for c in PROBLEM_COLUMNS]
+
+
+def _forbid_slow_path(monkeypatch):
+    from curate.sources import readers
+
+    def slow_path(path):
+        raise AssertionError("the record-by-record reader ran: the fast path failed")
+
+    monkeypatch.setattr(readers, "jsonl_records", slow_path)
+
+
+def test_a_clean_jsonl_file_takes_the_fast_path(tmp_path, monkeypatch):
+    _forbid_slow_path(monkeypatch)
+    long_problem = "What is " + "1 + " * 20_000 + "1?"
+    path = tmp_path / "clean.jsonl"
+    path.write_text("".join(json.dumps({"q": q, "a": a, "note": {"n": 1}}) + "\n"
+                            for q, a in (("short?", 1), (long_problem, 2.0), ("also short?", 2.5))))
+    frame = load_problems(Source(name="clean", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
+    assert frame["problem"].to_list() == ["short?", long_problem, "also short?"]
+    assert frame["reference_answer"].to_list() == ["1", "2", "2.5"]
+
+
+@pytest.mark.parametrize("late_value, shown", [("42", "int 42"), ('["a", "b"]', "list ['a', 'b']"),
+                                               ("true", "bool True"), ('{"x": 1}', "dict {'x': 1}")])
+def test_a_non_text_problem_after_the_inferred_records_is_named(tmp_path, monkeypatch, late_value, shown):
+    """polars infers the schema from the first records and would turn a later 42 into "42"."""
+    from curate.sources import readers
+
+    monkeypatch.setattr(readers, "INFER_RECORDS", 2)
+    path = tmp_path / "late.jsonl"
+    lines = [json.dumps({"q": f"What is {i}?", "a": str(i)}) for i in range(5)]
+    lines.append('{"q": ' + late_value + ', "a": "5"}')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError, match=rf"record 6: field 'q' must be text, got {re.escape(shown)}"):
+        load_problems(Source(name="late", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
+
+
+def test_a_mapped_field_first_seen_after_the_inferred_records_is_read(tmp_path, monkeypatch):
+    from curate.sources import readers
+
+    monkeypatch.setattr(readers, "INFER_RECORDS", 2)
+    path = tmp_path / "late_key.jsonl"
+    path.write_text("".join(json.dumps({"q": f"What is {i}?", **({"a": str(i)} if i > 3 else {})}) + "\n"
+                            for i in range(6)))
+    frame = load_problems(Source(name="late", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
+    assert frame["reference_answer"].to_list() == [None, None, None, None, "4", "5"]

@@ -116,6 +116,10 @@ def test_real_skythought_fixture_truncation_from_open_thought_blocks():
     assert (traces.filter(open_blocks)["finish_reason"] == "length").all()
     assert (traces.filter(~open_blocks)["finish_reason"] == "stop").all()
     assert (traces.filter(open_blocks)["answer_text"] == "").all()
+    solved = traces.filter(completion.str.contains("<|begin_of_solution|>", literal=True))
+    assert solved.height > 0
+    assert not solved["answer_text"].str.contains("_of_solution|>", literal=True).any()
+    assert solved["answer_text"].str.contains(r"\\boxed\{").all()
 
 
 BAD = {
@@ -136,6 +140,9 @@ BAD = {
                        ["record 1", "'problem'", "text"]),
     "answer a list": ([{"problem": "p", "answer": ["1"], "gens": ["a"], "labels": [True]}],
                       ["record 1", "'answer'"]),
+    "a generation a number": ([{"problem": "p", "answer": "1", "gens": ["a", None], "labels": [True, False]},
+                               {"problem": "q", "answer": "1", "gens": ["a \\\"x\\\"", 7], "labels": [True, True]}],
+                              ["record 2", "'gens'", "must be text", "int 7"]),
 }
 
 

@@ -1,9 +1,10 @@
 """Read a source (JSONL, JSON, parquet, CSV, HF dataset folder, Hub dataset) into a frame.
 
 Readers take the fast path (Arrow, polars) and, when it fails, find the offending record
-themselves so the error names the file, the line or record and the field. JSON Lines go
-through Arrow's JSON reader first because it keeps JSON types apart: polars would turn a
-problem `42` or `["a", "b"]` in a text column into the strings "42" and '["a", "b"]'.
+themselves so the error names the file, the line or record and the field. polars reads
+JSON Lines fastest but turns a problem `42` or `["a", "b"]` in a text column into the
+strings "42" and '["a", "b"]', so one pass over the raw bytes looks for such values in the
+checked fields first (`_json_values_not_text`).
 """
 
 from __future__ import annotations
@@ -65,19 +66,9 @@ def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKi
 
 
 def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
-    import pyarrow.json as arrow_json
-
-    try:
-        # Blocks must hold the longest line: one record of long-CoT generations can pass 1 MB.
-        options = arrow_json.ReadOptions(block_size=max(1 << 24, min(path.stat().st_size, 1 << 28)))
-        table = arrow_json.read_json(path, read_options=options)
-        table.validate(full=True)  # Arrow's reader lets invalid UTF-8 through; polars would crash on it
-    except Exception:  # noqa: BLE001 - mixed types, bad lines: find the record ourselves
-        table = None
-    if table is not None:
-        if table.num_rows == 0:  # the file is not empty (checked before): blank lines only
-            raise SourceError(f"{path}: no records, only blank lines")
-        return cast(pl.DataFrame, pl.from_arrow(table))  # a Table makes a DataFrame
+    frame = _fast_jsonl(path, checked)
+    if frame is not None:
+        return frame
     checked_values = _checked_values(path, checked)
     try:
         frame = pl.read_ndjson(path, infer_schema_length=None)
@@ -92,6 +83,65 @@ def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
             raise SourceError(f"{path}: records do not share one schema: {_first_line(error)}") from None
     # polars coerced mixed columns (1.0 -> "1.0"); the checked ones take the values read here.
     return frame.with_columns(pl.Series(name, values) for name, values in checked_values.items())
+
+
+# Records polars reads to infer the schema. A field that first appears later is not read
+# (unless it is a checked field: then the whole file is inferred), so it is missing from
+# `metadata`; a later value of another JSON type stops the fast path.
+INFER_RECORDS = 10_000
+
+
+def _fast_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame | None:
+    """The file read by polars, or None when the record-by-record reader must decide: a bad
+    line, types that change from record to record, or a checked field whose value polars
+    may have turned into text (it reads 42 or ["a"] in a text column as "42" or '["a"]')."""
+    try:
+        frame = pl.read_ndjson(path, infer_schema_length=INFER_RECORDS)
+        if any(name not in frame.columns for name in checked):  # absent, or first seen late
+            frame = pl.read_ndjson(path, infer_schema_length=None)
+    except Exception:  # noqa: BLE001 - invalid UTF-8 or JSON, clashing types, blank lines only
+        return None
+    coerced_text, coerced_lists = [], []
+    for name, kind in checked.items():
+        dtype = frame.schema.get(name, pl.Null)
+        scalar_kind = kind.removesuffix("_list")
+        if kind.endswith("_list") and dtype != pl.Null:
+            if not isinstance(dtype, pl.List) or scalar_kind == "label" and dtype.inner not in (pl.Boolean, pl.Null):
+                return None
+            if dtype.inner == pl.String:
+                coerced_lists.append(name)
+        elif scalar_kind == "label" and not (dtype in (pl.Boolean, pl.Null) or dtype.is_integer()):
+            return None
+        elif dtype == pl.String:
+            coerced_text.append(name)
+    if _json_values_not_text(path, coerced_text, coerced_lists):
+        return None
+    return frame
+
+
+def _json_values_not_text(path: Path, fields: list[str], list_fields: list[str]) -> bool:
+    """Whether a field in `fields` holds, anywhere in the file, a JSON value that is neither
+    text nor null (or a list in `list_fields` an element that is not). One regular-expression
+    pass over the raw bytes: in JSON text every quote inside a string is escaped, so
+    `"name":` matches keys only (at any depth: a nested key of that name is a false alarm
+    that only costs the slow path)."""
+    import mmap
+    import re
+
+    def keys(names: list[str]) -> bytes:
+        return b"|".join(re.escape(json.dumps(name).encode()) for name in names)
+
+    patterns = []
+    if fields:
+        patterns.append(rb"(?:" + keys(fields) + rb")\s*:\s*[^\s\"n]")
+    if list_fields:
+        string = rb'"(?:[^"\\]|\\.)*"'
+        patterns.append(rb"(?:" + keys(list_fields) + rb")\s*:\s*\[\s*(?:(?:" + string
+                        + rb"|null)\s*,\s*)*[^\s\"n\]]")
+    if not patterns:
+        return False
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return re.search(b"|".join(patterns), data) is not None
 
 
 def _checked_values(path: Path, checked: Mapping[str, FieldKind]) -> dict[str, list]:

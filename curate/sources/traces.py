@@ -19,21 +19,22 @@ per-row Python is hashing ids and, when a tokenizer counts tokens, the tokenizer
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import NoReturn
 
 import polars as pl
 
-from curate.schema import conform, problem_id_expr
+from curate.schema import conform, content_hash_expr, problem_id_expr
 from curate.sources.config import FieldValue, Source
 from curate.sources.problems import answer_as_text, first_true, reference_expr, require_field, resolve_path
 from curate.sources.readers import FieldKind, SourceError, jsonl_records, read_source, source_format
 
 RECORD = "_record"  # 1-based record number in the file, for error messages
+MARKER_OFFSET = "_marker_offset_"  # prefix of the temporary reasoning-marker offset columns
 TOKEN_FIELDS = ("prompt_tokens", "reasoning_tokens", "answer_tokens", "completion_tokens")
 ESTIMATE = "chars/4"
 # ShareGPT and OpenAI role names, as the trace table's prompt writes them.
@@ -240,31 +241,40 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
         truncated = pl.lit(False)
     else:
         completion_expr = text
+        flat = flat.with_columns(_marker_offsets(text, t.reasoning_markers))
         reasoning_expr, answer_expr, truncated = _split_markers(text, t.reasoning_markers)
-    for tag in t.strip_tags:
-        if flat.select(text.str.contains(tag, literal=True).any()).item():  # most dumps have none: skip the copy
-            answer_expr = answer_expr.str.replace_all(tag, "", literal=True)
+    any_tag = "|".join(re.escape(tag) for tag in t.strip_tags)
+    if any_tag and flat.select(text.str.contains(any_tag).any()).item():  # most dumps have none: skip the copy
+        answer_expr = answer_expr.str.replace_all(any_tag, "")
     inferred = pl.when(truncated).then(pl.lit("length")).otherwise(pl.lit("stop"))
     finish = pl.coalesce(pl.col(t.finish_reason).cast(pl.String), inferred) if t.finish_reason else inferred
     if "prompt" not in flat.columns:
         flat = flat.with_columns(prompt=pl.col(source.fields.problem))
     # Lazy, so the parts shared by these expressions are computed once.
     return flat.lazy().with_columns(completion=completion_expr, reasoning=reasoning_expr.str.strip_chars(),
-                                    answer_text=answer_expr.str.strip_chars(), finish_reason=finish).collect()
+                                    answer_text=answer_expr.str.strip_chars(), finish_reason=finish
+                                    ).drop(pl.selectors.starts_with(MARKER_OFFSET)).collect()
+
+
+def _marker_offsets(text: pl.Expr, markers: list[tuple[str, str]]) -> list[pl.Expr]:
+    """Byte offset of each marker in the text (null: absent), one column per marker. They are
+    columns, not shared sub-expressions, so each text is searched once per marker."""
+    return [text.str.find(marker, literal=True).cast(pl.Int64).alias(f"{MARKER_OFFSET}{pair}_{side}")
+            for pair, markers_of_pair in enumerate(markers) for side, marker in enumerate(markers_of_pair)]
 
 
 def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(reasoning, answer, truncated), cut at the first marker pair found in the text.
-    Text before the end marker is reasoning (models whose template opens the block emit
-    only the end); an open block with no end is all reasoning; untagged text is all
-    answer. Marker positions are byte offsets (`str.find`), so the text is cut as bytes:
-    one slice for each part, whatever the number of pairs."""
+    """(reasoning, answer, truncated), cut at the first marker pair found in the text (offsets
+    from `_marker_offsets`). Text before the end marker is reasoning (models whose template
+    opens the block emit only the end); an open block with no end is all reasoning; untagged
+    text is all answer. Offsets are in bytes, so the text is cut as bytes: one slice for each
+    part, whatever the number of pairs."""
     if not markers:
         return pl.lit(""), text, pl.lit(False)
     start_at = end_at = start_len = end_len = pl.lit(None, pl.Int64)
-    for start, end in reversed(markers):  # the first pair found wins: it is applied last
-        found_start = text.str.find(start, literal=True).cast(pl.Int64)
-        found_end = text.str.find(end, literal=True).cast(pl.Int64)
+    for pair in reversed(range(len(markers))):  # the first pair found wins: it is applied last
+        start, end = markers[pair]
+        found_start, found_end = pl.col(f"{MARKER_OFFSET}{pair}_0"), pl.col(f"{MARKER_OFFSET}{pair}_1")
         found = found_start.is_not_null() | found_end.is_not_null()
         start_at = pl.when(found).then(found_start).otherwise(start_at)
         end_at = pl.when(found).then(found_end).otherwise(end_at)
@@ -273,11 +283,14 @@ def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Ex
     closed, opened = end_at.is_not_null(), start_at.is_not_null()
     # reasoning starts after an opening marker that comes before the end (else at 0)
     begin = pl.when(opened & (~closed | (start_at < end_at))).then(start_at + start_len).otherwise(0)
-    size = pl.when(closed).then(end_at - begin)  # null length: to the end of the text
+    # null size: to the end of the text (an open block); untagged text has no reasoning
+    size = pl.when(closed).then(end_at - begin).when(opened).then(None).otherwise(0)
+    # the answer follows the end marker; an open block has none; untagged text is all answer
+    answer_begin = pl.when(closed).then(end_at + end_len).when(opened).then(text.str.len_bytes()).otherwise(0)
+    # One slice per part, no branch on the text itself: each text is copied once.
     raw = text.cast(pl.Binary)
-    reasoning = pl.when(closed | opened).then(raw.bin.slice(begin, size).cast(pl.String)).otherwise(pl.lit(""))
-    answer = (pl.when(closed).then(raw.bin.slice(end_at + end_len).cast(pl.String))
-              .when(opened).then(pl.lit("")).otherwise(text))
+    reasoning = raw.bin.slice(begin, size).cast(pl.String)
+    answer = raw.bin.slice(answer_begin).cast(pl.String)
     return reasoning, answer, ~closed & opened
 
 
@@ -320,19 +333,8 @@ def _ids(frame: pl.DataFrame, source: Source) -> pl.DataFrame:
     frame = frame.with_columns(sample_index=pl.coalesce(
         "sample_index", pl.int_range(pl.len()).over("problem_id", "teacher")).cast(pl.Int32))
     params = json.dumps(trace_params(source), sort_keys=True)
-    # content_hash(problem_id, teacher, model, sample_index, params), vectorised: the
-    # digest of the parts each followed by the unit separator (see curate.schema.trace_id).
-    key = pl.concat_str([pl.col("problem_id"), pl.col("teacher"), pl.col("model"),
-                         pl.col("sample_index").cast(pl.String), pl.lit(params), pl.lit("")], separator="\x1f")
-    return frame.with_columns(
-        trace_id=key.map_batches(lambda s: pl.Series([_digest(k) for k in s.to_list()], dtype=pl.String),
-                                 return_dtype=pl.String),
-        generation_params=pl.lit(params),
-    )
-
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    key_parts = [pl.col("problem_id"), pl.col("teacher"), pl.col("model"), pl.col("sample_index").cast(pl.String)]
+    return frame.with_columns(trace_id=content_hash_expr(*key_parts, pl.lit(params)), generation_params=pl.lit(params))
 
 
 def trace_params(source: Source) -> dict:
