@@ -182,7 +182,9 @@ def main() -> None:
     parser.add_argument("--min-similarity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--model", default=TEACHER["model"], help="the judge (default: %(default)s)")
     args = parser.parse_args()
+    TEACHER["model"] = args.model
     if args.which == "agreement":
         result = agreement(args.items, args.seed)
     elif args.which == "throughput":
