@@ -130,6 +130,7 @@ def test_a_killed_ablation_resumes_without_retraining(tmp_path):
         trained.append((arm, config.seed))
         final = config.output_dir / "final"
         final.mkdir(parents=True)
+        (config.output_dir / "checkpoint-2").mkdir()  # what a trainer leaves for resuming
         (config.output_dir / "train.json").write_text("{}")
         return final
 
@@ -157,6 +158,10 @@ def test_a_killed_ablation_resumes_without_retraining(tmp_path):
     assert rows["random"]["dataset_rows"] == rows["curated"]["dataset_rows"] == 4
     for name in ("ablate.json", "ablate.md", "ablate.png"):
         assert (tmp_path / "ablation" / name).stat().st_size > 0
+    # a finished cell keeps its student and drops the training checkpoint (optimizer state)
+    cells = list((tmp_path / "ablation" / "arms").glob("*/seed*/train"))
+    assert len(cells) == 9 and all((cell / "final").is_dir() for cell in cells)
+    assert not list((tmp_path / "ablation" / "arms").glob("*/seed*/train/checkpoint-*"))
     third, datasets = ablation()
     third.run(datasets, sets)
     assert len(trained) == 10  # a finished ablation trains nothing

@@ -226,6 +226,10 @@ class Ablation:
             self.console.print(f"[bold]ablate[/bold] {arm.name} seed {seed}: "
                                f"train ({arm.method}) on {rows.height} rows")
             model_dir = self.train_methods[arm.method](train_config)
+        for checkpoint in (cell_dir / "train").glob("checkpoint-*"):
+            # Training is done: a checkpoint only resumes an unfinished train. It holds the
+            # optimizer state (twice the model), so 12 cells of a 135M student kept 25 GB.
+            shutil.rmtree(checkpoint)
         self.console.print(f"[bold]ablate[/bold] {arm.name} seed {seed}: eval on {len(sets)} set(s)")
         results = {s.name: self._scores(str(model_dir), s, cell_dir / "eval" / s.name) for s in sets}
         for name, frame in results.items():
