@@ -95,7 +95,11 @@ def test_killed_worker_is_replaced_and_nothing_is_computed_twice(tmp_path):
     os.kill(victims[0], signal.SIGKILL)
     finish(process)
     computed = log.read_text().split()
-    assert len(computed) == len(set(computed)) == 16  # every row once, none twice
+    assert len(computed) == len(set(computed))  # none twice
+    # every row once: all 16 stored; a kill between storing a row and logging it loses its line
+    stored = [p for p in (tmp_path / "cache").rglob("cached_length/*") if not p.name.startswith(".")]
+    assert len(stored) == 16
+    assert len(computed) >= 15
     output = pl.read_parquet(tmp_path / "run" / "output.parquet")
     assert output.height == 5
 

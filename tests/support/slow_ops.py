@@ -73,10 +73,14 @@ class CachedLength(Operator):
             entry = cache / problem_id
             if not entry.exists():
                 time.sleep(self.config.seconds_per_row)
+                # Stored first (atomically), then logged: a worker killed in between loses
+                # the log line, never the result, so no row is ever computed twice.
+                partial = cache / f".{problem_id}.{os.getpid()}"
+                partial.write_text(str(len(problem)))
+                os.replace(partial, entry)
                 with open(self.config.compute_log, "a") as handle:
                     handle.write(f"{problem_id}\n")
                     handle.flush()
                     os.fsync(handle.fileno())
-                entry.write_text(str(len(problem)))
             lengths.append(int(entry.read_text()))
         return frame.with_columns(length=pl.Series(lengths, dtype=pl.Int64))
