@@ -9,7 +9,7 @@ import polars as pl
 
 from curate.publish.config import PublishConfig
 from curate.publish.run import Run, RunDirError
-from curate.schema import content_hash
+from curate.schema import content_hash, content_hash_expr
 
 LINEAGE_COLUMNS = ("trace_id", "problem_id", "teacher", "sampling_params_hash", "verifier_version")
 
@@ -184,8 +184,8 @@ def _verifier_version(frame: pl.DataFrame, run: Run) -> pl.Expr | None:
 
 def row_hashes(frame: pl.DataFrame) -> pl.Series:
     """One content hash per row, independent of column order."""
-    encoded = frame.select(pl.struct(sorted(frame.columns)).struct.json_encode()).to_series()
-    return pl.Series("row_hash", [content_hash(row) for row in encoded.to_list()], dtype=pl.String)
+    encoded = pl.struct(sorted(frame.columns)).struct.json_encode()
+    return frame.select(content_hash_expr(encoded).alias("row_hash")).to_series()
 
 
 def data_fingerprint(frame: pl.DataFrame) -> str:

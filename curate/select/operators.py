@@ -12,7 +12,7 @@ from polars.expr.whenthen import ChainedThen, Then
 from pydantic import Field, model_validator
 
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
-from curate.schema import completion_tokens, content_hash
+from curate.schema import completion_tokens, content_hash_expr
 from curate.text import word_ngram_hashes
 
 
@@ -48,7 +48,7 @@ class Sample(Filter[SampleConfig]):
         key = pl.col(config.by).cast(pl.String)
         groups = frame.select(key.unique()).to_series()
         # sha256, not polars' hash: the sample must not change with the polars version.
-        draw = pl.Series([content_hash(str(config.seed), g) for g in groups.to_list()])
+        draw = groups.to_frame().select(content_hash_expr(pl.lit(str(config.seed)), pl.col(groups.name))).to_series()
         rank = draw.rank("ordinal")
         if config.n is not None:
             size = config.n

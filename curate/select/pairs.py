@@ -25,7 +25,7 @@ from pydantic import Field
 from curate.core.io import write_parquet
 from curate.core.operator import Operator, OperatorConfig, StepContext, register
 from curate.core.rundir import PAIRS
-from curate.schema import content_hash
+from curate.schema import content_hash_expr
 
 # Columns copied onto each pair once per side (prefixed chosen_/rejected_) when present.
 TRACE_FIELDS = ("trace_id", "teacher", "model", "reasoning", "answer_text", "completion", "extracted_answer",
@@ -146,7 +146,7 @@ def _prepare(frame: pl.DataFrame, config: PreferencePairsConfig) -> pl.DataFrame
     else:
         tokens = text.str.len_chars().cast(pl.Int64)
     # sha256, not polars' hash: the draw must not change with the polars version.
-    draw = pl.Series(_DRAW, [content_hash(str(config.seed), t) for t in frame["trace_id"].cast(pl.String).to_list()])
+    draw = content_hash_expr(pl.lit(str(config.seed)), pl.col("trace_id").cast(pl.String)).alias(_DRAW)
     return frame.with_columns(
         body.alias(_BODY), answer.cast(pl.String).str.replace_all(r"\s+", "").alias(_ANSWER), tokens.alias(_TOKENS),
         draw,
@@ -177,10 +177,8 @@ def _pair_columns(joined: pl.DataFrame, columns: list[str], config: PreferencePa
             # A group key (teacher, with teachers: same) is joined on, so it has no __chosen copy.
             chosen_side = f"{field}__chosen" if f"{field}__chosen" in joined.columns else field
             sides += [pl.col(chosen_side).alias(f"chosen_{field}"), pl.col(field).alias(f"rejected_{field}")]
-    ids = joined.select(pl.col("trace_id__chosen"), pl.col("trace_id"))
-    pair_ids = [content_hash(c, r) for c, r in ids.iter_rows()]
     return joined.select(
-        pl.Series("pair_id", pair_ids, dtype=pl.String), *problem_fields, *sides,
+        content_hash_expr(pl.col("trace_id__chosen"), pl.col("trace_id")).alias("pair_id"), *problem_fields, *sides,
         pl.col("rejected_answer_count"),
         pl.lit(f"negative={config.negative},chosen={config.chosen},teachers={config.teachers}").alias("pair_policy"),
     ).sort(config.group_by, "pair_id")

@@ -10,6 +10,8 @@ checked fields first (`_json_values_not_text`).
 from __future__ import annotations
 
 import json
+import mmap
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import cast
@@ -125,9 +127,6 @@ def _json_values_not_text(path: Path, fields: list[str], list_fields: list[str])
     pass over the raw bytes: in JSON text every quote inside a string is escaped, so
     `"name":` matches keys only (at any depth: a nested key of that name is a false alarm
     that only costs the slow path)."""
-    import mmap
-    import re
-
     def keys(names: list[str]) -> bytes:
         return b"|".join(re.escape(json.dumps(name).encode()) for name in names)
 
