@@ -114,6 +114,20 @@ def test_unclosed_reasoning_is_truncated_never_read_inside(tmp_path):
     assert "never closes" in json.loads(verified["verify_detail"][0])["reason"]
 
 
+def test_unclosed_reasoning_is_read_when_truncation_is_not_a_failure(tmp_path):
+    # Re-checking a dump graded by a harness that ignores truncation: the answer stated inside
+    # the open block is judged, and a concluded answer elsewhere still comes first.
+    thought = "Let me compute. 2 + 3 = 5, so maybe \\boxed{5}. Or is it 6"
+    frame = _rows(
+        reference_answer=["5", "5", "7"],
+        completion=[f"<|begin_of_thought|>{thought}", f"<think>{thought}", f"<think>{thought}"],
+        answer_text=["", "", "So \\boxed{7}."],
+    )
+    verified = _verify(frame, tmp_path, truncated_as_no_answer=False)
+    assert verified["extracted_answer"].to_list() == ["5", "5", "7"]
+    assert verified["correct"].to_list() == [True, True, True]
+
+
 def test_multiple_choice_domain(tmp_path):
     frame = _rows(
         domain=["choice", "choice", "math"],

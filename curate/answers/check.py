@@ -45,7 +45,9 @@ class VerifyConfig(OperatorConfig):
     truncated_as_no_answer: bool = Field(
         True,
         description="Rows with finish_reason 'length', or whose reasoning block opens and never "
-        "closes, get status no_answer (counted as failed): a truncated trace did not finish its answer.",
+        "closes, get status no_answer (counted as failed): a truncated trace did not finish its answer. "
+        "False judges them by the answer they state, from inside an open reasoning block if need be "
+        "(how evaluation harnesses that ignore truncation grade, e.g. to re-check a dump's labels).",
     )
     reasoning_tags: list[tuple[str, str]] = Field(
         [("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>")],
@@ -99,7 +101,7 @@ class AnswerChecker:
         outcome = {"extracted_answer": None, "extraction_method": None, "correct": None,
                    "verify_status": None, "verify_detail": None, "_reference": row["reference_answer"],
                    "_domain": domain}
-        texts, unclosed = self._outside_reasoning(texts)
+        texts, unclosed = self._outside_reasoning(texts, read_open_block=not self.config.truncated_as_no_answer)
         if domain == "code":
             answer, method = next((found for t in texts if (found := extract_code(t, self.config.code_language))[0]),
                                   (None, None))
@@ -112,9 +114,8 @@ class AnswerChecker:
         outcome.update(extracted_answer=answer, extraction_method=method)
         if self.config.truncated_as_no_answer and row["finish_reason"] == "length":
             return _final(outcome, False, "no_answer", "truncated: finish_reason is 'length'")
-        if unclosed:
-            return _final(outcome, False if self.config.truncated_as_no_answer else None, "no_answer",
-                          f"truncated: {unclosed} never closes")
+        if unclosed and self.config.truncated_as_no_answer:
+            return _final(outcome, False, "no_answer", f"truncated: {unclosed} never closes")
         if answer is None:
             return _final(outcome, False, "no_answer", f"no answer found in {', '.join(self.config.text_columns)}")
         if domain != "code" and not row["reference_answer"]:
@@ -123,10 +124,16 @@ class AnswerChecker:
             return _final(outcome, None, "error", "the problem has no tests")
         return outcome
 
-    def _outside_reasoning(self, texts: list[str | None]) -> tuple[list[str | None], str | None]:
+    def _outside_reasoning(
+        self, texts: list[str | None], read_open_block: bool
+    ) -> tuple[list[str | None], str | None]:
         """Each text after its last closed reasoning block; and the open marker of a block
-        that never closes (the trace was cut off inside its reasoning), if any."""
-        outside = []
+        that never closes (the trace was cut off inside its reasoning), if any. With
+        `read_open_block` such a text is kept from its open marker on, as a last resort after
+        the other texts, since whatever it states was never concluded."""
+        outside: list[str | None] = []
+        cut_off: list[str | None] = []
+        unclosed = None
         for text in texts:
             for open_tag, close_tag in self.config.reasoning_tags:
                 if not text:
@@ -134,9 +141,15 @@ class AnswerChecker:
                 if close_tag in text:
                     text = text.rsplit(close_tag, 1)[1]
                 elif open_tag in text:
-                    return [], open_tag
-            outside.append(text)
-        return outside, None
+                    unclosed = unclosed or open_tag
+                    cut_off.append(text.split(open_tag, 1)[1])
+                    text = None
+                    break
+            if text is not None:
+                outside.append(text)
+        if unclosed and not read_open_block:
+            return [], unclosed
+        return outside + cut_off, unclosed
 
     def _verify_math(self, outcomes: list[dict]) -> None:
         from curate.answers.math import CRASH_REASON, verify_pairs
