@@ -25,10 +25,17 @@ def _without_thousands_separators(text: pl.Expr) -> pl.Expr:
     return text
 
 
+def nfkc(text: pl.Expr) -> pl.Expr:
+    """Unicode NFKC normal form. ASCII text is its own normal form, and normalising is slow
+    (~2 us a string), so only the other rows are normalised."""
+    ascii_only = text.str.len_bytes() == text.str.len_chars()
+    return pl.coalesce(pl.when(~ascii_only).then(text).str.normalize("NFKC"), text)
+
+
 def collapsed_text(text: pl.Expr) -> pl.Expr:
     """Unicode (NFKC) normalised text with runs of white space as one space, trimmed: what
     content ids (problem_id) are taken of."""
-    return text.str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars()
+    return nfkc(text).str.replace_all(r"\s+", " ").str.strip_chars()
 
 
 def normalised_text(text: pl.Expr) -> pl.Expr:
@@ -36,7 +43,7 @@ def normalised_text(text: pl.Expr) -> pl.Expr:
     and math delimiters, thousands separators and trailing decimal zeros, and spaces
     next to punctuation or operators. Two problems with the same normalised text differ
     only in how they are typeset."""
-    text = text.str.normalize("NFKC").str.to_lowercase()
+    text = nfkc(text).str.to_lowercase()
     text = text.str.replace_all(_LATEX_SPACING, " ").str.replace_all(_MATH_DELIMITERS, "")
     text = text.str.replace_all(r"\\[dt]frac\b", r"\frac")
     text = _without_thousands_separators(text)
@@ -48,7 +55,7 @@ def normalised_text(text: pl.Expr) -> pl.Expr:
 
 def word_tokens(text: pl.Expr) -> pl.Expr:
     """Lower-case alphanumeric tokens (LaTeX commands keep their names, symbols drop)."""
-    text = _without_thousands_separators(text.str.normalize("NFKC").str.to_lowercase())
+    text = _without_thousands_separators(nfkc(text).str.to_lowercase())
     return text.str.extract_all(r"[^\W_]+")
 
 
@@ -116,7 +123,7 @@ _NUMBER_OR_WORD = _NUMBER + r"|\b(?:" + "|".join(NUMBER_WORDS) + r")\b"
 def _number_ready(text: pl.Expr) -> pl.Expr:
     """Lower-cased text where every stated number reads as digits: thousands separators
     (`1,000`, LaTeX `1{,}000`) dropped, `\\frac{a}{b}` / `\\dfrac12` written `a/b`."""
-    text = text.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\{,\}", ",", literal=False)
+    text = nfkc(text).str.to_lowercase().str.replace_all(r"\{,\}", ",", literal=False)
     text = _without_thousands_separators(text.str.replace_all(_LATEX_SPACING, " "))
     text = text.str.replace_all(r"\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}", "${1}/${2}")
     return text.str.replace_all(r"\\[dt]?frac\s*(\d)\s*(\d)", "${1}/${2}")

@@ -139,7 +139,14 @@ def _forbid_slow_path(monkeypatch):
 
 
 def test_a_clean_jsonl_file_takes_the_fast_path(tmp_path, monkeypatch):
+    from curate.sources import readers
+
     _forbid_slow_path(monkeypatch)
+
+    def raw_pass(*args):
+        raise AssertionError("the raw-bytes pass ran, yet no text value reads like a JSON number or list")
+
+    monkeypatch.setattr(readers, "_json_values_not_text", raw_pass)
     long_problem = "What is " + "1 + " * 20_000 + "1?"
     path = tmp_path / "clean.jsonl"
     path.write_text("".join(json.dumps({"q": q, "a": a, "note": {"n": 1}}) + "\n"
@@ -147,6 +154,16 @@ def test_a_clean_jsonl_file_takes_the_fast_path(tmp_path, monkeypatch):
     frame = load_problems(Source(name="clean", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
     assert frame["problem"].to_list() == ["short?", long_problem, "also short?"]
     assert frame["reference_answer"].to_list() == ["1", "2", "2.5"]
+
+
+def test_text_that_reads_like_a_json_value_is_still_text(tmp_path, monkeypatch):
+    # "42" and "[1, 2]" as strings look like what polars writes for a number or a list: the
+    # raw bytes decide (the quotes are there), and the file still takes the fast path.
+    _forbid_slow_path(monkeypatch)
+    path = tmp_path / "lookalike.jsonl"
+    path.write_text("".join(json.dumps({"q": q, "a": "1"}) + "\n" for q in ("42", "[1, 2]", "true", "Why?")))
+    frame = load_problems(Source(name="lookalike", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
+    assert frame["problem"].to_list() == ["42", "[1, 2]", "true", "Why?"]
 
 
 @pytest.mark.parametrize("late_value, shown", [("42", "int 42"), ('["a", "b"]', "list ['a', 'b']"),

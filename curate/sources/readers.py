@@ -3,8 +3,9 @@
 Readers take the fast path (Arrow, polars) and, when it fails, find the offending record
 themselves so the error names the file, the line or record and the field. polars reads
 JSON Lines fastest but turns a problem `42` or `["a", "b"]` in a text column into the
-strings "42" and '["a", "b"]', so one pass over the raw bytes looks for such values in the
-checked fields first (`_json_values_not_text`).
+strings "42" and '["a", "b"]'. Only a checked text value that reads like such a string
+(`_looks_coerced`, rare in real text) costs a pass over the raw bytes to tell them apart
+(`_json_values_not_text`).
 """
 
 from __future__ import annotations
@@ -116,9 +117,23 @@ def _fast_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame | 
             return None
         elif dtype == pl.String:
             coerced_text.append(name)
-    if _json_values_not_text(path, coerced_text, coerced_lists):
+    if _looks_coerced(frame, coerced_text, coerced_lists) and _json_values_not_text(path, coerced_text, coerced_lists):
         return None
     return frame
+
+
+# The whole text is what polars writes for a JSON value that is not a string: a number
+# (maybe reformatted: -1.5e3 -> "-1500"), a boolean, an array or an object.
+COERCED_TEXT = r"(?s)\A(?:-?(?:[0-9][0-9.eE+-]*|inf|Infinity)|NaN|true|false|\[.*\]|\{.*\})\z"
+
+
+def _looks_coerced(frame: pl.DataFrame, fields: list[str], list_fields: list[str]) -> bool:
+    """Whether any value of `fields` (or element of `list_fields`) may be a non-text JSON
+    value that polars turned into text. Real problems and completions almost never are, so
+    this polars check spares the pass over the raw bytes."""
+    checks = [pl.col(name).str.contains(COERCED_TEXT).any() for name in fields]
+    checks += [pl.col(name).explode().str.contains(COERCED_TEXT).any() for name in list_fields]
+    return bool(checks) and any(frame.select(checks).row(0))
 
 
 def _json_values_not_text(path: Path, fields: list[str], list_fields: list[str]) -> bool:

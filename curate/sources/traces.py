@@ -226,10 +226,6 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
             _bad_record(flat, flat[name].is_not_null(), name, f"(mapped to {role}) must be text, got "
                         f"{flat.schema[name]}", where)
     text = pl.col(output)
-    present = [pl.col(n).str.contains(r"\S").fill_null(False) for n in (completion, reasoning, answer) if n]
-    empty = flat.select(~pl.any_horizontal(present)).to_series()
-    if empty.any():
-        _bad_record(flat, empty, output, "is empty: the trace has no completion", where)
     start, end = t.reasoning_markers[0] if t.reasoning_markers else ("", "")
     if reasoning:
         # The reasoning came apart; rebuild the raw output around it, as generate does.
@@ -241,31 +237,47 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
         truncated = pl.lit(False)
     else:
         completion_expr = text
-        flat = flat.with_columns(_marker_offsets(text, t.reasoning_markers))
+        flat = _with_marker_offsets(flat, text, t.reasoning_markers)
         reasoning_expr, answer_expr, truncated = _split_markers(text, t.reasoning_markers)
-    any_tag = "|".join(re.escape(tag) for tag in t.strip_tags)
-    if any_tag and flat.select(text.str.contains(any_tag).any()).item():  # most dumps have none: skip the copy
-        answer_expr = answer_expr.str.replace_all(any_tag, "")
     inferred = pl.when(truncated).then(pl.lit("length")).otherwise(pl.lit("stop"))
     finish = pl.coalesce(pl.col(t.finish_reason).cast(pl.String), inferred) if t.finish_reason else inferred
     if "prompt" not in flat.columns:
         flat = flat.with_columns(prompt=pl.col(source.fields.problem))
     # Lazy, so the parts shared by these expressions are computed once.
-    return flat.lazy().with_columns(completion=completion_expr, reasoning=reasoning_expr.str.strip_chars(),
-                                    answer_text=answer_expr.str.strip_chars(), finish_reason=finish
-                                    ).drop(pl.selectors.starts_with(MARKER_OFFSET)).collect()
+    parts = flat.lazy().with_columns(completion=completion_expr, reasoning=reasoning_expr.str.strip_chars(),
+                                     answer_text=answer_expr.str.strip_chars(), finish_reason=finish
+                                     ).drop(pl.selectors.starts_with(MARKER_OFFSET)).collect()
+    # Only a trace with no reasoning and no answer text can be empty; check those exactly.
+    maybe_empty = parts.select((pl.col("reasoning").fill_null("") == "") & (pl.col("answer_text").fill_null("") == "")
+                               ).to_series()
+    if maybe_empty.any():
+        present = [pl.col(n).str.contains(r"\S").fill_null(False) for n in (completion, reasoning, answer) if n]
+        empty = maybe_empty & flat.select(~pl.any_horizontal(present)).to_series()
+        if empty.any():
+            _bad_record(flat, empty, output, "is empty: the trace has no completion", where)
+    any_tag = "|".join(re.escape(tag) for tag in t.strip_tags)
+    if any_tag and parts.select(pl.col("answer_text").str.contains(any_tag).any()).item():  # most dumps have none
+        parts = parts.with_columns(pl.col("answer_text").str.replace_all(any_tag, "").str.strip_chars())
+    return parts
 
 
-def _marker_offsets(text: pl.Expr, markers: list[tuple[str, str]]) -> list[pl.Expr]:
-    """Byte offset of each marker in the text (null: absent), one column per marker. They are
-    columns, not shared sub-expressions, so each text is searched once per marker."""
-    return [text.str.find(marker, literal=True).cast(pl.Int64).alias(f"{MARKER_OFFSET}{pair}_{side}")
-            for pair, markers_of_pair in enumerate(markers) for side, marker in enumerate(markers_of_pair)]
+def _with_marker_offsets(frame: pl.DataFrame, text: pl.Expr, markers: list[tuple[str, str]]) -> pl.DataFrame:
+    """`frame` with the byte offset of each marker in the text (null: absent), one column per
+    marker. The first pair found wins, so a pair is looked for only in texts where no earlier
+    pair was found: a dump of `<think>` traces is not searched for Sky-T1 markers."""
+    found_earlier = pl.lit(False)
+    for pair, markers_of_pair in enumerate(markers):
+        searched = pl.when(~found_earlier).then(text)
+        columns = [f"{MARKER_OFFSET}{pair}_{side}" for side in range(2)]
+        frame = frame.with_columns(searched.str.find(marker, literal=True).cast(pl.Int64).alias(column)
+                                   for marker, column in zip(markers_of_pair, columns, strict=True))
+        found_earlier = found_earlier | pl.col(columns[0]).is_not_null() | pl.col(columns[1]).is_not_null()
+    return frame
 
 
 def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     """(reasoning, answer, truncated), cut at the first marker pair found in the text (offsets
-    from `_marker_offsets`). Text before the end marker is reasoning (models whose template
+    from `_with_marker_offsets`). Text before the end marker is reasoning (models whose template
     opens the block emit only the end); an open block with no end is all reasoning; untagged
     text is all answer. Offsets are in bytes, so the text is cut as bytes: one slice for each
     part, whatever the number of pairs."""
@@ -348,8 +360,10 @@ def _token_counts(frame: pl.DataFrame, tokenizer: str, cache_dir: Path | None) -
     chars = pl.col("reasoning").str.len_chars() + pl.col("answer_text").str.len_chars()
     share = (pl.col("completion_tokens") * pl.col("reasoning").str.len_chars() / pl.when(chars > 0).then(chars)
              .otherwise(1)).round(0).cast(pl.Int64)
-    frame = frame.with_columns(reasoning_tokens=pl.coalesce("reasoning_tokens", share)).with_columns(
-        answer_tokens=pl.coalesce("answer_tokens", pl.col("completion_tokens") - pl.col("reasoning_tokens")))
+    # Lazy, so the reasoning's length is counted once.
+    frame = frame.lazy().with_columns(reasoning_tokens=pl.coalesce("reasoning_tokens", share)).with_columns(
+        answer_tokens=pl.coalesce("answer_tokens", pl.col("completion_tokens") - pl.col("reasoning_tokens"))
+    ).collect()
     for column, text in (("prompt_tokens", "problem"), ("reasoning_tokens", "reasoning"),
                          ("answer_tokens", "answer_text")):
         missing = frame[column].is_null()
