@@ -13,7 +13,7 @@ mkdir -p "$DEST"
 version() { "$PY" -c "from importlib.metadata import version; print(version('$1'))"; }
 BINARY=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
-# Compiled for CPython 3.12 on x86-64:
+# Compiled for CPython 3.12 on x86-64 (not polars-hash: 7 MiB over the limit; curate hashes without it):
 for name in polars-runtime-32 pydantic-core; do
   "$PY" -m pip download -q --no-deps "${BINARY[@]}" -d "$DEST" "$name==$(version $name)"
 done
@@ -41,5 +41,5 @@ tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | ta
 carried=$(du -sbL "$DEST" | cut -f1)
 total=$((tree + carried))
 ls -la "$DEST/"
-echo "working tree $((tree / 1024)) KiB + $DEST $((carried / 1024)) KiB = $((total / 1048576)) MiB (limit 64 MiB)"
-[ "$total" -lt $((63 * 1048576)) ] || { echo "too big to carry" >&2; exit 1; }
+echo "working tree $((tree / 1024)) KiB + $DEST $((carried / 1024)) KiB = $((total / 1024)) KiB (limit 64 MiB)"
+[ "$total" -lt $((64 * 1048576 - 256 * 1024)) ] || { echo "too big to carry" >&2; exit 1; }

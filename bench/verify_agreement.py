@@ -27,6 +27,7 @@ from curate.core.operator import StepContext
 from curate.verify.operators import Verify
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "verify"
+MATH500 = Path(__file__).resolve().parents[1] / "curate" / "data" / "math500" / "test.jsonl"
 SOLUTION_START = "<|begin_of_solution|>"
 
 
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("traces", nargs="*", type=Path, help="SkyThought-format trace files")
     parser.add_argument("--reference", default="solution", choices=["solution", "gt", "answer"],
                         help="reference: the boxed answer of `solution` (default), or the gt/answer field")
-    parser.add_argument("--math500", nargs="*", type=Path, default=[FIXTURES / "math500_test.jsonl"])
+    parser.add_argument("--math500", nargs="*", type=Path, default=[MATH500])
     parser.add_argument("--gsm8k", nargs="*", type=Path, default=[FIXTURES / "gsm8k_test_300.jsonl"])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()

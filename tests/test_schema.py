@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from curate.schema import TRACE_COLUMNS, conform, polars_schema, trace_id
 
@@ -45,6 +46,18 @@ def test_conform_reports_missing_columns():
 def test_trace_ids_are_stable_and_distinct():
     assert trace_id("p", "t", "m", 0, {"temperature": 1}) == trace_id("p", "t", "m", 0, {"temperature": 1})
     assert trace_id("p", "t", "m", 0, {}) != trace_id("p", "t", "m", 1, {})
+
+
+@pytest.mark.parametrize("plugin", [True, False], ids=["polars-hash", "hashlib fallback"])
+def test_vectorised_content_hash_equals_the_scalar_one(monkeypatch, plugin):
+    from curate import schema
+
+    monkeypatch.setattr(schema, "_HASH_PLUGIN", plugin)
+    parts = pl.DataFrame({"a": ["p1", "é ü", "", "x\x1fy", None], "b": ["t", "t", "0", "", "t"]})
+    hashed = parts.select(schema.content_hash_expr(pl.col("a"), pl.col("b"))).to_series().to_list()
+    expected = [schema.content_hash(a, b) if a is not None else None for a, b in parts.iter_rows()]
+    assert hashed == expected
+    assert len(set(hashed[:4])) == 4
 
 
 def test_schema_files_are_current(tmp_path):

@@ -18,6 +18,7 @@ from curate.answers.extract import (
 from curate.answers.math import verify_pairs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "verify"
+MATH500 = Path(__file__).parent.parent / "curate" / "data" / "math500" / "test.jsonl"  # bundled, whole
 
 
 def test_last_boxed_takes_the_last_and_balances_braces():
@@ -59,7 +60,7 @@ def test_extract_code_prefers_the_last_python_block():
 
 
 def test_math500_reference_parsing_covers_every_record():
-    records = [json.loads(line) for line in (FIXTURES / "math500_test.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in MATH500.read_text().splitlines()]
     assert len(records) == 500
     boxed = [math_reference(r["solution"]) for r in records]
     assert all(b is not None for b in boxed)
