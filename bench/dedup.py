@@ -13,7 +13,9 @@ paraphrases (synonyms, question moved first). Both tools get the same model obje
 (all-MiniLM-L6-v2 bundled, or a model2vec static model distilled from it here; semhash
 encodes the static model with model2vec, curate with its bulk encoder, same vectors)
 and the same cosine threshold. Scores: rows/s end to end (embed + index + clusters; model load
-excluded, embedding cache cold), peak RSS above the pre-run level, and
+excluded, embedding cache cold), peak RSS above the pre-run level (each tool in a fresh
+process by default: memory one tool's run leaves with the allocator would otherwise be the
+next tool's baseline; --same-process restores the old one-process run), and
 precision/recall/F1 of the removed rows against the planted groups (a group of g rows
 should lose g - 1; removing a row of no group, or more than g - 1 of one, is a false
 positive).
@@ -25,6 +27,8 @@ import argparse
 import gc
 import json
 import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -250,6 +254,30 @@ def bench_trace_dedup(rows: int, group_size: int) -> dict:
             "planted": copies.height}
 
 
+def run_isolated(args: argparse.Namespace, encoder_name: str, size: int, tool: str) -> dict:
+    """One tool's row from a fresh process (same pool, model loaded before its timing)."""
+    command = [sys.executable, __file__, "--sizes", str(size), "--encoders", encoder_name, "--tools", tool,
+               "--minilm-max", str(size), "--threshold", str(args.threshold), "--data", str(args.data),
+               "--cache", str(args.cache)]
+    lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
+    return json.loads(next(line for line in lines if line.startswith("{")))
+
+
+def measure(frame: pl.DataFrame, tool: str, encoder_name: str, model: str, shared, args: argparse.Namespace) -> dict:
+    """One tool's row, run in this process: seconds, peak RSS above the start, scores."""
+    gc.collect()
+    with PeakRss() as memory:
+        started = time.perf_counter()
+        if tool == "curate":
+            removed = run_curate(frame, model, args.threshold, args.cache)
+        else:
+            removed = run_semhash(frame, shared, args.threshold)
+        seconds = time.perf_counter() - started
+    return {"tool": tool, "encoder": encoder_name, "rows": frame.height, "seconds": round(seconds, 1),
+            "rows_per_s": round(frame.height / seconds), "peak_mib": round(memory.mib),
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in score(frame, removed).items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated pool sizes")
@@ -259,6 +287,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--data", type=Path, default=REPO_DATA, help="folder with GSM8K/MATH *.jsonl files")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "curate-bench-dedup")
+    parser.add_argument("--same-process", action="store_true",
+                        help="run all tools in this process (the later tools start on a warmed allocator)")
     parser.add_argument("--trace-rows", type=int, default=0,
                         help="run the trace_dedup bench on this many traces instead")
     parser.add_argument("--group-size", type=int, default=1000, help="trace bench: traces per problem")
@@ -269,30 +299,26 @@ def main() -> None:
 
     real = read_problems(args.data)
     print(f"real problems: {len(real)} from {args.data}")
+    tools = args.tools.split(",")
+    isolate = len(tools) > 1 and not args.same_process
     models = {"minilm": "bundled:minilm", "static": STATIC_MINILM}
     rows = []
     for encoder_name in args.encoders.split(","):
         model = models[encoder_name]
-        started = time.perf_counter()
-        embedder = Embedder(model, args.cache)  # loads (and for static, distils once) outside the timings
-        print(f"{encoder_name}: model ready in {time.perf_counter() - started:.1f}s")
-        shared = semhash_encoder(embedder, SemanticDedup.Config().batch_size)
+        if not isolate:
+            started = time.perf_counter()
+            embedder = Embedder(model, args.cache)  # loads (and for static, distils once) outside the timings
+            shared = semhash_encoder(embedder, SemanticDedup.Config().batch_size)
+            print(f"{encoder_name}: model ready in {time.perf_counter() - started:.1f}s")
         for size in (int(s) for s in args.sizes.split(",")):
             if encoder_name == "minilm" and size > args.minilm_max:
                 continue
-            frame = make_pool(real, size)
-            for tool in args.tools.split(","):
-                gc.collect()
-                with PeakRss() as memory:
-                    started = time.perf_counter()
-                    if tool == "curate":
-                        removed = run_curate(frame, model, args.threshold, args.cache)
-                    else:
-                        removed = run_semhash(frame, shared, args.threshold)
-                    seconds = time.perf_counter() - started
-                row = {"tool": tool, "encoder": encoder_name, "rows": size, "seconds": round(seconds, 1),
-                       "rows_per_s": round(size / seconds), "peak_mib": round(memory.mib),
-                       **{k: round(v, 3) if isinstance(v, float) else v for k, v in score(frame, removed).items()}}
+            frame = None if isolate else make_pool(real, size)
+            for tool in tools:
+                if frame is None:
+                    row = run_isolated(args, encoder_name, size, tool)
+                else:
+                    row = measure(frame, tool, encoder_name, model, shared, args)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     table = pl.DataFrame(rows)
