@@ -121,13 +121,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="verify's math-verify worker processes")
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("TASK", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--write", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(*args.child, workers=args.workers)
+    if args.write:
+        return write_dump(Path(args.write), args.rows)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "dump.jsonl"
         started = time.perf_counter()
-        write_dump(path, args.rows)
+        # In a child process: a child's peak memory counts its parent's at the fork, and
+        # building the dump takes gigabytes.
+        subprocess.run([sys.executable, __file__, "--write", str(path), "--rows", str(args.rows)], check=True, cwd=ROOT)
         print(f"dump: {args.rows:,} rows, {path.stat().st_size / 2**20:,.0f} MiB, written in "
               f"{time.perf_counter() - started:.1f}s")
         results: dict[str, list[dict]] = {"polars": [], "import": []}

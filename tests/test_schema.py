@@ -101,3 +101,15 @@ def test_every_column_an_operator_adds_is_documented():
         if column not in KNOWN_COLUMNS
     }
     assert not undocumented, f"add these to curate.schema.STAGE_COLUMNS: {sorted(undocumented)}"
+
+
+def test_problem_ids_collapse_white_space_however_it_is_written():
+    from curate.text import collapsed_text, nfkc
+
+    # Tidy texts skip the replace; every kind of untidiness still goes through it.
+    texts = pl.Series(["Find x.", "Find  x.", " Find x.", "Find x. ", "Find\tx.", "Find\nx.", "Find\u00a0x.",
+                       "Find \u3000x.", "Find\u2028x.", "Find x.\n", "  ", "", "F"])
+    collapsed = pl.select(collapsed_text(pl.lit(texts))).to_series()
+    replaced = pl.select(nfkc(pl.lit(texts)).str.replace_all(r"\s+", " ").str.strip_chars()).to_series()
+    assert collapsed.to_list() == replaced.to_list()
+    assert collapsed.to_list()[:10] == ["Find x."] * 10

@@ -32,6 +32,7 @@ from curate.schema import conform, content_hash_expr, problem_id_expr
 from curate.sources.config import FieldValue, Source
 from curate.sources.problems import answer_as_text, first_true, reference_expr, require_field, resolve_path
 from curate.sources.readers import FieldKind, SourceError, jsonl_records, read_source, source_format
+from curate.substrings import strip_whitespace, substrings
 
 RECORD = "_record"  # 1-based record number in the file, for error messages
 MARKER_OFFSET = "_marker_offset_"  # prefix of the temporary reasoning-marker offset columns
@@ -229,60 +230,73 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
     start, end = t.reasoning_markers[0] if t.reasoning_markers else ("", "")
     if reasoning:
         # The reasoning came apart; rebuild the raw output around it, as generate does.
-        reasoning_expr = pl.col(reasoning).fill_null("")
-        answer_expr = text.fill_null("")
-        has_reasoning = reasoning_expr.str.strip_chars() != ""
-        completion_expr = pl.when(has_reasoning).then(pl.concat_str(pl.lit(start), reasoning_expr, pl.lit(end),
-                                                                    answer_expr)).otherwise(answer_expr)
+        reasoning_text, answer_text = pl.col(reasoning).fill_null(""), text.fill_null("")
+        has_reasoning = reasoning_text.str.contains(r"\S")
+        completion_expr = pl.when(has_reasoning).then(pl.concat_str(pl.lit(start), reasoning_text, pl.lit(end),
+                                                                    answer_text)).otherwise(answer_text)
+        parts_of_text = {"_reasoning": reasoning_text, "_answer": answer_text}
         truncated = pl.lit(False)
     else:
         completion_expr = text
-        flat = _with_marker_offsets(flat, text, t.reasoning_markers)
-        reasoning_expr, answer_expr, truncated = _split_markers(text, t.reasoning_markers)
+        flat, searched = _with_marker_offsets(flat, text, t.reasoning_markers)
+        reasoning_begin, reasoning_end, answer_begin, truncated = _split_markers(text, searched)
+        parts_of_text = {"_reasoning_begin": reasoning_begin, "_reasoning_end": reasoning_end,
+                         "_answer_begin": answer_begin, "_length": text.str.len_bytes().cast(pl.Int64)}
     inferred = pl.when(truncated).then(pl.lit("length")).otherwise(pl.lit("stop"))
     finish = pl.coalesce(pl.col(t.finish_reason).cast(pl.String), inferred) if t.finish_reason else inferred
     if "prompt" not in flat.columns:
         flat = flat.with_columns(prompt=pl.col(source.fields.problem))
     # Lazy, so the parts shared by these expressions are computed once.
-    parts = flat.lazy().with_columns(completion=completion_expr, reasoning=reasoning_expr.str.strip_chars(),
-                                     answer_text=answer_expr.str.strip_chars(), finish_reason=finish
+    parts = flat.lazy().with_columns(completion=completion_expr, finish_reason=finish, **parts_of_text
                                      ).drop(pl.selectors.starts_with(MARKER_OFFSET)).collect()
+    if reasoning:
+        reasoning_part, answer_part = parts["_reasoning"], parts["_answer"]
+    else:  # cut without copying the text: reasoning and answer share the completion's memory
+        reasoning_part = substrings(parts[output], parts["_reasoning_begin"], parts["_reasoning_end"])
+        answer_part = substrings(parts[output], parts["_answer_begin"], parts["_length"])
+    parts = parts.with_columns(reasoning=strip_whitespace(reasoning_part), answer_text=strip_whitespace(answer_part)
+                               ).drop(*parts_of_text)
     # Only a trace with no reasoning and no answer text can be empty; check those exactly.
-    maybe_empty = parts.select((pl.col("reasoning").fill_null("") == "") & (pl.col("answer_text").fill_null("") == "")
-                               ).to_series()
+    maybe_empty = parts.select((pl.col("reasoning").str.len_bytes().fill_null(0) == 0)
+                               & (pl.col("answer_text").str.len_bytes().fill_null(0) == 0)).to_series()
     if maybe_empty.any():
         present = [pl.col(n).str.contains(r"\S").fill_null(False) for n in (completion, reasoning, answer) if n]
         empty = maybe_empty & flat.select(~pl.any_horizontal(present)).to_series()
         if empty.any():
             _bad_record(flat, empty, output, "is empty: the trace has no completion", where)
     any_tag = "|".join(re.escape(tag) for tag in t.strip_tags)
-    if any_tag and parts.select(pl.col("answer_text").str.contains(any_tag).any()).item():  # most dumps have none
+    if any_tag and parts.select(pl.col("answer_text").str.contains_any(t.strip_tags).any()).item():  # most have none
         parts = parts.with_columns(pl.col("answer_text").str.replace_all(any_tag, "").str.strip_chars())
     return parts
 
 
-def _with_marker_offsets(frame: pl.DataFrame, text: pl.Expr, markers: list[tuple[str, str]]) -> pl.DataFrame:
+def _with_marker_offsets(frame: pl.DataFrame, text: pl.Expr, markers: list[tuple[str, str]]
+                         ) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
     """`frame` with the byte offset of each marker in the text (null: absent), one column per
-    marker. The first pair found wins, so a pair is looked for only in texts where no earlier
-    pair was found: a dump of `<think>` traces is not searched for Sky-T1 markers."""
+    marker, and the marker pairs looked for. The first pair found wins, so a pair is looked
+    for only in texts where no earlier pair was found, and not at all once every text has
+    one: a dump of `<think>` traces is not searched for Sky-T1 markers."""
     found_earlier = pl.lit(False)
     for pair, markers_of_pair in enumerate(markers):
-        searched = pl.when(~found_earlier).then(text)
+        if pair and frame.select(found_earlier.all()).item():
+            return frame, markers[:pair]
+        searched = text if pair == 0 else pl.when(~found_earlier).then(text)
         columns = [f"{MARKER_OFFSET}{pair}_{side}" for side in range(2)]
         frame = frame.with_columns(searched.str.find(marker, literal=True).cast(pl.Int64).alias(column)
                                    for marker, column in zip(markers_of_pair, columns, strict=True))
         found_earlier = found_earlier | pl.col(columns[0]).is_not_null() | pl.col(columns[1]).is_not_null()
-    return frame
+    return frame, markers
 
 
-def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(reasoning, answer, truncated), cut at the first marker pair found in the text (offsets
-    from `_with_marker_offsets`). Text before the end marker is reasoning (models whose template
-    opens the block emit only the end); an open block with no end is all reasoning; untagged
-    text is all answer. Offsets are in bytes, so the text is cut as bytes: one slice for each
-    part, whatever the number of pairs."""
+def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+    """(reasoning begin, reasoning end, answer begin, truncated): byte offsets in the text, cut
+    at the first marker pair found (offsets from `_with_marker_offsets`). Text before the end
+    marker is reasoning (models whose template opens the block emit only the end); an open
+    block with no end is all reasoning; untagged text is all answer. The answer runs to the
+    end of the text."""
+    length = text.str.len_bytes().cast(pl.Int64)
     if not markers:
-        return pl.lit(""), text, pl.lit(False)
+        return pl.lit(0, pl.Int64), pl.lit(0, pl.Int64), pl.lit(0, pl.Int64), pl.lit(False)
     start_at = end_at = start_len = end_len = pl.lit(None, pl.Int64)
     for pair in reversed(range(len(markers))):  # the first pair found wins: it is applied last
         start, end = markers[pair]
@@ -295,15 +309,11 @@ def _split_markers(text: pl.Expr, markers: list[tuple[str, str]]) -> tuple[pl.Ex
     closed, opened = end_at.is_not_null(), start_at.is_not_null()
     # reasoning starts after an opening marker that comes before the end (else at 0)
     begin = pl.when(opened & (~closed | (start_at < end_at))).then(start_at + start_len).otherwise(0)
-    # null size: to the end of the text (an open block); untagged text has no reasoning
-    size = pl.when(closed).then(end_at - begin).when(opened).then(None).otherwise(0)
+    # an open block runs to the end of the text; untagged text has no reasoning
+    reasoning_end = pl.when(closed).then(end_at).when(opened).then(length).otherwise(0)
     # the answer follows the end marker; an open block has none; untagged text is all answer
-    answer_begin = pl.when(closed).then(end_at + end_len).when(opened).then(text.str.len_bytes()).otherwise(0)
-    # One slice per part, no branch on the text itself: each text is copied once.
-    raw = text.cast(pl.Binary)
-    reasoning = raw.bin.slice(begin, size).cast(pl.String)
-    answer = raw.bin.slice(answer_begin).cast(pl.String)
-    return reasoning, answer, ~closed & opened
+    answer_begin = pl.when(closed).then(end_at + end_len).when(opened).then(length).otherwise(0)
+    return begin, reasoning_end, answer_begin, ~closed & opened
 
 
 def _labels(flat: pl.DataFrame, source: Source, where: str) -> pl.Expr:
@@ -340,13 +350,19 @@ def _bad_record(frame: pl.DataFrame, bad: pl.Series, field: str, message: str, w
 def _ids(frame: pl.DataFrame, source: Source) -> pl.DataFrame:
     """problem_id (hashed once per distinct problem), sample_index (file order within a
     problem and teacher when the dump gives none) and trace_id, as the schema defines them."""
-    problems = frame.select("problem").unique().with_columns(problem_id=problem_id_expr(pl.col("problem")))
-    frame = frame.join(problems, on="problem", how="left", maintain_order="left")
-    frame = frame.with_columns(sample_index=pl.coalesce(
-        "sample_index", pl.int_range(pl.len()).over("problem_id", "teacher")).cast(pl.Int32))
     params = json.dumps(trace_params(source), sort_keys=True)
     key_parts = [pl.col("problem_id"), pl.col("teacher"), pl.col("model"), pl.col("sample_index").cast(pl.String)]
-    return frame.with_columns(trace_id=content_hash_expr(*key_parts, pl.lit(params)), generation_params=pl.lit(params))
+    problems = frame.lazy().select("problem").unique().with_columns(problem_id=problem_id_expr(pl.col("problem"))
+                                                                    ).collect()
+    # One lazy query over the key columns only: polars runs it on all cores, and the text
+    # columns are not gathered (a join did, and took twice as long).
+    ids = frame.lazy().select(
+        "teacher", "model", "sample_index",
+        problem_id=pl.col("problem").replace_strict(problems["problem"], problems["problem_id"]),
+    ).with_columns(
+        sample_index=pl.coalesce("sample_index", pl.int_range(pl.len()).over("problem_id", "teacher")).cast(pl.Int32)
+    ).select("problem_id", "sample_index", trace_id=content_hash_expr(*key_parts, pl.lit(params))).collect()
+    return frame.with_columns(ids, generation_params=pl.lit(params))
 
 
 def trace_params(source: Source) -> dict:
@@ -357,13 +373,15 @@ def trace_params(source: Source) -> dict:
 def _token_counts(frame: pl.DataFrame, tokenizer: str, cache_dir: Path | None) -> pl.DataFrame:
     """Token counts the dump did not give: a completion total is shared out by character
     length; anything else is counted with `tokenizer`."""
-    chars = pl.col("reasoning").str.len_chars() + pl.col("answer_text").str.len_chars()
-    share = (pl.col("completion_tokens") * pl.col("reasoning").str.len_chars() / pl.when(chars > 0).then(chars)
+    chars = pl.col("_reasoning_chars") + pl.col("_answer_chars")
+    share = (pl.col("completion_tokens") * pl.col("_reasoning_chars") / pl.when(chars > 0).then(chars)
              .otherwise(1)).round(0).cast(pl.Int64)
-    # Lazy, so the reasoning's length is counted once.
-    frame = frame.lazy().with_columns(reasoning_tokens=pl.coalesce("reasoning_tokens", share)).with_columns(
+    # The lengths as columns of their own: counting the reasoning's is a pass over all of it.
+    frame = frame.lazy().with_columns(_reasoning_chars=pl.col("reasoning").str.len_chars(),
+                                      _answer_chars=pl.col("answer_text").str.len_chars()
+    ).with_columns(reasoning_tokens=pl.coalesce("reasoning_tokens", share)).with_columns(
         answer_tokens=pl.coalesce("answer_tokens", pl.col("completion_tokens") - pl.col("reasoning_tokens"))
-    ).collect()
+    ).drop("_reasoning_chars", "_answer_chars").collect()
     for column, text in (("prompt_tokens", "problem"), ("reasoning_tokens", "reasoning"),
                          ("answer_tokens", "answer_text")):
         missing = frame[column].is_null()
