@@ -248,3 +248,26 @@ def test_curate_traces_recipe_runs_offline_and_the_audit_shows_label_agreement(t
     total = table.filter(pl.col("source") == "all").row(0, named=True)
     assert total["traces"] == 16  # openr1 6 + skythought 6 + api logs 4 carry labels
     assert total["agree"] == 16
+
+
+@pytest.mark.parametrize("markers", [("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>")])
+def test_long_traces_split_as_generation_splits_them(tmp_path, markers):
+    """Reasoning long enough to be cut as views of the completion (not copies) reads the same
+    as generation's own split, white space and non-ASCII text included."""
+    from curate.llm.reasoning import split_reasoning
+
+    start, end = markers
+    step = "Étape 中文 step: 12 + 30 = 42.\u3000"
+    outputs = [f"{start}\n{step * 40}\n{end}\n\nThe answer is $\\boxed{{42}}$.\n",  # closed, padded
+               f"{start}{step * 30}  \u3000",  # cut off: all reasoning, no answer
+               f"{start}\n\n{' ' * 30}{step * 25}{' ' * 30}\n{end}42",  # white space past the window
+               f"{step * 20}{end} 42 \u00a0",  # only the end marker (the template opened the block)
+               f"no reasoning at all, {step * 20}"]
+    path = write_jsonl(tmp_path / "long.jsonl", [{"problem": f"p{i}", "answer": "42", "output": text}
+                                                          for i, text in enumerate(outputs)])
+    traces = load_traces(source(path, traces={"completion": "output", "reasoning_markers": [list(markers)]}), tmp_path)
+    expected = [split_reasoning(text, None, start, end) for text in outputs]
+    assert traces["reasoning"].to_list() == [reasoning for _, reasoning, _ in expected]
+    assert traces["answer_text"].to_list() == [answer for _, _, answer in expected]
+    assert traces["completion"].to_list() == outputs
+    assert traces["finish_reason"].to_list() == ["stop", "length", "stop", "stop", "stop"]
