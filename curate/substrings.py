@@ -58,18 +58,19 @@ def _heads(texts: pl.Series, offsets: np.ndarray) -> np.ndarray:
     common = int(np.bincount(np.minimum(offsets, 1023)).argmax()) if len(offsets) else 0
     others = offsets != common
     if 2 * others.sum() > len(others):
-        return _inline_views(pl.DataFrame({"text": binary, "offset": offsets}).select(
-            pl.col("text").bin.slice("offset", INLINE)).to_series())
-    heads = _inline_views(binary.bin.slice(common, INLINE))
+        return _inline_views(binary, offsets)
+    heads = _inline_views(binary, common)
     if others.any():
-        frame = pl.DataFrame({"text": binary.filter(pl.Series(others)), "offset": offsets[others]})
-        heads[others] = _inline_views(frame.select(pl.col("text").bin.slice("offset", INLINE)).to_series())
+        heads[others] = _inline_views(binary.filter(pl.Series(others)), offsets[others])
     return heads
 
 
-def _inline_views(short: pl.Series) -> np.ndarray:
-    """A copy of the views of binary values of at most 12 bytes (all inside their views)."""
-    return _views(short.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())).copy()
+def _inline_views(binary: pl.Series, offsets: int | np.ndarray) -> np.ndarray:
+    """A copy of the views of the up to 12 bytes at `offsets` (one for all rows, or one per
+    row) in each binary value: all inside their views."""
+    offset = pl.lit(offsets) if isinstance(offsets, int) else pl.Series(offsets)  # a constant: polars' fast path
+    heads = binary.to_frame("text").select(pl.col("text").bin.slice(offset, INLINE)).to_series()
+    return _views(heads.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())).copy()
 
 
 def _views(array: pa.Array) -> np.ndarray:
