@@ -6,6 +6,7 @@ buffer. Cut at per-row offsets, polars copies every substring: splitting 1.3 GB 
 reasoning out of a million imported completions allocated 1.5 GB and took about a second,
 mostly page faults. Here only new views are written (with numpy), pointing into the same
 buffers, so the reasoning, the answer and the completion they came from share one copy.
+Stripping white space reads only the 12 bytes at each end of a substring.
 """
 
 from __future__ import annotations
@@ -15,29 +16,68 @@ import polars as pl
 import pyarrow as pa
 
 INLINE = 12  # a string this short lives inside its view
-# White space is looked for in this many characters at each end; a row whose window is all
-# white space is measured whole.
-STRIP_WINDOW = 16
-# Texts shorter than this on average (answers) are stripped by copying them: below about
-# 300-400 bytes that is the cheaper way (measured on a million rows).
+PREFIX = 4  # the bytes of a longer string its view holds
+# Substrings shorter than this on average (answers) are cut and stripped by copying them:
+# below about 300-400 bytes that is the cheaper way (measured on a million rows).
 SHARE_ABOVE_BYTES = 400
+ASCII_WHITESPACE = np.zeros(256, dtype=bool)
+ASCII_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # \t \n \v \f \r and space: the white space under 0x80
+
+Offsets = pl.Series | np.ndarray
 
 
-def substrings(texts: pl.Series, start: pl.Series, end: pl.Series) -> pl.Series:
-    """`texts[start:end]` in each row, by byte offsets that fall on character boundaries
-    (0 <= start <= end <= the text's length in bytes; null where the text is null)."""
-    texts = texts.rechunk()
-    source = texts.to_arrow(compat_level=pl.CompatLevel.newest())
-    begin = start.cast(pl.Int64).fill_null(0).to_numpy()
-    size = (end.cast(pl.Int64) - start.cast(pl.Int64)).fill_null(0).to_numpy()
-    views = _views(source)
-    if ((begin < 0) | (size < 0) | (begin + size > views[:, 0])).any():  # a view out of its text reads any memory
+def stripped_substrings(texts: pl.Series, start: Offsets, end: Offsets) -> pl.Series:
+    """`texts[start:end].str.strip_chars()`: each substring, by byte offsets that fall on
+    character boundaries (0 <= start <= end <= the text's length in bytes), without Unicode
+    white space at either end; null where the text is null."""
+    begin, size = _checked_offsets(texts, start, end)
+    if len(texts) == 0 or size.mean() < SHARE_ABOVE_BYTES:
+        return pl.DataFrame({"text": texts.cast(pl.Binary), "begin": begin, "size": size}).select(
+            pl.col("text").bin.slice("begin", "size").cast(pl.String).str.strip_chars()).to_series().alias(texts.name)
+    window = np.minimum(size, INLINE)
+    first, last = _heads(texts, begin, begin + size - window)
+    lead, lead_unsure = _count_white_space(first, window, size, from_end=False)
+    trail, trail_unsure = _count_white_space(last, window, size, from_end=True)
+    unsure = np.flatnonzero(lead_unsure | trail_unsure)
+    if len(unsure):
+        lead[unsure], trail[unsure] = _exact_white_space(texts, begin, size, unsure)
+    stripped_size = np.maximum(size - lead - trail, 0)  # all white space: lead and trail both cover it
+    return _cut(texts, begin + lead, stripped_size, _shifted_heads(texts, first, begin, lead, stripped_size))
+
+
+def strip_whitespace(texts: pl.Series) -> pl.Series:
+    """`texts.str.strip_chars()`, sharing the texts' memory."""
+    return stripped_substrings(texts, np.zeros(len(texts), dtype=np.int64),
+                               texts.str.len_bytes().cast(pl.Int64).fill_null(0))
+
+
+def first_bytes(texts: pl.Series) -> np.ndarray:
+    """The first byte of each text (0 for an empty one; any value for a null one), read
+    from its view: the texts themselves are not touched."""
+    return _views(texts.to_arrow(compat_level=pl.CompatLevel.newest())).view(np.uint8)[:, 4].copy()
+
+
+def _checked_offsets(texts: pl.Series, start: Offsets, end: Offsets) -> tuple[np.ndarray, np.ndarray]:
+    """(begin, size) as int64 arrays, 0 where the offsets are null. A view out of its text
+    would read any memory, so offsets outside it raise."""
+    begin, stop = (pl.Series(offsets).cast(pl.Int64).fill_null(0).to_numpy() for offsets in (start, end))
+    size = stop - begin
+    length = texts.str.len_bytes().fill_null(0).to_numpy()
+    if ((begin < 0) | (size < 0) | (stop > length)).any():
         raise ValueError("substrings: offsets must satisfy 0 <= start <= end <= the text's length in bytes")
-    size = size.astype(np.uint32)
-    # A short substring is its head (its first 12 bytes, cut by polars); a long one takes
-    # its first 4 bytes from there and points into the text's data buffer.
-    cut = _heads(texts, begin)
-    cut.view(np.uint8)[:, 4:] *= np.arange(INLINE) < size[:, None]  # a short one ends inside its head
+    return begin, size
+
+
+def _cut(texts: pl.Series, begin: np.ndarray, size: np.ndarray, heads: np.ndarray) -> pl.Series:
+    """New views of `size` bytes at `begin` in each text (one chunk). A short substring is
+    its head (the up to 12 bytes at `begin`, rows of `heads`); a long one keeps its head's
+    first 4 bytes and points into the text's data buffer."""
+    source = texts.to_arrow(compat_level=pl.CompatLevel.newest())
+    views = _views(source)
+    cut = np.zeros((len(texts), 4), dtype=np.uint32)
+    cut.view(np.uint8)[:, 4:] = heads
+    short = np.flatnonzero(size < INLINE)  # ends inside its head
+    cut.view(np.uint8)[short, 4:] *= np.arange(INLINE) < size[short, None]
     cut[:, 0] = size
     long = size > INLINE  # so the text is long too: it lives in a data buffer
     cut[:, 2] = np.where(long, views[:, 2], cut[:, 2])
@@ -50,27 +90,61 @@ def substrings(texts: pl.Series, start: pl.Series, end: pl.Series) -> pl.Series:
     return pl.Series(texts.name, result)
 
 
-def _heads(texts: pl.Series, offsets: np.ndarray) -> np.ndarray:
-    """Views (rows of four uint32, inline) of the up to 12 bytes at `offsets` in each text.
-    polars cuts at one offset for all rows several times faster than at per-row offsets,
-    and most rows of a column of completions share one (just after `<think>`)."""
-    binary = texts.cast(pl.Binary)
-    common = int(np.bincount(np.minimum(offsets, 1023)).argmax()) if len(offsets) else 0
-    others = offsets != common
-    if 2 * others.sum() > len(others):
-        return _inline_views(binary, offsets)
-    heads = _inline_views(binary, common)
-    if others.any():
-        heads[others] = _inline_views(binary.filter(pl.Series(others)), offsets[others])
-    return heads
+def _count_white_space(window: np.ndarray, valid: np.ndarray, size: np.ndarray, from_end: bool
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(count, unsure): the ASCII white space bytes at the start (or end) of the first
+    `valid` bytes of each row of `window`, the substring's first (or last) bytes. Unsure
+    where that may not be all of the substring's white space: white space all through a
+    window shorter than the substring, or a multi-byte character (which may be Unicode
+    white space) where it stops."""
+    rows = np.arange(len(window))
+    count = np.zeros(len(window), dtype=np.int64)
+    going = valid > 0
+    for step in range(INLINE):  # a byte at a time: most texts stop at the first or second
+        if not going.any():
+            break
+        byte = window[rows, np.maximum(valid - 1 - step, 0)] if from_end else window[:, step]
+        going &= (step < valid) & ASCII_WHITESPACE[byte]
+        count += going
+    stops_at = np.clip(valid - 1 - count if from_end else count, 0, INLINE - 1)
+    multi_byte = (count < valid) & (window[rows, stops_at] >= 0x80)
+    return count, multi_byte | ((count == valid) & (valid < size))
 
 
-def _inline_views(binary: pl.Series, offsets: int | np.ndarray) -> np.ndarray:
-    """A copy of the views of the up to 12 bytes at `offsets` (one for all rows, or one per
-    row) in each binary value: all inside their views."""
-    offset = pl.lit(offsets) if isinstance(offsets, int) else pl.Series(offsets)  # a constant: polars' fast path
-    heads = binary.to_frame("text").select(pl.col("text").bin.slice(offset, INLINE)).to_series()
-    return _views(heads.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())).copy()
+def _exact_white_space(texts: pl.Series, begin: np.ndarray, size: np.ndarray, rows: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(lead, trail): the white space bytes at each end of the substrings in `rows`,
+    measured on copies of them."""
+    exact = pl.DataFrame({"text": texts.cast(pl.Binary).gather(rows), "begin": begin[rows], "size": size[rows]}
+                         ).select(pl.col("text").bin.slice("begin", "size").cast(pl.String), "size").select(
+        lead=pl.col("size") - pl.col("text").str.strip_chars_start().str.len_bytes().cast(pl.Int64),
+        trail=pl.col("size") - pl.col("text").str.strip_chars_end().str.len_bytes().cast(pl.Int64))
+    return exact["lead"].fill_null(0).to_numpy(), exact["trail"].fill_null(0).to_numpy()
+
+
+def _shifted_heads(texts: pl.Series, heads: np.ndarray, begin: np.ndarray, lead: np.ndarray, size: np.ndarray
+                   ) -> np.ndarray:
+    """The heads of substrings that start `lead` bytes into `heads`: taken from `heads`
+    where they lie in it (a long substring needs only its first 4 bytes), cut again where not."""
+    shifted = np.zeros_like(heads)
+    fits = lead + np.where(size > INLINE, PREFIX, size) <= INLINE
+    shifts = np.bincount(lead[fits])  # rows per shift: a handful of distinct ones, often one for all rows
+    for by in np.flatnonzero(shifts):
+        rows = slice(None) if shifts[by] == len(lead) else fits & (lead == by)
+        shifted[rows, :INLINE - by] = heads[rows, by:]
+    again = np.flatnonzero(~fits)
+    if len(again):
+        shifted[again] = _heads(texts.gather(again), begin[again] + lead[again])[0]
+    return shifted
+
+
+def _heads(texts: pl.Series, *offsets: np.ndarray) -> list[np.ndarray]:
+    """The up to 12 bytes at each of `offsets` in each text, as rows of 12 bytes (zeros
+    past the text's end). polars cuts them, each inside its view, in one pass on all cores."""
+    binary = texts.cast(pl.Binary).to_frame("text")
+    heads = binary.select(pl.col("text").bin.slice(pl.Series(at), INLINE).alias(str(i)) for i, at in enumerate(offsets))
+    return [_views(head.to_arrow(compat_level=pl.CompatLevel.newest())).view(np.uint8)[:, 4:].copy()
+            for head in heads.iter_columns()]
 
 
 def _views(array: pa.Array) -> np.ndarray:
@@ -78,31 +152,3 @@ def _views(array: pa.Array) -> np.ndarray:
     buffer, offset in it. Row i of the result is row i of the array."""
     views = np.frombuffer(array.buffers()[1], dtype=np.uint32).reshape(-1, 4)
     return views[array.offset:array.offset + len(array)]
-
-
-def strip_whitespace(texts: pl.Series) -> pl.Series:
-    """`texts.str.strip_chars()` (Unicode white space at both ends), sharing the texts' memory."""
-    if len(texts) == 0 or texts.str.len_bytes().fill_null(0).to_numpy().mean() < SHARE_ABOVE_BYTES:
-        return texts.str.strip_chars()
-    frame = pl.DataFrame({"text": texts.rechunk()}).lazy().with_columns(
-        head=pl.col("text").str.head(STRIP_WINDOW), tail=pl.col("text").str.tail(STRIP_WINDOW),
-        length=pl.col("text").str.len_bytes().cast(pl.Int64),
-    ).with_columns(
-        lead=(pl.col("head").str.len_bytes() - pl.col("head").str.strip_chars_start().str.len_bytes()).cast(pl.Int64),
-        trail=(pl.col("tail").str.len_bytes() - pl.col("tail").str.strip_chars_end().str.len_bytes()).cast(pl.Int64),
-    ).with_columns(
-        # All white space and longer than the window: the white space may go on past it.
-        unsure=(pl.col("length") > STRIP_WINDOW) & ((pl.col("lead") == pl.col("head").str.len_bytes())
-                                                    | (pl.col("trail") == pl.col("tail").str.len_bytes())),
-    ).select("text", "length", "lead", "trail", "unsure").collect()
-    if frame["unsure"].any():
-        exact = frame.filter("unsure").select(
-            lead=pl.col("length") - pl.col("text").str.strip_chars_start().str.len_bytes().cast(pl.Int64),
-            trail=pl.col("length") - pl.col("text").str.strip_chars_end().str.len_bytes().cast(pl.Int64))
-        rows = frame["unsure"].arg_true()
-        frame = frame.with_columns(frame["lead"].scatter(rows, exact["lead"]),
-                                   frame["trail"].scatter(rows, exact["trail"]))
-    start = frame["lead"].fill_null(0)
-    # An all-white-space text: lead and trail both cover it, and nothing is left.
-    end = pl.select(pl.max_horizontal(start, frame["length"].fill_null(0) - frame["trail"].fill_null(0))).to_series()
-    return substrings(frame["text"], start, end).alias(texts.name)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import NoReturn
@@ -34,7 +35,7 @@ from curate.schema import conform, content_hash_expr, problem_id_expr
 from curate.sources.config import FieldValue, Source
 from curate.sources.problems import answer_as_text, first_true, reference_expr, require_field, resolve_path
 from curate.sources.readers import FieldKind, SourceError, jsonl_records, read_source, source_format
-from curate.substrings import strip_whitespace, substrings
+from curate.substrings import strip_whitespace, stripped_substrings
 
 RECORD = "_record"  # 1-based record number in the file, for error messages
 MARKER_OFFSET = "_marker_offset_"  # prefix of the temporary reasoning-marker offset columns
@@ -251,13 +252,15 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
     # Lazy, so the parts shared by these expressions are computed once.
     parts = flat.lazy().with_columns(completion=completion_expr, finish_reason=finish, **parts_of_text
                                      ).drop(pl.selectors.starts_with(MARKER_OFFSET)).collect()
-    if reasoning:
-        reasoning_part, answer_part = parts["_reasoning"], parts["_answer"]
-    else:  # cut without copying the text: reasoning and answer share the completion's memory
-        reasoning_part = substrings(parts[output], parts["_reasoning_begin"], parts["_reasoning_end"])
-        answer_part = substrings(parts[output], parts["_answer_begin"], parts["_length"])
-    parts = parts.with_columns(reasoning=strip_whitespace(reasoning_part), answer_text=strip_whitespace(answer_part)
-                               ).drop(*parts_of_text)
+    # Two threads: polars and numpy cut the reasoning and the answer on two cores.
+    with ThreadPoolExecutor(2) as pool:
+        if reasoning:
+            reasoning_part, answer_part = pool.map(strip_whitespace, [parts["_reasoning"], parts["_answer"]])
+        else:  # cut without copying the text: reasoning and answer share the completion's memory
+            reasoning_part, answer_part = pool.map(stripped_substrings, [parts[output]] * 2,
+                                                   [parts["_reasoning_begin"], parts["_answer_begin"]],
+                                                   [parts["_reasoning_end"], parts["_length"]])
+    parts = parts.with_columns(reasoning=reasoning_part, answer_text=answer_part).drop(*parts_of_text)
     # Only a trace with no reasoning and no answer text can be empty; check those exactly.
     maybe_empty = parts.select((pl.col("reasoning").str.len_bytes().fill_null(0) == 0)
                                & (pl.col("answer_text").str.len_bytes().fill_null(0) == 0)).to_series()
