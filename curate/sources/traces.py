@@ -13,8 +13,8 @@ generated one of the same problem grade and dedupe together; `trace_id` from pro
 teacher, model, sample index and the source name, stable across reruns.
 
 Bad input stops the import with one error naming the file, the record (1-based) and the
-field, before anything is written. Everything runs as polars expressions, and reasoning
-and answer are cut out of the completion as views of its memory, not copies
+field, before anything is written. Everything runs as polars expressions, and the
+reasoning is cut out of the completion as views of its memory, not a copy
 (curate.substrings). Per-row Python is left only where polars has no expression: a
 \\boxed{} or '####' reference answer's parse, and a tokenizer when one counts tokens.
 """
