@@ -20,9 +20,9 @@ INLINE = 12  # a string this short lives inside its view
 PREFIX = 4  # the bytes of a longer string its view holds
 # Substrings shorter than this on average (answers) are cut and stripped by copying them.
 # Both ways give the same text. On a million rows, the cut alone costs the same both ways
-# at ~100 bytes and is 1.6-2.9x cheaper shared at 200-600 bytes; but later passes read a
-# compact copy faster: a whole import with ~60-byte answers took 2.89 s copying them, 3.16 s
-# sharing them (bench/RESULTS.md, import).
+# up to ~100 bytes and is 1.1-1.9x cheaper shared at 200-600 bytes (bench/substrings.py);
+# but later passes read a compact copy faster: a whole import with ~60-byte answers took
+# 2.89 s copying them, 3.16 s sharing them (bench/RESULTS.md, import).
 SHARE_ABOVE_BYTES = 400
 ASCII_WHITESPACE = np.zeros(256, dtype=bool)
 ASCII_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # \t \n \v \f \r and space: the white space under 0x80
