@@ -32,16 +32,15 @@ Offsets = pl.Series | np.ndarray
 
 def stripped_substrings(texts: pl.Series, start: Offsets, end: Offsets) -> pl.Series:
     """`texts[start:end].str.strip_chars()`: each substring, by byte offsets that fall on
-    character boundaries (0 <= start <= end <= the text's length in bytes), without Unicode
-    white space at either end; null where the text is null."""
+    character boundaries (0 <= start <= end <= the text's length in bytes; a null offset
+    counts as 0), without Unicode white space at either end; null where the text is null."""
     begin, size = _checked_offsets(texts, start, end)
     if len(texts) == 0 or size.mean() < SHARE_ABOVE_BYTES:
-        return pl.DataFrame({"text": texts.cast(pl.Binary), "begin": begin, "size": size}).select(
-            pl.col("text").bin.slice("begin", "size").cast(pl.String).str.strip_chars()).to_series().alias(texts.name)
-    window = np.minimum(size, INLINE)
-    first, last = _heads(texts, begin, begin + size - window)
-    lead, lead_unsure = _count_white_space(first, window, size, from_end=False)
-    trail, trail_unsure = _count_white_space(last, window, size, from_end=True)
+        return _copies(texts, begin, size).str.strip_chars()
+    edge = np.minimum(size, INLINE)  # the bytes read at each end
+    first, last = _heads(texts, begin, begin + size - edge)
+    lead, lead_unsure = _count_white_space(first, edge, size, from_end=False)
+    trail, trail_unsure = _count_white_space(last, edge, size, from_end=True)
     unsure = np.flatnonzero(lead_unsure | trail_unsure)
     if len(unsure):
         lead[unsure], trail[unsure] = _exact_white_space(texts, begin, size, unsure)
@@ -57,7 +56,7 @@ def strip_whitespace(texts: pl.Series) -> pl.Series:
 
 def first_bytes(texts: pl.Series) -> np.ndarray:
     """The first byte of each text (0 for an empty one; any value for a null one), read
-    from its view: the texts themselves are not touched."""
+    from its view: the texts' own bytes are not read."""
     return _views(texts.to_arrow(compat_level=pl.CompatLevel.newest())).view(np.uint8)[:, 4].copy()
 
 
@@ -68,7 +67,7 @@ def _checked_offsets(texts: pl.Series, start: Offsets, end: Offsets) -> tuple[np
     size = stop - begin
     length = texts.str.len_bytes().fill_null(0).to_numpy()
     if ((begin < 0) | (size < 0) | (stop > length)).any():
-        raise ValueError("substrings: offsets must satisfy 0 <= start <= end <= the text's length in bytes")
+        raise ValueError("stripped_substrings: offsets must satisfy 0 <= start <= end <= the text's length in bytes")
     return begin, size
 
 
@@ -94,36 +93,41 @@ def _cut(texts: pl.Series, begin: np.ndarray, size: np.ndarray, heads: np.ndarra
     return pl.Series(texts.name, result)
 
 
-def _count_white_space(window: np.ndarray, valid: np.ndarray, size: np.ndarray, from_end: bool
+def _count_white_space(edge_bytes: np.ndarray, edge: np.ndarray, size: np.ndarray, from_end: bool
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """(count, unsure): the ASCII white space bytes at the start (or end) of the first
-    `valid` bytes of each row of `window`, the substring's first (or last) bytes. Unsure
-    where that may not be all of the substring's white space: white space all through a
-    window shorter than the substring, or a multi-byte character (which may be Unicode
-    white space) where it stops."""
-    rows = np.arange(len(window))
-    count = np.zeros(len(window), dtype=np.int64)
-    going = valid > 0
+    """(count, unsure): the ASCII white space bytes at the start (or end) of each substring
+    of `size` bytes, counted in its first (or last) `edge` bytes, the first `edge` of each
+    row of `edge_bytes`. Unsure where that may not be all of the substring's white space:
+    white space all through an edge shorter than the substring, or a multi-byte character
+    (which may be Unicode white space) where it stops."""
+    rows = np.arange(len(edge_bytes))
+    count = np.zeros(len(edge_bytes), dtype=np.int64)
+    going = edge > 0
     for step in range(INLINE):  # a byte at a time: most texts stop at the first or second
         if not going.any():
             break
-        byte = window[rows, np.maximum(valid - 1 - step, 0)] if from_end else window[:, step]
-        going &= (step < valid) & ASCII_WHITESPACE[byte]
+        byte = edge_bytes[rows, np.maximum(edge - 1 - step, 0)] if from_end else edge_bytes[:, step]
+        going &= (step < edge) & ASCII_WHITESPACE[byte]
         count += going
-    stops_at = np.clip(valid - 1 - count if from_end else count, 0, INLINE - 1)
-    multi_byte = (count < valid) & (window[rows, stops_at] >= 0x80)
-    return count, multi_byte | ((count == valid) & (valid < size))
+    stops_at = np.clip(edge - 1 - count if from_end else count, 0, INLINE - 1)
+    multi_byte = (count < edge) & (edge_bytes[rows, stops_at] >= 0x80)
+    return count, multi_byte | ((count == edge) & (edge < size))
 
 
 def _exact_white_space(texts: pl.Series, begin: np.ndarray, size: np.ndarray, rows: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(lead, trail): the white space bytes at each end of the substrings in `rows`,
     measured on copies of them."""
-    exact = pl.DataFrame({"text": texts.cast(pl.Binary).gather(rows), "begin": begin[rows], "size": size[rows]}
-                         ).select(pl.col("text").bin.slice("begin", "size").cast(pl.String), "size").select(
+    exact = pl.DataFrame({"text": _copies(texts.gather(rows), begin[rows], size[rows]), "size": size[rows]}).select(
         lead=pl.col("size") - pl.col("text").str.strip_chars_start().str.len_bytes().cast(pl.Int64),
         trail=pl.col("size") - pl.col("text").str.strip_chars_end().str.len_bytes().cast(pl.Int64))
     return exact["lead"].fill_null(0).to_numpy(), exact["trail"].fill_null(0).to_numpy()
+
+
+def _copies(texts: pl.Series, begin: np.ndarray, size: np.ndarray) -> pl.Series:
+    """The substrings, copied by polars."""
+    return pl.DataFrame({"text": texts.cast(pl.Binary), "begin": begin, "size": size}).select(
+        pl.col("text").bin.slice("begin", "size").cast(pl.String).alias(texts.name)).to_series()
 
 
 def _shifted_heads(texts: pl.Series, heads: np.ndarray, begin: np.ndarray, lead: np.ndarray, size: np.ndarray
@@ -134,7 +138,7 @@ def _shifted_heads(texts: pl.Series, heads: np.ndarray, begin: np.ndarray, lead:
     fits = lead + np.where(size > INLINE, PREFIX, size) <= INLINE
     shifts = np.bincount(lead[fits])  # rows per shift: a handful of distinct ones, often one for all rows
     for by in np.flatnonzero(shifts):
-        rows = slice(None) if shifts[by] == len(lead) else fits & (lead == by)
+        rows = slice(None) if shifts[by] == len(lead) else fits & (lead == by)  # all rows: no index needed
         shifted[rows, :INLINE - by] = heads[rows, by:]
     again = np.flatnonzero(~fits)
     if len(again):
@@ -144,7 +148,8 @@ def _shifted_heads(texts: pl.Series, heads: np.ndarray, begin: np.ndarray, lead:
 
 def _heads(texts: pl.Series, *offsets: np.ndarray) -> list[np.ndarray]:
     """The up to 12 bytes at each of `offsets` in each text, as rows of 12 bytes (zeros
-    past the text's end). polars cuts them, each inside its view, in one pass on all cores."""
+    past the text's end). polars cuts them, each inside its view, in one pass that cuts at
+    several offsets in parallel."""
     binary = texts.cast(pl.Binary).to_frame("text")
     heads = binary.select(pl.col("text").bin.slice(pl.Series(at), INLINE).alias(str(i)) for i, at in enumerate(offsets))
     return [_views(head.to_arrow(compat_level=pl.CompatLevel.newest())).view(np.uint8)[:, 4:].copy()

@@ -21,7 +21,7 @@ def _texts(seed: int, rows: int = 3000) -> list[str | None]:
     texts: list[str | None] = []
     for row in range(rows):
         body = "".join(rng.choice(ALPHABET) for _ in range(rng.choice([0, 1, 5, 11, 12, 13, 17, 40, 300])))
-        # runs of white space longer than the 16-character window, at either end
+        # runs of white space longer than the 12 bytes read at each end
         pad = rng.choice(["", " ", "\n", "\u3000", " \n\t"])
         text = pad * rng.randint(0, 20) + body + pad * rng.randint(0, 20)
         texts.append(None if row % 101 == 0 else text)

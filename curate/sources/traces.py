@@ -252,12 +252,15 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
     # Lazy, so the parts shared by these expressions are computed once.
     parts = flat.lazy().with_columns(completion=completion_expr, finish_reason=finish, **parts_of_text
                                      ).drop(pl.selectors.starts_with(MARKER_OFFSET)).collect()
-    # Two threads: polars and numpy cut the reasoning and the answer on two cores.
+    # Two threads: polars and numpy cut the reasoning and the answer on two cores. Each
+    # thread gets a Series of one chunk (turning it into Arrow would rechunk it in place).
     with ThreadPoolExecutor(2) as pool:
         if reasoning:
-            reasoning_part, answer_part = pool.map(strip_whitespace, [parts["_reasoning"], parts["_answer"]])
-        else:  # cut without copying the text: reasoning and answer share the completion's memory
-            reasoning_part, answer_part = pool.map(stripped_substrings, [parts[output]] * 2,
+            reasoning_part, answer_part = pool.map(strip_whitespace, [parts["_reasoning"].rechunk(),
+                                                                      parts["_answer"].rechunk()])
+        else:  # the reasoning is cut without copying: it shares the completion's memory
+            texts = parts[output].rechunk()
+            reasoning_part, answer_part = pool.map(stripped_substrings, [texts, texts],
                                                    [parts["_reasoning_begin"], parts["_answer_begin"]],
                                                    [parts["_reasoning_end"], parts["_length"]])
     parts = parts.with_columns(reasoning=reasoning_part, answer_text=answer_part).drop(*parts_of_text)
