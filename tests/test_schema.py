@@ -106,7 +106,7 @@ def test_every_column_an_operator_adds_is_documented():
 def test_problem_ids_collapse_white_space_however_it_is_written():
     from curate.text import collapsed_text, nfkc
 
-    # Tidy texts skip the replace; every kind of untidiness still goes through it.
+    # Every kind of white space, at either end or inside, collapses to one space or none.
     texts = pl.Series(["Find x.", "Find  x.", " Find x.", "Find x. ", "Find\tx.", "Find\nx.", "Find\u00a0x.",
                        "Find \u3000x.", "Find\u2028x.", "Find x.\n", "  ", "", "F"])
     collapsed = pl.select(collapsed_text(pl.lit(texts))).to_series()
