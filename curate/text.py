@@ -35,7 +35,13 @@ def nfkc(text: pl.Expr) -> pl.Expr:
 def collapsed_text(text: pl.Expr) -> pl.Expr:
     """Unicode (NFKC) normalised text with runs of white space as one space, trimmed: what
     content ids (problem_id) are taken of."""
-    return nfkc(text).str.replace_all(r"\s+", " ").str.strip_chars()
+    return _single_spaced(nfkc(text))
+
+
+def _single_spaced(text: pl.Expr) -> pl.Expr:
+    r"""Runs of white space as one space, trimmed. The same as replacing every run (`\s+`),
+    but a lone space, most of what a text has, is not matched and rewritten: ~4x faster."""
+    return text.str.replace_all(r"\s\s+|[^\S ]", " ").str.strip_chars()
 
 
 def normalised_text(text: pl.Expr) -> pl.Expr:
@@ -50,7 +56,7 @@ def normalised_text(text: pl.Expr) -> pl.Expr:
     text = text.str.replace_all(r"(\d)\.0+\b", "${1}")
     text = text.str.replace_all(r"(\d\.\d*[1-9])0+\b", "${1}")
     text = text.str.replace_all(r"\s*([^\w\s])\s*", "${1}")
-    return text.str.replace_all(r"\s+", " ").str.strip_chars()
+    return _single_spaced(text)
 
 
 def word_tokens(text: pl.Expr) -> pl.Expr:
