@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import yaml
@@ -48,6 +48,8 @@ class CardFacts:
     created_at: str
     shards: int
     local_path: str
+    # config name -> a digest of its data files' sha256 (see `config_section`)
+    checksums: dict[str, str] = field(default_factory=dict)
 
 
 def size_category(rows: int) -> str:
@@ -65,10 +67,9 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
                 pairs: pl.DataFrame | None = None) -> str:
     from huggingface_hub import DatasetCardData
 
-    configs = [{"config_name": "default", "data_files": [{"split": config.split, "path": f"data/{config.split}-*"}]}]
+    configs = [config_section("default", "data", config.split, facts)]
     if pairs is not None:
-        configs.append({"config_name": "preference",
-                        "data_files": [{"split": config.split, "path": f"preference/{config.split}-*"}]})
+        configs.append(config_section("preference", "preference", config.split, facts))
     header = DatasetCardData(
         license=dataset_license(run, config),
         pretty_name=_title(run, config),
@@ -97,6 +98,19 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
         _citation_section(run, config, facts),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def config_section(name: str, folder: str, split: str, facts: CardFacts) -> dict:
+    """One entry of the card's `configs`. `datasets` caches a local folder under its name
+    (`v1`), the config name and a hash of this YAML, never of the files: two versions
+    called `v1` in different datasets (or a folder republished with other rows) would share
+    a cache entry and load each other's rows. The description carries the version and its
+    data files' checksum, so the YAML, and with it the cache key, changes with the data."""
+    return {
+        "config_name": name,
+        "description": f"version {facts.version}, data files sha256 {facts.checksums.get(name, '')}",
+        "data_files": [{"split": split, "path": f"{folder}/{split}-*"}],
+    }
 
 
 def _title(run: Run, config: PublishConfig) -> str:

@@ -126,12 +126,14 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
                 run, frame, config, version=version, fingerprint=fingerprint, data_fingerprint=data_print,
                 created_at=created_at, files=files,
             )
+            checksums = {"default": files_checksum(files)}
             if pairs is not None:
-                lineage["configs"] = {PREFERENCE: _preference_lineage(
-                    run, pairs, pairs_print, _write_shards(pairs, build_dir, config, PREFERENCE))}
+                pair_files = _write_shards(pairs, build_dir, config, PREFERENCE)
+                lineage["configs"] = {PREFERENCE: _preference_lineage(run, pairs, pairs_print, pair_files)}
+                checksums[PREFERENCE] = files_checksum(pair_files)
             lineage_text = json.dumps(lineage, indent=2, sort_keys=True, default=str) + "\n"
             write_text(redact(lineage_text), build_dir / LINEAGE_FILE)
-            facts = CardFacts(version, fingerprint, created_at, len(files), str(dataset_dir / version))
+            facts = CardFacts(version, fingerprint, created_at, len(files), str(dataset_dir / version), checksums)
             write_text(redact(render_card(run, frame, config, facts, pairs)), build_dir / "README.md")
             _make_read_only(build_dir)
             os.rename(build_dir, dataset_dir / version)
@@ -233,6 +235,11 @@ def _preference_lineage(run, pairs: pl.DataFrame, pairs_print: str, files: list[
         "row_lineage": {"key": "pair_id", "columns": [c for c in PAIR_LINEAGE_COLUMNS if c in pairs.columns]},
         "step": {"id": step.id, "op": step.op, "config": step.config, "metrics": step.metrics},
     }
+
+
+def files_checksum(files: list[dict]) -> str:
+    """One digest of a config's data files: their paths and sha256, in order."""
+    return content_hash(*(f"{f['path']}:{f['sha256']}" for f in files))
 
 
 def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig, folder: str = "data") -> list[dict]:
