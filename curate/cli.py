@@ -215,18 +215,23 @@ def _push(folder: Path, repo_id: str | None, private: bool, branch: str) -> None
 def versions(dataset_dir: Annotated[Path, typer.Argument(help="A dataset folder written by publish.")]) -> None:
     """List the published versions of a dataset with row counts and fingerprints."""
     from curate.errors import UserError
-    from curate.publish import list_versions
+    from curate.publish import DamagedVersionError, list_versions
 
     if not dataset_dir.is_dir():
         raise UserError(str(dataset_dir), "no such folder" if not dataset_dir.exists() else "not a folder",
                         "pass a dataset folder written by `curate publish` (e.g. published/NAME)")
     table = Table()
     frame = list_versions(dataset_dir)
-    for column in ("version", "created_at", "rows", "shards", "fingerprint"):
+    columns = ("version", "created_at", "rows", "shards", "fingerprint")
+    for column in (*columns, "files"):
         table.add_column(column)
     for row in frame.iter_rows(named=True):
-        table.add_row(*(str(row[c]) for c in ("version", "created_at", "rows", "shards", "fingerprint")))
+        table.add_row(*(str(row[c]) for c in columns), "ok" if row["damaged"] is None else "[red]damaged[/red]")
     out.print(table)
+    damaged = frame["damaged"].drop_nulls()
+    if damaged.len():
+        more = f" (and {damaged.len() - 1} more damaged version(s))" if damaged.len() > 1 else ""
+        raise DamagedVersionError(damaged[0] + more)
 
 
 @app.command()
@@ -238,13 +243,15 @@ def diff(
     """Rows added, removed and changed between two versions (by trace_id), and preference
     pairs (by pair_id) when either version has the `preference` config."""
     from curate.errors import UserError
-    from curate.publish import diff_versions
+    from curate.publish import DamagedVersionError, diff_versions
     from curate.publish.versions import PREFERENCE, has_config
 
     try:
         out.print(diff_versions(dataset_dir, old, new).summary())
         if has_config(dataset_dir, old, PREFERENCE) or has_config(dataset_dir, new, PREFERENCE):
             out.print(diff_versions(dataset_dir, old, new, PREFERENCE).summary())
+    except DamagedVersionError:
+        raise  # its own hint: restore or republish
     except (FileNotFoundError, ValueError) as error:
         raise UserError(str(dataset_dir), str(error), "list the versions with `curate versions DIR`") from None
 
