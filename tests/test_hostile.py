@@ -184,11 +184,21 @@ CASES = [
     Case("audit-run-that-did-nothing", ["audit", "d", "--out", "d/r.html"], 2, ["before any step finished"],
          files={"d/run.json": '{"steps": []}'}),
     Case("diff-unknown-versions", ["diff", ".", "v1", "v2"], 2, ["no version 'v1'", "curate versions"]),
+    # --- nothing a command writes may replace the user's data ---
+    Case("audit-out-is-the-run-output", ["audit", "done", "--out", "done/output.parquet"], 2,
+         ["done/output.parquet:", "does not end in .html"], finished_run=True),
+    Case("audit-out-is-a-source", ["audit", "done", "--out", "p.jsonl"], 2, ["p.jsonl:", ".html"], finished_run=True),
+    Case("audit-out-is-someone-elses-html", ["audit", "done", "--out", "notes.html"], 2,
+         ["notes.html:", "not an audit report written by curate"], finished_run=True,
+         files={"notes.html": "<!DOCTYPE html><html>my notes</html>"}),
+    Case("audit-out-is-a-folder", ["audit", "done", "--out", "d.html"], 2, ["d.html:", "not a file"],
+         finished_run=True, files={"d.html/x": "x"}),
 ]
 
 
-def _snapshot(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root`, with each file's bytes: nothing added, removed or overwritten."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +258,12 @@ def test_bad_input_gets_one_line_and_writes_nothing(case: Case, tmp_path, reques
     for fragment in case.expect:
         assert fragment in errors[0], (fragment, err)
     assert _snapshot(tmp_path) == before  # nothing written, not even a folder
+
+
+def test_audit_rewrites_its_own_report(finished_run, tmp_path):
+    for _ in range(2):  # the second run replaces the report the first one wrote
+        code, err = _invoke(["audit", str(finished_run), "--out", "report.html"], tmp_path)
+        assert code == 0, err
 
 
 def test_corpus_covers_every_class():
