@@ -193,6 +193,16 @@ CASES = [
          files={"notes.html": "<!DOCTYPE html><html>my notes</html>"}),
     Case("audit-out-is-a-folder", ["audit", "done", "--out", "d.html"], 2, ["d.html:", "not a file"],
          finished_run=True, files={"d.html/x": "x"}),
+    Case("run-source-inside-output-dir", ["run", "r.yaml"], 2,
+         ["r.yaml:4:", "sources[0] (toy): run/old.jsonl is inside the output directory run", "overwrite"],
+         **src("run/old.jsonl", PROBLEMS)),
+    Case("run-output-dir-is-the-recipe-folder", ["run", "r.yaml", "-o", "."], 2,
+         ["sources[0] (toy)", "p.jsonl is inside the output directory ."]),
+    Case("validate-source-inside-output-dir", ["validate", "r.yaml"], 2, ["run/old.jsonl is inside the output"],
+         **src("run/old.jsonl", PROBLEMS)),
+    Case("run-into-someone-elses-folder", ["run", "r.yaml", "-o", "mine"], 2,
+         ["output directory mine is not empty and is not a curate run directory", "rejections.parquet"],
+         files={"mine/rejections.parquet": "the user's own"}),
 ]
 
 
@@ -258,6 +268,16 @@ def test_bad_input_gets_one_line_and_writes_nothing(case: Case, tmp_path, reques
     for fragment in case.expect:
         assert fragment in errors[0], (fragment, err)
     assert _snapshot(tmp_path) == before  # nothing written, not even a folder
+
+
+def test_run_resumes_in_its_own_directory_and_starts_in_an_empty_one(finished_run, tmp_path):
+    (tmp_path / "p.jsonl").write_text(PROBLEMS)
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    shutil.copytree(finished_run, tmp_path / "earlier")
+    (tmp_path / "empty").mkdir()
+    for folder in ("earlier", "empty"):
+        code, err = _invoke(["run", "r.yaml", "-o", folder], tmp_path)
+        assert code == 0, err
 
 
 def test_audit_rewrites_its_own_report(finished_run, tmp_path):
