@@ -9,6 +9,7 @@ types, the columns each step needs) before any step runs.
 from __future__ import annotations
 
 import hashlib
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from curate.catalogue import registry
+from curate.core.io import NotRegularFileError, file_kind, read_regular
 from curate.core.operator import Operator, OperatorConfig
 from curate.core.overrides import OverrideError, parse_override, set_path
 from curate.core.yamlsafe import MAX_YAML_BYTES, YamlInputError, load_yaml
@@ -167,11 +169,12 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     path = Path(path)
     file = str(path)
     try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise RecipeError([Problem(file, 0, f"the recipe is {path.stat().st_size:,} bytes; the limit is "
+        raw = read_regular(path, MAX_YAML_BYTES)
+        if len(raw) > MAX_YAML_BYTES:
+            raise RecipeError([Problem(file, 0, f"the recipe is over {MAX_YAML_BYTES:,} bytes; the limit is "
                                                 f"{MAX_YAML_BYTES:,}")])
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError, NotRegularFileError) as error:
         raise RecipeError([Problem(file, 0, f"cannot read recipe: {_reason(error)}")]) from None
     try:
         loaded = load_yaml(text, "the recipe")
@@ -191,6 +194,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         ) from None
     steps = _build_steps(model, lines, file)
     produced = _check_columns(steps, model.sources, lines, file)
+    _check_source_kinds(model, path.parent, lines, file)
     _check_trace_fields(model.sources, path.parent, lines, file)
     if model.publish is not None:
         _check_publish(model.publish, produced, lines, file)
@@ -394,6 +398,31 @@ def _check_publish(publish: PublishConfig, produced: set[str], lines: _LineIndex
         file, lines.line(("publish",)),
         "publish: the steps make no traces (no 'completion', nor 'reasoning' + 'answer_text') for the "
         "assistant turn of `messages`; add a generate step, or set publish.messages: false")])
+
+
+def _check_source_kinds(model: RecipeSections, recipe_dir: Path, lines: _LineIndex, file: str) -> None:
+    """Every source path is a regular file or a folder: reading a FIFO, a socket or a device
+    (/dev/zero) would wait forever or never end. Checked with stat, which never blocks."""
+    from curate.sources.problems import resolve_path
+
+    sections = [(("sources",), model.sources)]
+    sections += [((name, "sources"), getattr(model, name).sources) for name in ("eval", "compare")
+                 if getattr(model, name) is not None]
+    problems = []
+    for prefix, sources in sections:
+        for index, source in enumerate(sources):
+            path = resolve_path(source, recipe_dir)
+            try:
+                mode = path.stat().st_mode if path is not None else None
+            except OSError:  # missing or unreadable: preflight names it
+                continue
+            if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                where = ".".join(prefix) + f"[{index}]"
+                problems.append(Problem(file, lines.line((*prefix, index, "path")),
+                                        f"{where} ({source.name}): {path} is {file_kind(mode)}, not a file or "
+                                        "folder; reading it could wait forever", "point the source at a file"))
+    if problems:
+        raise RecipeError(problems)
 
 
 def _check_trace_fields(sources: list[Source], recipe_dir: Path, lines: _LineIndex, file: str) -> None:

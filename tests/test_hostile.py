@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -193,6 +194,11 @@ CASES = [
          files={"notes.html": "<!DOCTYPE html><html>my notes</html>"}),
     Case("audit-out-is-a-folder", ["audit", "done", "--out", "d.html"], 2, ["d.html:", "not a file"],
          finished_run=True, files={"d.html/x": "x"}),
+    Case("recipe-is-dev-zero", ["validate", "/dev/zero"], 2,
+         ["/dev/zero:", "cannot read recipe", "a character device, not a regular file"], recipe=None),
+    Case("source-is-dev-zero", ["run", "r.yaml"], 2,
+         ["r.yaml:4:", "sources[0] (toy): /dev/zero is a character device"], recipe=HEAD.replace("p.jsonl", "/dev/zero")
+         + STEPS + "output:\n  dir: run\n"),
     Case("run-source-inside-output-dir", ["run", "r.yaml"], 2,
          ["r.yaml:4:", "sources[0] (toy): run/old.jsonl is inside the output directory run", "overwrite"],
          **src("run/old.jsonl", PROBLEMS)),
@@ -268,6 +274,49 @@ def test_bad_input_gets_one_line_and_writes_nothing(case: Case, tmp_path, reques
     for fragment in case.expect:
         assert fragment in errors[0], (fragment, err)
     assert _snapshot(tmp_path) == before  # nothing written, not even a folder
+
+
+@pytest.mark.parametrize("fifo", ["recipe", "problem-source", "trace-source", "eval-source"])
+def test_a_fifo_is_refused_at_once_and_leaves_no_lock(fifo, tmp_path):
+    """A named pipe never ends (or never starts): the command must not wait on it."""
+    (tmp_path / "p.jsonl").write_text(PROBLEMS)
+    os.mkfifo(tmp_path / "pipe")
+    recipes = {
+        "recipe": None,
+        "problem-source": RECIPE.replace("p.jsonl", "pipe"),
+        "trace-source": "name: t\nsources:\n  - name: toy\n    kind: traces\n    path: pipe\n"
+                        "    traces: {completion: out, teacher: m}\noutput:\n  dir: run\n",
+        "eval-source": RECIPE + "eval:\n  model: {name: m, model: bundled:smollm2, prompt: {user: '{problem}'}}\n"
+                       "  sources:\n    - name: held\n      path: pipe\n",
+    }
+    if recipes[fifo] is not None:
+        (tmp_path / "r.yaml").write_text(recipes[fifo])
+    recipe = "pipe" if fifo == "recipe" else "r.yaml"
+
+    def hung(signum, frame):
+        raise TimeoutError("waited on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    try:
+        for command in ("validate", "run"):
+            signal.alarm(30)  # a failure, not a hang, if the FIFO is opened
+            code, err = _invoke([command, recipe], tmp_path)
+            signal.alarm(0)
+            errors = [line for line in err.splitlines() if line.startswith("error ")]
+            assert code == 2 and len(errors) == 1, err
+            assert "a FIFO (named pipe)" in errors[0], errors
+            assert not (tmp_path / "run").exists()  # no run.lock, no folder
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_recipe_reader_reads_at_most_one_byte_past_the_cap(tmp_path):
+    from curate.core.io import read_regular
+
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * 5000)
+    assert len(read_regular(big, 100)) == 101
 
 
 def test_run_resumes_in_its_own_directory_and_starts_in_an_empty_one(finished_run, tmp_path):
