@@ -9,6 +9,7 @@ types, the columns each step needs) before any step runs.
 from __future__ import annotations
 
 import hashlib
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,12 @@ from curate.sources.traces import first_record_fields, mapped_fields
 from curate.train.config import TrainConfig
 
 STEP_KEYS = ("op", "id", "chunk_size")
+# A recipe name and step ids become folder names (runs/{name}, steps/NN-<id>-...): one safe
+# path part each, never '..', a '/' or a newline.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# A Hub dataset is owner/name; anything else (`../folder`, `./x`, a bare `x`) is a local
+# folder to datasets.load_dataset, read from wherever the command runs.
+HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
 class Output(StrictModel):
@@ -192,6 +199,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         raise RecipeError(
             [Problem(file, lines.line(e["loc"]), f"{_dotted(e['loc'], data)}: {e['msg']}") for e in error.errors()]
         ) from None
+    _check_names(model, lines, file)
     steps = _build_steps(model, lines, file)
     produced = _check_columns(steps, model.sources, lines, file)
     _check_source_kinds(model, path.parent, lines, file)
@@ -400,16 +408,46 @@ def _check_publish(publish: PublishConfig, produced: set[str], lines: _LineIndex
         "assistant turn of `messages`; add a generate step, or set publish.messages: false")])
 
 
+def _check_names(model: RecipeSections, lines: _LineIndex, file: str) -> None:
+    """Names that become paths are one safe path part; Hub ids are owner/name; the output
+    directory is not empty text (that would be the folder the command runs in)."""
+    problems = []
+    if not SAFE_NAME.match(model.name):
+        problems.append(Problem(file, lines.line(("name",)), f"name: {model.name!r} is not a safe name (it becomes "
+                                "the folder runs/{name})", "use letters, digits, '.', '_' or '-' (at most 100)"))
+    for index, step in enumerate(model.steps):
+        if step.id is not None and not SAFE_NAME.match(step.id):
+            problems.append(Problem(file, lines.line(("steps", index, "id")), f"steps[{index}].id: {step.id!r} is not "
+                                    "a safe name (it becomes a folder name)",
+                                    "use letters, digits, '.', '_' or '-' (at most 100)"))
+    if not model.output.dir.strip():
+        problems.append(Problem(file, lines.line(("output", "dir")), "output.dir is empty",
+                                "name a directory, e.g. runs/{name}"))
+    for prefix, sources in _source_sections(model):
+        for index, source in enumerate(sources):
+            if source.hub is not None and (not HUB_DATASET_ID.match(source.hub) or ".." in source.hub):
+                where = ".".join(prefix) + f"[{index}]"
+                problems.append(Problem(file, lines.line((*prefix, index, "hub")), f"{where}.hub: {source.hub!r} is "
+                                        "not a Hub dataset id (owner/name)",
+                                        "write hub: OWNER/NAME, or path: for a local file or folder"))
+    if problems:
+        raise RecipeError(problems)
+
+
+def _source_sections(model: RecipeSections) -> list[tuple[tuple[str, ...], list[Source]]]:
+    """(location prefix, sources) of the recipe's sources and its held-out ones."""
+    sections = [(("sources",), model.sources)]
+    return sections + [((name, "sources"), getattr(model, name).sources) for name in ("eval", "compare")
+                       if getattr(model, name) is not None]
+
+
 def _check_source_kinds(model: RecipeSections, recipe_dir: Path, lines: _LineIndex, file: str) -> None:
     """Every source path is a regular file or a folder: reading a FIFO, a socket or a device
     (/dev/zero) would wait forever or never end. Checked with stat, which never blocks."""
     from curate.sources.problems import resolve_path
 
-    sections = [(("sources",), model.sources)]
-    sections += [((name, "sources"), getattr(model, name).sources) for name in ("eval", "compare")
-                 if getattr(model, name) is not None]
     problems = []
-    for prefix, sources in sections:
+    for prefix, sources in _source_sections(model):
         for index, source in enumerate(sources):
             path = resolve_path(source, recipe_dir)
             try:
