@@ -83,6 +83,17 @@ def test_diff_refuses_a_damaged_version(published, damage):
     assert str(Path("pub") / "v2") in line and all(fragment in line for fragment in expect), line
 
 
+def test_push_refuses_a_damaged_version_before_reaching_the_hub(published, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a request would fail otherwise
+    change_rows(published / "v1" / SHARD)
+
+    code, err = _invoke(["push", "pub/v1", "--repo", "someone/data"], published.parent)
+
+    line = _one_error(err)
+    assert code == 2 and SHARD in line and "differs" in line, line
+
+
 def test_intact_versions_list_diff_and_republish_as_before(published):
     from curate.publish import list_versions
 
