@@ -82,7 +82,7 @@ def _preflight(loaded, output: Path | None = None, reach: bool = False):
 def run(
     recipe: RecipeArg,
     set_: SetOption = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory.")] = None,  # noqa: UP045
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run directory.")] = None,  # noqa: UP045
     executor: Annotated[Executor, typer.Option(help="Where batch steps run.")] = Executor.local,
     ray_address: Annotated[
         Optional[str],  # noqa: UP045
@@ -94,14 +94,25 @@ def run(
     from curate.core.executor import make_executor
     from curate.runner import run_recipe
 
+    run_dir = _folder_option(output, "--output/-o")
     loaded = _load(recipe, set_)
-    _preflight(loaded, output)
+    _preflight(loaded, run_dir)
     try:
-        result = run_recipe(loaded, output, console, make_executor(executor.value, ray_address, workers))
+        result = run_recipe(loaded, run_dir, console, make_executor(executor.value, ray_address, workers))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished work is kept; run the same command to resume.")
         raise typer.Exit(130) from None
     _print_summary(result)
+
+
+def _folder_option(value: str | None, option: str) -> Path | None:
+    """A folder given on the command line; empty text is refused (as a path it would be the
+    current folder, whose files a run or publish would then write among)."""
+    from curate.errors import UserError
+
+    if value is not None and not value.strip():
+        raise UserError(option, "is empty", f"give a folder, e.g. {option.split('/')[0]} runs/NAME")
+    return Path(value) if value is not None else None
 
 
 def _print_summary(result) -> None:
@@ -149,7 +160,7 @@ def _print_published(published) -> None:
 @app.command()
 def publish(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory (with run.json).")],
-    to: Annotated[Optional[Path], typer.Option("--to", help="Dataset folder (default: the recipe's).")] = None,  # noqa: UP045
+    to: Annotated[Optional[str], typer.Option("--to", help="Dataset folder (default: the recipe's).")] = None,  # noqa: UP045
     set_: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--set", help="Override a publish field: FIELD=VALUE (VALUE is YAML)."),
@@ -165,13 +176,14 @@ def publish(
     from curate.errors import UserError, validation_line
     from curate.publish import PublishConfig, publish_run
 
+    dataset_dir = _folder_option(to, "--to")
     recipe_text = RunDir(run_dir).read_manifest().recipe.text
     if recipe_text is None:
         raise UserError(f"{run_dir / 'run.json'}", "records no recipe text", "rerun the recipe with this curate")
     fields = dict((load_yaml(recipe_text, "run.json's recipe").data or {}).get("publish") or {})
     apply_overrides(fields, set_ or [])  # an OverrideError names the --set text
-    if to is not None:
-        fields["output_dir"] = str(to)
+    if dataset_dir is not None:
+        fields["output_dir"] = str(dataset_dir)
     try:
         config = PublishConfig.model_validate(fields)
     except ValidationError as error:
@@ -215,18 +227,23 @@ def _push(folder: Path, repo_id: str | None, private: bool, branch: str) -> None
 def versions(dataset_dir: Annotated[Path, typer.Argument(help="A dataset folder written by publish.")]) -> None:
     """List the published versions of a dataset with row counts and fingerprints."""
     from curate.errors import UserError
-    from curate.publish import list_versions
+    from curate.publish import DamagedVersionError, list_versions
 
     if not dataset_dir.is_dir():
         raise UserError(str(dataset_dir), "no such folder" if not dataset_dir.exists() else "not a folder",
                         "pass a dataset folder written by `curate publish` (e.g. published/NAME)")
     table = Table()
     frame = list_versions(dataset_dir)
-    for column in ("version", "created_at", "rows", "shards", "fingerprint"):
+    columns = ("version", "created_at", "rows", "shards", "fingerprint")
+    for column in (*columns, "files"):
         table.add_column(column)
     for row in frame.iter_rows(named=True):
-        table.add_row(*(str(row[c]) for c in ("version", "created_at", "rows", "shards", "fingerprint")))
+        table.add_row(*(str(row[c]) for c in columns), "ok" if row["damaged"] is None else "[red]damaged[/red]")
     out.print(table)
+    damaged = frame["damaged"].drop_nulls()
+    if damaged.len():
+        more = f" (and {damaged.len() - 1} more damaged version(s))" if damaged.len() > 1 else ""
+        raise DamagedVersionError(damaged[0] + more)
 
 
 @app.command()
@@ -238,13 +255,15 @@ def diff(
     """Rows added, removed and changed between two versions (by trace_id), and preference
     pairs (by pair_id) when either version has the `preference` config."""
     from curate.errors import UserError
-    from curate.publish import diff_versions
+    from curate.publish import DamagedVersionError, diff_versions
     from curate.publish.versions import PREFERENCE, has_config
 
     try:
         out.print(diff_versions(dataset_dir, old, new).summary())
         if has_config(dataset_dir, old, PREFERENCE) or has_config(dataset_dir, new, PREFERENCE):
             out.print(diff_versions(dataset_dir, old, new, PREFERENCE).summary())
+    except DamagedVersionError:
+        raise  # its own hint: restore or republish
     except (FileNotFoundError, ValueError) as error:
         raise UserError(str(dataset_dir), str(error), "list the versions with `curate versions DIR`") from None
 

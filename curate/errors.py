@@ -38,6 +38,7 @@ def describe(error: BaseException) -> tuple[int, list[str]]:
     from curate.core.overrides import OverrideError
     from curate.core.rundir import RunDirError
     from curate.core.yamlsafe import YamlInputError
+    from curate.publish.versions import DamagedVersionError
     from curate.recipe import RecipeError
     from curate.sources.readers import SourceError
 
@@ -52,6 +53,7 @@ def describe(error: BaseException) -> tuple[int, list[str]]:
         (AuditError, "pass a run directory (with run.json) or a published version folder (with lineage.json)"),
         (OverrideError, "write --set FIELD=VALUE, VALUE in YAML"),
         (YamlInputError, "fix the YAML"),
+        (DamagedVersionError, "restore the file, or delete the version folder and publish the run again"),
     )
     for kind, hint in hints:
         if isinstance(error, kind):

@@ -18,6 +18,11 @@ from curate.models.bundled import _BUNDLED, BUNDLED_PREFIX
 from curate.recipe import Problem, Recipe
 from curate.sources.problems import resolve_path
 
+# What a run directory holds before its run.json exists: checkpoints (copied in by
+# `curate ablate`, or left by a run killed in its first step) and `curate plan`'s side run.
+_RUN_FOLDERS = {"steps", "plan"}
+_RUN_MARKERS = ("run.json", "run.lock")
+
 # Names `bundled:` accepts: the model packages, plus the static embedding model dedup derives from one.
 BUNDLED_NAMES = (*_BUNDLED, "minilm-static")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -39,7 +44,9 @@ def check_recipe(recipe: Recipe, output_dir: Path | None = None, cache_dir: Path
     file = str(recipe.path)
     for location, source in _sources(recipe):
         _check_source(report, file, recipe.line(*location, "path"), location, source, recipe.path.parent)
-    _check_writable(report, file, recipe.line("output", "dir"), "output.dir", Path(output_dir or recipe.output_dir))
+    run_dir = Path(output_dir or recipe.output_dir)
+    _check_writable(report, file, recipe.line("output", "dir"), "output.dir", run_dir)
+    report.problems += output_dir_problems(recipe, run_dir)
     _check_writable(report, file, recipe.line("cache_dir"), "cache_dir", Path(cache_dir or default_cache_dir(recipe)))
     if recipe.publish is not None:
         _check_writable(report, file, recipe.line("publish", "output_dir"), "publish.output_dir",
@@ -62,7 +69,7 @@ def _sources(recipe: Recipe):
 
 
 def _check_source(report: Preflight, file: str, line: int, location: tuple, source, recipe_dir: Path) -> None:
-    where = ".".join(str(p) for p in location[:-1]) + f"[{location[-1]}]"
+    where = _where(location)
     path = resolve_path(source, recipe_dir)
     if path is None:
         state = " (offline: it must already be in the local datasets cache)" if _offline() else ""
@@ -74,6 +81,45 @@ def _check_source(report: Preflight, file: str, line: int, location: tuple, sour
     elif not os.access(path, os.R_OK):
         report.problems.append(Problem(file, line, f"{where} ({source.name}): {path} is not readable",
                                        "fix its permissions"))
+
+
+def output_dir_problems(recipe: Recipe, run_dir: Path) -> list[Problem]:
+    """The run directory must not hold the recipe's own sources, nor files of someone
+    else: a run writes output.parquet, rejections.parquet and run.json there, replacing
+    whatever had those names. It must be new, empty, or a curate run directory."""
+    file, line = str(recipe.path), recipe.line("output", "dir")
+    where = f"output directory {run_dir}"
+    target = _resolved(run_dir)
+    problems = []
+    for location, source in _sources(recipe):
+        path = resolve_path(source, recipe.path.parent)
+        if path is None:
+            continue
+        resolved = _resolved(path)
+        if resolved.is_relative_to(target) or target.is_relative_to(resolved):
+            inside = f"{path} is inside the {where}" if resolved.is_relative_to(target) else \
+                f"the {where} is inside {path}"
+            problems.append(Problem(file, recipe.line(*location, "path"),
+                                    f"{_where(location)} ({source.name}): {inside}; the run writes there and would "
+                                    f"overwrite it", "choose another output directory (-o DIR or output.dir)"))
+    if problems or not run_dir.is_dir():
+        return problems
+    entries = sorted(entry.name for entry in run_dir.iterdir())
+    if entries and not any((run_dir / marker).exists() for marker in _RUN_MARKERS) \
+            and not set(entries) <= _RUN_FOLDERS:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        problems.append(Problem(file, line, f"the {where} is not empty and is not a curate run directory (no "
+                                            f"run.json; it holds {shown}); the run would replace files there",
+                                "choose a new or empty output directory (-o DIR or output.dir), or an earlier run's"))
+    return problems
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.realpath(path.expanduser()))
+
+
+def _where(location: tuple) -> str:
+    return ".".join(str(p) for p in location[:-1]) + f"[{location[-1]}]"
 
 
 def _check_writable(report: Preflight, file: str, line: int, where: str, path: Path) -> None:

@@ -9,6 +9,8 @@ types, the columns each step needs) before any step runs.
 from __future__ import annotations
 
 import hashlib
+import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from curate.catalogue import registry
+from curate.core.io import NotRegularFileError, file_kind, read_regular
 from curate.core.operator import Operator, OperatorConfig
 from curate.core.overrides import OverrideError, parse_override, set_path
 from curate.core.yamlsafe import MAX_YAML_BYTES, YamlInputError, load_yaml
@@ -33,6 +36,12 @@ from curate.sources.traces import first_record_fields, mapped_fields
 from curate.train.config import TrainConfig
 
 STEP_KEYS = ("op", "id", "chunk_size")
+# A recipe name and step ids become folder names (runs/{name}, steps/NN-<id>-...): one safe
+# path part each, never '..', a '/' or a newline.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# A Hub dataset is owner/name; anything else (`../folder`, `./x`, a bare `x`) is a local
+# folder to datasets.load_dataset, read from wherever the command runs.
+HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
 class Output(StrictModel):
@@ -167,11 +176,12 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     path = Path(path)
     file = str(path)
     try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise RecipeError([Problem(file, 0, f"the recipe is {path.stat().st_size:,} bytes; the limit is "
+        raw = read_regular(path, MAX_YAML_BYTES)
+        if len(raw) > MAX_YAML_BYTES:
+            raise RecipeError([Problem(file, 0, f"the recipe is over {MAX_YAML_BYTES:,} bytes; the limit is "
                                                 f"{MAX_YAML_BYTES:,}")])
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError, NotRegularFileError) as error:
         raise RecipeError([Problem(file, 0, f"cannot read recipe: {_reason(error)}")]) from None
     try:
         loaded = load_yaml(text, "the recipe")
@@ -189,8 +199,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         raise RecipeError(
             [Problem(file, lines.line(e["loc"]), f"{_dotted(e['loc'], data)}: {e['msg']}") for e in error.errors()]
         ) from None
+    _check_names(model, lines, file)
     steps = _build_steps(model, lines, file)
     produced = _check_columns(steps, model.sources, lines, file)
+    _check_source_kinds(model, path.parent, lines, file)
     _check_trace_fields(model.sources, path.parent, lines, file)
     if model.publish is not None:
         _check_publish(model.publish, produced, lines, file)
@@ -394,6 +406,61 @@ def _check_publish(publish: PublishConfig, produced: set[str], lines: _LineIndex
         file, lines.line(("publish",)),
         "publish: the steps make no traces (no 'completion', nor 'reasoning' + 'answer_text') for the "
         "assistant turn of `messages`; add a generate step, or set publish.messages: false")])
+
+
+def _check_names(model: RecipeSections, lines: _LineIndex, file: str) -> None:
+    """Names that become paths are one safe path part; Hub ids are owner/name; the output
+    directory is not empty text (that would be the folder the command runs in)."""
+    problems = []
+    if not SAFE_NAME.match(model.name):
+        problems.append(Problem(file, lines.line(("name",)), f"name: {model.name!r} is not a safe name (it becomes "
+                                "the folder runs/{name})", "use letters, digits, '.', '_' or '-' (at most 100)"))
+    for index, step in enumerate(model.steps):
+        if step.id is not None and not SAFE_NAME.match(step.id):
+            problems.append(Problem(file, lines.line(("steps", index, "id")), f"steps[{index}].id: {step.id!r} is not "
+                                    "a safe name (it becomes a folder name)",
+                                    "use letters, digits, '.', '_' or '-' (at most 100)"))
+    if not model.output.dir.strip():
+        problems.append(Problem(file, lines.line(("output", "dir")), "output.dir is empty",
+                                "name a directory, e.g. runs/{name}"))
+    for prefix, sources in _source_sections(model):
+        for index, source in enumerate(sources):
+            if source.hub is not None and (not HUB_DATASET_ID.match(source.hub) or ".." in source.hub):
+                where = ".".join(prefix) + f"[{index}]"
+                problems.append(Problem(file, lines.line((*prefix, index, "hub")), f"{where}.hub: {source.hub!r} is "
+                                        "not a Hub dataset id (owner/name)",
+                                        "write hub: OWNER/NAME, or path: for a local file or folder"))
+    if problems:
+        raise RecipeError(problems)
+
+
+def _source_sections(model: RecipeSections) -> list[tuple[tuple[str, ...], list[Source]]]:
+    """(location prefix, sources) of the recipe's sources and its held-out ones."""
+    sections = [(("sources",), model.sources)]
+    return sections + [((name, "sources"), getattr(model, name).sources) for name in ("eval", "compare")
+                       if getattr(model, name) is not None]
+
+
+def _check_source_kinds(model: RecipeSections, recipe_dir: Path, lines: _LineIndex, file: str) -> None:
+    """Every source path is a regular file or a folder: reading a FIFO, a socket or a device
+    (/dev/zero) would wait forever or never end. Checked with stat, which never blocks."""
+    from curate.sources.problems import resolve_path
+
+    problems = []
+    for prefix, sources in _source_sections(model):
+        for index, source in enumerate(sources):
+            path = resolve_path(source, recipe_dir)
+            try:
+                mode = path.stat().st_mode if path is not None else None
+            except OSError:  # missing or unreadable: preflight names it
+                continue
+            if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                where = ".".join(prefix) + f"[{index}]"
+                problems.append(Problem(file, lines.line((*prefix, index, "path")),
+                                        f"{where} ({source.name}): {path} is {file_kind(mode)}, not a file or "
+                                        "folder; reading it could wait forever", "point the source at a file"))
+    if problems:
+        raise RecipeError(problems)
 
 
 def _check_trace_fields(sources: list[Source], recipe_dir: Path, lines: _LineIndex, file: str) -> None:

@@ -44,7 +44,8 @@ from curate.core.rundir import (
     write_step_marker,
 )
 from curate.core.versions import package_versions
-from curate.recipe import EvalSection, Recipe, Step, makes_traces
+from curate.preflight import output_dir_problems
+from curate.recipe import EvalSection, Recipe, RecipeError, Step, makes_traces
 from curate.schema import PROBLEM_COLUMNS
 from curate.sources.problems import load_problems, source_fingerprint
 from curate.sources.traces import load_traces
@@ -91,6 +92,9 @@ class _Run:
         self.sources: list[dict] = []
 
     def execute(self) -> RunResult:
+        problems = output_dir_problems(self.recipe, self.run_dir)  # before the lock: nothing written
+        if problems:
+            raise RecipeError(problems)
         with self.dir.lock():  # one run per run dir at a time (RunDirLocked names the holder)
             self._start_attempt()
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,12 @@ CASES = [
          recipe=RECIPE + "steps: []\n"),
     Case("duplicate-key-in-step", ["validate", "r.yaml"], 2, ["r.yaml:8:", "duplicate key 'n'"],
          recipe=HEAD + STEPS + "    n: 2\n"),
+    Case("recipe-nested-20000-deep", ["validate", "r.yaml"], 2, ["r.yaml:10:", "more than 100 levels deep"],
+         recipe=RECIPE + "description: " + "[" * 20000 + "]" * 20000 + "\n"),
+    Case("recipe-nested-block-style", ["validate", "r.yaml"], 2, ["r.yaml:", "more than 100 levels deep"],
+         recipe=RECIPE + "description:\n" + "".join("  " * i + "- \n" for i in range(1, 700))),
+    Case("set-nested-20000-deep", ["validate", "r.yaml", "--set", "sample.seed=" + "{a: " * 20000 + "}" * 20000], 2,
+         ["--set", "more than 100 levels deep"]),
     Case("oversized-recipe", ["validate", "r.yaml"], 2, ["r.yaml", "bytes; the limit is"],
          recipe=RECIPE + "#" * (1 << 20) + "\n"),
     Case("recipe-not-utf8", ["validate", "r.yaml"], 2, ["r.yaml", "cannot read recipe"],
@@ -102,6 +109,24 @@ CASES = [
          recipe=teacher("bundled:smollm2").replace("prompt:", "sampling: {temperature: 0, n: 4}\n        prompt:")),
     Case("teacher-field-typo", ["validate", "r.yaml"], 2, ["r.yaml:8:", "teachers[0].model: Field required"], lines=2,
          recipe=teacher("bundled:smollm2").replace("model:", "modle:")),
+    # --- names that become paths ---
+    Case("recipe-name-escapes-runs", ["run", "r.yaml"], 2, ["r.yaml:1:", "name: '../../escaped' is not a safe name"],
+         recipe=HEAD.replace("name: t", "name: ../../escaped", 1) + STEPS),
+    Case("recipe-name-with-newline", ["validate", "r.yaml"], 2, ["r.yaml:1:", "name: 'a\\nb' is not a safe name"],
+         recipe=RECIPE.replace("name: t", 'name: "a\\nb"', 1)),
+    Case("step-id-escapes", ["validate", "r.yaml"], 2, ["r.yaml:7:", "steps[0].id: '../x' is not a safe name"],
+         recipe=HEAD + "steps:\n  - op: sample\n    id: ../x\n    n: 1\n"),
+    Case("recipe-output-dir-empty", ["run", "r.yaml"], 2, ["r.yaml:9:", "output.dir is empty"],
+         recipe=RECIPE.replace("dir: run", "dir: ''")),
+    Case("run-o-empty", ["run", "r.yaml", "-o", ""], 2, ["--output/-o: is empty"]),
+    Case("publish-to-empty", ["publish", "done", "--to", ""], 2, ["--to: is empty"], finished_run=True),
+    Case("publish-output-dir-empty", ["publish", "done", "--set", "output_dir=''"], 2, ["output_dir is empty"],
+         finished_run=True),
+    Case("hub-is-a-local-folder", ["validate", "r.yaml"], 2,
+         ["r.yaml:4:", "sources[0].hub: '../folder' is not a Hub dataset id (owner/name)"],
+         recipe="name: t\nsources:\n  - name: toy\n    hub: ../folder\n" + STEPS),
+    Case("hub-is-a-bare-name", ["validate", "r.yaml"], 2, ["sources[0].hub: 'folder' is not a Hub dataset id"],
+         recipe="name: t\nsources:\n  - name: toy\n    hub: folder\n" + STEPS, files={"folder/x.jsonl": PROBLEMS}),
     # --- --set ---
     Case("set-unknown-step", ["validate", "r.yaml", "--set", "nosuchstep.n=3"], 2,
          ["r.yaml (--set 'nosuchstep.n=3')", "no step 'nosuchstep'", "steps: sample"]),
@@ -184,11 +209,36 @@ CASES = [
     Case("audit-run-that-did-nothing", ["audit", "d", "--out", "d/r.html"], 2, ["before any step finished"],
          files={"d/run.json": '{"steps": []}'}),
     Case("diff-unknown-versions", ["diff", ".", "v1", "v2"], 2, ["no version 'v1'", "curate versions"]),
+    # --- nothing a command writes may replace the user's data ---
+    Case("audit-out-is-the-run-output", ["audit", "done", "--out", "done/output.parquet"], 2,
+         ["done/output.parquet:", "does not end in .html"], finished_run=True),
+    Case("audit-out-is-a-source", ["audit", "done", "--out", "p.jsonl"], 2, ["p.jsonl:", ".html"], finished_run=True),
+    Case("audit-out-is-someone-elses-html", ["audit", "done", "--out", "notes.html"], 2,
+         ["notes.html:", "not an audit report written by curate"], finished_run=True,
+         files={"notes.html": "<!DOCTYPE html><html>my notes</html>"}),
+    Case("audit-out-is-a-folder", ["audit", "done", "--out", "d.html"], 2, ["d.html:", "not a file"],
+         finished_run=True, files={"d.html/x": "x"}),
+    Case("recipe-is-dev-zero", ["validate", "/dev/zero"], 2,
+         ["/dev/zero:", "cannot read recipe", "a character device, not a regular file"], recipe=None),
+    Case("source-is-dev-zero", ["run", "r.yaml"], 2,
+         ["r.yaml:4:", "sources[0] (toy): /dev/zero is a character device"], recipe=HEAD.replace("p.jsonl", "/dev/zero")
+         + STEPS + "output:\n  dir: run\n"),
+    Case("run-source-inside-output-dir", ["run", "r.yaml"], 2,
+         ["r.yaml:4:", "sources[0] (toy): run/old.jsonl is inside the output directory run", "overwrite"],
+         **src("run/old.jsonl", PROBLEMS)),
+    Case("run-output-dir-is-the-recipe-folder", ["run", "r.yaml", "-o", "."], 2,
+         ["sources[0] (toy)", "p.jsonl is inside the output directory ."]),
+    Case("validate-source-inside-output-dir", ["validate", "r.yaml"], 2, ["run/old.jsonl is inside the output"],
+         **src("run/old.jsonl", PROBLEMS)),
+    Case("run-into-someone-elses-folder", ["run", "r.yaml", "-o", "mine"], 2,
+         ["output directory mine is not empty and is not a curate run directory", "rejections.parquet"],
+         files={"mine/rejections.parquet": "the user's own"}),
 ]
 
 
-def _snapshot(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root`, with each file's bytes: nothing added, removed or overwritten."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +298,65 @@ def test_bad_input_gets_one_line_and_writes_nothing(case: Case, tmp_path, reques
     for fragment in case.expect:
         assert fragment in errors[0], (fragment, err)
     assert _snapshot(tmp_path) == before  # nothing written, not even a folder
+
+
+@pytest.mark.parametrize("fifo", ["recipe", "problem-source", "trace-source", "eval-source"])
+def test_a_fifo_is_refused_at_once_and_leaves_no_lock(fifo, tmp_path):
+    """A named pipe never ends (or never starts): the command must not wait on it."""
+    (tmp_path / "p.jsonl").write_text(PROBLEMS)
+    os.mkfifo(tmp_path / "pipe")
+    recipes = {
+        "recipe": None,
+        "problem-source": RECIPE.replace("p.jsonl", "pipe"),
+        "trace-source": "name: t\nsources:\n  - name: toy\n    kind: traces\n    path: pipe\n"
+                        "    traces: {completion: out, teacher: m}\noutput:\n  dir: run\n",
+        "eval-source": RECIPE + "eval:\n  model: {name: m, model: bundled:smollm2, prompt: {user: '{problem}'}}\n"
+                       "  sources:\n    - name: held\n      path: pipe\n",
+    }
+    if recipes[fifo] is not None:
+        (tmp_path / "r.yaml").write_text(recipes[fifo])
+    recipe = "pipe" if fifo == "recipe" else "r.yaml"
+
+    def hung(signum, frame):
+        raise TimeoutError("waited on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    try:
+        for command in ("validate", "run"):
+            signal.alarm(30)  # a failure, not a hang, if the FIFO is opened
+            code, err = _invoke([command, recipe], tmp_path)
+            signal.alarm(0)
+            errors = [line for line in err.splitlines() if line.startswith("error ")]
+            assert code == 2 and len(errors) == 1, err
+            assert "a FIFO (named pipe)" in errors[0], errors
+            assert not (tmp_path / "run").exists()  # no run.lock, no folder
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_recipe_reader_reads_at_most_one_byte_past_the_cap(tmp_path):
+    from curate.core.io import read_regular
+
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * 5000)
+    assert len(read_regular(big, 100)) == 101
+
+
+def test_run_resumes_in_its_own_directory_and_starts_in_an_empty_one(finished_run, tmp_path):
+    (tmp_path / "p.jsonl").write_text(PROBLEMS)
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    shutil.copytree(finished_run, tmp_path / "earlier")
+    (tmp_path / "empty").mkdir()
+    for folder in ("earlier", "empty"):
+        code, err = _invoke(["run", "r.yaml", "-o", folder], tmp_path)
+        assert code == 0, err
+
+
+def test_audit_rewrites_its_own_report(finished_run, tmp_path):
+    for _ in range(2):  # the second run replaces the report the first one wrote
+        code, err = _invoke(["audit", str(finished_run), "--out", "report.html"], tmp_path)
+        assert code == 0, err
 
 
 def test_corpus_covers_every_class():

@@ -24,6 +24,7 @@ from curate.publish import (
     list_versions,
     publish_run,
 )
+from curate.schema import content_hash
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "publish" / "run"
 
@@ -198,7 +199,10 @@ def test_card_renders_to_well_formed_markdown_with_the_funnel(tmp_path, config):
     header = yaml.safe_load(text.split("---\n")[1])
     assert header["license"] == "mit"  # the only source's license
     assert header["size_categories"] == ["n<1K"]
-    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    lineage = json.loads((folder / "lineage.json").read_text())
+    checksum = content_hash(*(f"{f['path']}:{f['sha256']}" for f in lineage["files"]))
+    assert header["configs"] == [{"config_name": "default", "description": f"version v1, data files sha256 {checksum}",
+                                  "data_files": [{"split": "train", "path": "data/train-*"}]}]
     assert header["pretty_name"] == manifest["recipe"]["name"]
     assert {"task_categories", "tags"} <= set(header)
     assert DatasetCard(text).data.license == "mit"  # the Hub's own parser agrees

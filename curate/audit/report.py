@@ -16,6 +16,11 @@ import polars as pl
 from curate.audit.plots import all_plots
 from curate.audit.tables import Audit
 from curate.core.io import write_text
+from curate.errors import UserError
+
+# In every report's <head>: a file is only ever overwritten when it holds this mark.
+REPORT_MARK = '<meta name="generator" content="curate audit">'
+_REPORT_SUFFIXES = (".html", ".htm")
 
 # Aggregated tables are small; these caps only bite on huge cluster / contamination lists.
 _MAX_TABLE_ROWS = 200
@@ -39,6 +44,7 @@ details summary{cursor:pointer;color:#335}
 def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int = 3) -> Path:
     """Write the audit of `audit` to `out_path` as one HTML file; returns the path."""
     out_path = Path(out_path)
+    check_report_path(out_path)
     plots = all_plots(audit)
     sections = [
         _section("Funnel", _image(plots.get("funnel"), "funnel"), _table(audit.funnel()),
@@ -59,7 +65,7 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in dict.fromkeys(audit.notes))
     facts = " · ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in audit.summary().items())
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{REPORT_MARK}"
         f"<title>Audit: {html.escape(audit.title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>Audit: {html.escape(audit.title)}</h1>"
         f"<p class=\"meta\">{facts} · generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>"
@@ -73,7 +79,26 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
 
 def audit_command(path: str | Path, out: str | Path | None = None) -> Path:
     """`curate audit PATH [--out report.html]`: audit a run or published version, write the report."""
-    return render_report(Audit.open(path), Path(out) if out is not None else Path("report.html"))
+    out_path = Path(out) if out is not None else Path("report.html")
+    check_report_path(out_path)  # before the audit's work
+    return render_report(Audit.open(path), out_path)
+
+
+def check_report_path(out: Path) -> None:
+    """UserError unless `out` is an .html path that is new or holds a report curate wrote:
+    `--out run/output.parquet` or `--out data.jsonl` would destroy data."""
+    if out.suffix.lower() not in _REPORT_SUFFIXES:
+        raise UserError(str(out), "the audit report is an HTML file and --out does not end in .html",
+                        "pass --out NAME.html")
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_file():
+        raise UserError(str(out), "exists and is not a file", "pass --out NAME.html for a new file")
+    with open(out, "rb") as handle:
+        head = handle.read(4096).decode("utf-8", errors="replace")
+    if REPORT_MARK not in head:
+        raise UserError(str(out), "exists and is not an audit report written by curate; it would be overwritten",
+                        "choose another --out, or move the file away yourself")
 
 
 def _section(title: str, *parts: str) -> str:

@@ -1,4 +1,5 @@
-"""Atomic writes: a reader (or a resumed run) sees a whole file or none."""
+"""Atomic writes: a reader (or a resumed run) sees a whole file or none. Bounded reads of
+files that must be regular (a FIFO or /dev/zero named as a recipe must not hang or fill memory)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,3 +104,26 @@ def read_json_object(path: Path, error: type[Exception]) -> dict:
     if not isinstance(value, dict):
         raise error(f"{path}: expected a JSON object")
     return value
+
+
+class NotRegularFileError(ValueError):
+    """A path that must be a regular file is a device, FIFO, socket or directory."""
+
+
+def file_kind(mode: int) -> str:
+    """What a path of this st_mode is, in words, when it is not a regular file."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the regular file `path` (one more than allowed tells the
+    caller it is too large, whatever size the file system reports: /dev/zero says 0).
+    Opened without blocking, so a FIFO is refused at once instead of waiting for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{path} is {file_kind(mode)}, not a regular file")
+        return handle.read(limit + 1)

@@ -1,9 +1,11 @@
-"""YAML from untrusted hands: safe tags only, no duplicate keys, bounded size and aliases.
+"""YAML from untrusted hands: safe tags only, no duplicate keys, bounded size, depth and aliases.
 
 `yaml.safe_load` already refuses code, but it keeps aliases shared, so a few hundred bytes of
 nested aliases (a "billion laughs") turn into gigabytes as soon as anything walks or dumps
 the result (pydantic does). Here the composed node graph is measured with aliases expanded,
-in time linear in the file, and refused before anything is built from it.
+in time linear in the file, and refused before anything is built from it. PyYAML composes
+nodes recursively, so `[[[[...]]]]` 20,000 deep would end in RecursionError: nesting is
+counted while composing and refused past MAX_DEPTH.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import yaml
 MAX_YAML_BYTES = 1 << 20  # a recipe is a page of text; 1 MiB is far beyond any real one
 # Cost of the document with every alias expanded: characters of scalars plus one per node.
 MAX_EXPANDED_COST = 4 << 20
+# Nesting of mappings and lists. A recipe nests about 6 deep; PyYAML recurses about 3 Python
+# frames per level, so this stays far below the interpreter's recursion limit.
+MAX_DEPTH = 100
 
 
 class YamlInputError(ValueError):
@@ -33,6 +38,21 @@ class Loaded:
 
 
 class _Loader(yaml.SafeLoader):
+    def __init__(self, stream, what: str):
+        super().__init__(stream)
+        self.what, self.depth = what, 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YamlInputError(f"{self.what} nests mappings or lists more than {MAX_DEPTH} levels deep",
+                                     mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
@@ -52,7 +72,7 @@ def load_yaml(text: str, what: str = "YAML") -> Loaded:
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_YAML_BYTES:
         raise YamlInputError(f"{what} is {size:,} bytes; the limit is {MAX_YAML_BYTES:,}")
-    loader = _Loader(text)
+    loader = _Loader(text, what)
     try:
         node = loader.get_single_node()
         if node is None:

@@ -9,6 +9,7 @@ from curate.publish.config import PublishConfig
 from curate.publish.hub import HubPushError, HubPushResult, push_to_hub
 from curate.publish.run import RunDirError
 from curate.publish.versions import (
+    DamagedVersionError,
     DiffResult,
     PublishResult,
     diff_versions,
@@ -17,6 +18,7 @@ from curate.publish.versions import (
 )
 
 __all__ = [
+    "DamagedVersionError",
     "DiffResult",
     "HubPushError",
     "HubPushResult",

@@ -1,11 +1,19 @@
-"""The dataset card (README.md): what the dataset is and exactly how the run made it."""
+"""The dataset card (README.md): what the dataset is and exactly how the run made it.
+
+Every string that comes from data (teacher and model names, source names and paths, step
+ids, reject reasons, settings, the recipe's name and text, the title) is hostile: it goes
+into the card only through `_text` (escaped Markdown and HTML), `_code` (a code span it
+cannot close), `_py` (a Python string literal) or a fence longer than any backtick run in
+it, and the YAML header is written by a YAML dumper. A name such as
+``m` <img src=x onerror=alert(5)>`` is shown as text, never rendered as HTML.
+"""
 
 from __future__ import annotations
 
 import html
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import yaml
@@ -48,6 +56,8 @@ class CardFacts:
     created_at: str
     shards: int
     local_path: str
+    # config name -> a digest of its data files' sha256 (see `config_section`)
+    checksums: dict[str, str] = field(default_factory=dict)
 
 
 def size_category(rows: int) -> str:
@@ -65,10 +75,9 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
                 pairs: pl.DataFrame | None = None) -> str:
     from huggingface_hub import DatasetCardData
 
-    configs = [{"config_name": "default", "data_files": [{"split": config.split, "path": f"data/{config.split}-*"}]}]
+    configs = [config_section("default", "data", config.split, facts)]
     if pairs is not None:
-        configs.append({"config_name": "preference",
-                        "data_files": [{"split": config.split, "path": f"preference/{config.split}-*"}]})
+        configs.append(config_section("preference", "preference", config.split, facts))
     header = DatasetCardData(
         license=dataset_license(run, config),
         pretty_name=_title(run, config),
@@ -80,8 +89,8 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
     )
     sections = [
         f"---\n{header.to_yaml()}\n---",
-        f"# {_title(run, config)}",
-        config.description or _summary(run, config),
+        f"# {_text(_title(run, config))}",
+        config.description.replace("<", "&lt;") if config.description else _summary(run, config),  # Markdown, no HTML
         _facts_table(run, config, facts),
         _load_section(config, facts),
         _format_section(frame, config),
@@ -99,8 +108,22 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
+def config_section(name: str, folder: str, split: str, facts: CardFacts) -> dict:
+    """One entry of the card's `configs`. `datasets` caches a local folder under its name
+    (`v1`), the config name and a hash of this YAML, never of the files: two versions
+    called `v1` in different datasets (or a folder republished with other rows) would share
+    a cache entry and load each other's rows. The description carries the version and its
+    data files' checksum, so the YAML, and with it the cache key, changes with the data."""
+    return {
+        "config_name": name,
+        "description": f"version {facts.version}, data files sha256 {facts.checksums.get(name, '')}",
+        "data_files": [{"split": split, "path": f"{folder}/{split}-*"}],
+    }
+
+
 def _title(run: Run, config: PublishConfig) -> str:
-    return config.pretty_name or str(run.recipe.name or "curate dataset")
+    """One line: it is also the YAML `pretty_name` and the BibTeX title."""
+    return _one_line(config.pretty_name or run.recipe.name or "") or "curate dataset"
 
 
 def _summary(run: Run, config: PublishConfig) -> str:
@@ -110,15 +133,15 @@ def _summary(run: Run, config: PublishConfig) -> str:
     done = [word for key, word in _STEP_WORDS if any(key in step.op for step in run.steps)]
     if "trace_id" in frame.columns:
         problems = f" to {frame['problem_id'].n_unique():,} problems" if "problem_id" in frame.columns else ""
-        text = (f"**{_title(run, config)}** is a reasoning-distillation dataset: "
+        text = (f"**{_text(_title(run, config))}** is a reasoning-distillation dataset: "
                 f"{frame.height:,} worked solutions{problems}")
     else:
-        text = f"**{_title(run, config)}** is a problem set of {frame.height:,} problems"
+        text = f"**{_text(_title(run, config))}** is a problem set of {frame.height:,} problems"
     if sources:
-        text += f" from {_join(f'`{s}`' for s in sources)}"
+        text += f" from {_join(_code(s) for s in sources)}"
     if teachers:
         plural = "s" if len(teachers) > 1 else ""
-        text += f", written by {len(teachers)} teacher model{plural} ({_join(f'`{t}`' for t in teachers)})"
+        text += f", written by {len(teachers)} teacher model{plural} ({_join(_code(t) for t in teachers)})"
     text += "."
     if done:
         text += f" The rows were kept after {_join(done)}."
@@ -127,7 +150,7 @@ def _summary(run: Run, config: PublishConfig) -> str:
     recipe = run.recipe
     if recipe.name:
         text += (
-            f" It was built with curate from the recipe `{recipe.name}`"
+            f" It was built with curate from the recipe {_code(recipe.name)}"
             f"{_recipe_version(recipe)}; the funnel below shows what every step kept and removed."
         )
     description = _recipe_description(recipe)
@@ -146,27 +169,30 @@ def _recipe_description(recipe: RecipeRecord) -> str | None:
 def _facts_table(run: Run, config: PublishConfig, facts: CardFacts) -> str:
     recipe, frame = run.recipe, run.output
     rows = [
-        ("Version", f"`{facts.version}`"),
-        ("Rows", f"{frame.height:,} in split `{config.split}` ({facts.shards} shard{'s' if facts.shards > 1 else ''})"),
+        ("Version", _code(facts.version)),
+        ("Rows", f"{frame.height:,} in split {_code(config.split)} ({facts.shards} "
+                 f"shard{'s' if facts.shards > 1 else ''})"),
     ]
     if "problem_id" in frame.columns:
         rows.append(("Problems", f"{frame['problem_id'].n_unique():,}"))
     if recipe.name:
-        rows.append(("Recipe", f"`{recipe.name}`{_recipe_version(recipe)}, sha256 `{str(recipe.sha256 or '')[:12]}`"))
+        rows.append(("Recipe", f"{_code(recipe.name)}{_recipe_version(recipe)}, "
+                               f"sha256 {_code(str(recipe.sha256 or '')[:12])}"))
     rows += [
         ("Built", f"{_when(facts.created_at)} (run finished {_when(run.manifest.finished_at)})"),
-        ("Fingerprint", f"`{facts.fingerprint}`"),
-        ("License", f"`{dataset_license(run, config)}`"),
+        ("Fingerprint", _code(facts.fingerprint)),
+        ("License", _code(dataset_license(run, config))),
     ]
     return _table(["", ""], rows)
 
 
 def _load_section(config: PublishConfig, facts: CardFacts) -> str:
     if config.hub_repo_id:
-        load = f'ds = load_dataset("{config.hub_repo_id}", revision="{facts.version}", split="{config.split}")'
+        load = f"ds = load_dataset({_py(config.hub_repo_id)}, revision={_py(facts.version)}, split={_py(config.split)})"
     else:
-        load = f'ds = load_dataset("{facts.local_path}", split="{config.split}")'
-    text = "## Load it\n\n```python\nfrom datasets import load_dataset\n\n" + load + "\n```"
+        load = f"ds = load_dataset({_py(facts.local_path)}, split={_py(config.split)})"
+    code = "from datasets import load_dataset\n\n" + load
+    text = f"## Load it\n\n{_fence(code)}python\n{code}\n{_fence(code)}"
     if config.messages:
         text += (
             "\n\nThe `messages` column works with TRL's `SFTTrainer` as it is:\n\n```python\n"
@@ -175,13 +201,14 @@ def _load_section(config: PublishConfig, facts: CardFacts) -> str:
             '                     args=SFTConfig(output_dir="sft-out"))\ntrainer.train()\n```'
         )
     if config.hub_repo_id:
-        text += f"\n\nEach version is a tag of the repo (`revision=\"{facts.version}\"`); `main` holds the latest."
+        revision = _code(f"revision={_py(facts.version)}")
+        text += f"\n\nEach version is a tag of the repo ({revision}); `main` holds the latest."
     return text
 
 
 def _format_section(frame: pl.DataFrame, config: PublishConfig) -> str:
     described = {**{name: column.description for name, column in KNOWN_COLUMNS.items()}, **PUBLISH_COLUMNS}
-    rows = [(f"`{name}`", f"`{dtype}`", _text(described.get(name, ""))) for name, dtype in frame.schema.items()]
+    rows = [(_code(name), _code(dtype), _text(described.get(name, ""))) for name, dtype in frame.schema.items()]
     text = "## Format\n\n" + _table(["Column", "Type", "Description"], rows)
     if config.messages:
         example = [
@@ -190,8 +217,8 @@ def _format_section(frame: pl.DataFrame, config: PublishConfig) -> str:
         body = json.dumps(example, indent=2, ensure_ascii=False)
         fence = _fence(body)
         text += (
-            f"\n\nReasoning sits inside the assistant turn between `{config.think_open}` and "
-            f"`{config.think_close}`, followed by the final answer. The first row's `messages` "
+            f"\n\nReasoning sits inside the assistant turn between {_code(config.think_open)} and "
+            f"{_code(config.think_close)}, followed by the final answer. The first row's `messages` "
             f"(long turns shortened here):\n\n{fence}json\n{body}\n{fence}"
         )
     return text
@@ -201,14 +228,14 @@ def _funnel_section(run: Run, frame: pl.DataFrame) -> str:
     steps = run.steps
     if not steps:
         return ""
-    chain = " → ".join(f"`{step.id}` {step.rows_out:,}" for step in steps)
+    chain = " → ".join(f"{_code(step.id)} {step.rows_out:,}" for step in steps)
     rows = []
     for number, step in enumerate(steps, 1):
         rejected = step.rejected
         seconds = step.seconds
         time = "cached" if step.status == "cached" else (f"{seconds:.1f} s" if seconds is not None else "")
         rows.append((
-            str(number), f"`{step.id}`", f"`{step.op}`", f"{step.rows_in:,}", f"{step.rows_out:,}",
+            str(number), _code(step.id), _code(step.op), f"{step.rows_in:,}", f"{step.rows_out:,}",
             f"{sum(rejected.values()):,}" if rejected else "", _reasons(rejected), time,
         ))
     unit = " (problems until generation, traces after it)" if any("generat" in s.op for s in steps) else ""
@@ -234,8 +261,8 @@ def _teachers_section(run: Run) -> str:
         models = _distinct(mine, "model")
         params = [_params_text(p) for p in _distinct(mine, "generation_params")]
         rows.append((
-            f"`{teacher}`",
-            "<br>".join(f"`{m}`" + (f" @ `{revisions[m]}`" if revisions.get(m) else "") for m in models),
+            _code(teacher),
+            "<br>".join(_code(m) + (f" @ {_code(revisions[m])}" if revisions.get(m) else "") for m in models),
             f"{mine.height:,}", f"{kept_rows:,}", f"{kept_rows / mine.height:.0%}", "<br>".join(params),
         ))
     text = "### Teachers and sampling\n\n" + _table(
@@ -265,12 +292,12 @@ def _filters_section(run: Run) -> str:
     for step in filters:
         rejected = step.rejected
         removed = sum(rejected.values())
-        line = f"- **`{step.id}`** (`{step.op}`): removed {removed:,} of {step.rows_in:,} rows"
+        line = f"- **{_code(step.id)}** ({_code(step.op)}): removed {removed:,} of {step.rows_in:,} rows"
         line += f" ({_reasons(rejected)})." if rejected else "."
         by_eval_set = _removed_by_eval_set(run, step.id)
         if by_eval_set:
             line += f" Removed per eval set: {_reasons(by_eval_set)}."
-        settings = ", ".join(f"{key}={_setting(value)}" for key, value in step.config.items())
+        settings = _settings(step.config)
         if settings:
             line += f" Settings: {settings}."
         items.append(line)
@@ -299,7 +326,7 @@ def _difficulty_section(frame: pl.DataFrame) -> str:
         bands = frame.group_by("band").agg(aggregations)
         bands = bands.sort("mean_pass_rate", descending=True) if "pass_rate" in frame.columns else bands.sort("band")
         rows = [
-            (f"`{row['band']}`", f"{row['rows']:,}", f"{row['rows'] / frame.height:.0%}")
+            (_code(row["band"]), f"{row['rows']:,}", f"{row['rows'] / frame.height:.0%}")
             + ((f"{row['mean_pass_rate']:.2f}" if row["mean_pass_rate"] is not None else "",)
                if "pass_rate" in frame.columns else ())
             for row in bands.iter_rows(named=True)
@@ -316,11 +343,11 @@ def _lengths_section(frame: pl.DataFrame) -> str:
     measures = []
     for name in ("reasoning_tokens", "answer_tokens"):
         if name in frame.columns:
-            measures.append((f"`{name}`", "tokens", frame[name]))
+            measures.append((_code(name), "tokens", frame[name]))
     if not measures:
         for name in ("reasoning", "answer_text"):
             if name in frame.columns:
-                measures.append((f"`{name}`", "characters", frame[name].str.len_chars()))
+                measures.append((_code(name), "characters", frame[name].str.len_chars()))
     if not measures:
         return ""
     rows = []
@@ -343,7 +370,7 @@ def _preference_section(run: Run, pairs: pl.DataFrame | None, config: PublishCon
     metrics = step.metrics
     published = pairs.height if pairs is not None else 0
     problems_paired = pairs["problem_id"].n_unique() if pairs is not None and "problem_id" in pairs.columns else 0
-    settings = ", ".join(f"{key}={_setting(value)}" for key, value in step.config.items()) or "defaults"
+    settings = _settings(step.config) or "defaults"
     funnel = [
         ("Problems seen", int(metrics.get("problems", 0))),
         ("no verified correct trace", int(metrics.get("problems_no_correct", 0))),
@@ -358,22 +385,26 @@ def _preference_section(run: Run, pairs: pl.DataFrame | None, config: PublishCon
     text = (
         "### Preference pairs\n\n"
         f"The `preference` config pairs, per problem, a verified correct trace (`chosen`) with a verified wrong "
-        f"trace of the same problem (`rejected`), made by the step `{step.id}` ({settings}). Undecided and "
+        f"trace of the same problem (`rejected`), made by the step {_code(step.id)} ({settings}). Undecided and "
         "unparseable traces never take part. Each pair carries both trace ids (`chosen_trace_id`, "
         "`rejected_trace_id`).\n\n" + _table(["", "Count"], [(label, f"{value:,}") for label, value in funnel])
     )
     if pairs is None:
         return text
-    rows = [(f"`{name}`", f"`{dtype}`", _text(PREFERENCE_DESCRIPTIONS.get(name, KNOWN_COLUMNS[name].description
+    rows = [(_code(name), _code(dtype), _text(PREFERENCE_DESCRIPTIONS.get(name, KNOWN_COLUMNS[name].description
                                                                          if name in KNOWN_COLUMNS else "")))
             for name, dtype in pairs.schema.items()]
-    where = f'"{config.hub_repo_id}", revision="{facts.version}"' if config.hub_repo_id else f'"{facts.local_path}"'
-    text += (
-        "\n\nIt is in the conversational form TRL's `DPOTrainer` reads as it is:\n\n```python\n"
+    where = (f"{_py(config.hub_repo_id)}, revision={_py(facts.version)}" if config.hub_repo_id
+             else _py(facts.local_path))
+    code = (
         "from datasets import load_dataset\nfrom trl import DPOConfig, DPOTrainer\n\n"
-        f'pairs = load_dataset({where}, "preference", split="{config.split}")\n'
+        f'pairs = load_dataset({where}, "preference", split={_py(config.split)})\n'
         'trainer = DPOTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=pairs,\n'
-        '                     args=DPOConfig(output_dir="dpo-out"))\ntrainer.train()\n```\n\n'
+        '                     args=DPOConfig(output_dir="dpo-out"))\ntrainer.train()'
+    )
+    text += (
+        f"\n\nIt is in the conversational form TRL's `DPOTrainer` reads as it is:\n\n{_fence(code)}python\n"
+        f"{code}\n{_fence(code)}\n\n"
         + _table(["Column", "Type", "Description"], rows)
     )
     return text
@@ -384,19 +415,19 @@ def _sources_section(run: Run, config: PublishConfig) -> str:
         return ""
     rows = [
         (
-            f"`{source.name or ''}`",
+            _code(source.name or ""),
             _text(source.hub or source.path or ""),
             _text(source.format or ""),
             f"{source.rows:,}" if isinstance(source.rows, int) else "",
             _text(source.license or "unknown"),
-            f"`{str(source.sha256 or '')[:12]}`",
+            _code(str(source.sha256 or "")[:12]),
         )
         for source in run.sources
     ]
     return (
         "## Sources and licenses\n\n"
         + _table(["Source", "From", "Format", "Rows", "License", "sha256"], rows)
-        + f"\n\nThis dataset is released under `{dataset_license(run, config)}`. The reasoning and answers are "
+        + f"\n\nThis dataset is released under {_code(dataset_license(run, config))}. The reasoning and answers are "
         "outputs of the teacher models listed above: their licenses and terms of use apply to them as well."
     )
 
@@ -407,22 +438,24 @@ def _recipe_section(run: Run) -> str:
         return ""
     fence = _fence(recipe.text)
     overrides = recipe.overrides
-    override_text = f" with overrides {', '.join(f'`{o}`' for o in overrides)}" if overrides else ""
+    override_text = f" with overrides {', '.join(_code(o) for o in overrides)}" if overrides else ""
+    # Inside the HTML block Markdown is not read: the summary is escaped as HTML only.
+    summary = html.escape(_one_line(recipe.path or "recipe"))
     return (
-        f"## Recipe\n\nThe full recipe `{recipe.name or ''}`{override_text} (sha256 `{recipe.sha256 or ''}`):"
-        f"\n\n<details>\n<summary>{_text(recipe.path or 'recipe')}</summary>\n\n"
+        f"## Recipe\n\nThe full recipe {_code(recipe.name or '')}{override_text} (sha256 {_code(recipe.sha256 or '')}):"
+        f"\n\n<details>\n<summary>{summary}</summary>\n\n"
         f"{fence}yaml\n{recipe.text.rstrip()}\n{fence}\n\n</details>"
     )
 
 
 def _lineage_section(frame: pl.DataFrame, pairs: pl.DataFrame | None = None) -> str:
-    columns = [f"`{c}`" for c in LINEAGE_COLUMNS if c in frame.columns]
+    columns = [_code(c) for c in LINEAGE_COLUMNS if c in frame.columns]
     return (
         "## Lineage\n\n`lineage.json` (next to this card) records the recipe text and hash, every step's "
         "fingerprint, settings and row counts, the source files' hashes, the teacher models, the package "
         f"versions and the sha256 of each data file. Every row carries {_join(columns)}, so any row can be "
         "traced back to the run that made it."
-    ) + (f" Every preference pair carries {_join(f'`{c}`' for c in PAIR_LINEAGE_COLUMNS)}."
+    ) + (f" Every preference pair carries {_join(_code(c) for c in PAIR_LINEAGE_COLUMNS)}."
          if pairs is not None else "")
 
 
@@ -436,20 +469,21 @@ def _citation_section(run: Run, config: PublishConfig, facts: CardFacts) -> str:
         where = f"https://huggingface.co/datasets/{config.hub_repo_id}" if config.hub_repo_id else facts.local_path
         bibtex = (
             f"@misc{{{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}_{year},\n"
-            f"  title        = {{{{{_title(run, config)}}}}},\n"
-            f"  author       = {{{author}}},\n"
+            f"  title        = {{{{{_bib(_title(run, config))}}}}},\n"
+            f"  author       = {{{_bib(author)}}},\n"
             f"  year         = {{{year}}},\n"
-            f"  howpublished = {{\\url{{{where}}}}},\n"
-            f"  note         = {{Version {facts.version}, fingerprint {facts.fingerprint}}}\n}}"
+            f"  howpublished = {{\\url{{{_bib(where)}}}}},\n"
+            f"  note         = {{Version {_bib(facts.version)}, fingerprint {facts.fingerprint}}}\n}}"
         )
+    fence = _fence(bibtex)
     return (
-        f"## Citation\n\n```bibtex\n{bibtex}\n```\n\n"
+        f"## Citation\n\n{fence}bibtex\n{bibtex}\n{fence}\n\n"
         "Please also cite the source datasets and the teacher models listed above."
     )
 
 
 def _recipe_version(recipe: RecipeRecord) -> str:
-    return f" (version {recipe.version})" if recipe.version not in (None, "") else ""
+    return f" (version {_text(recipe.version)})" if recipe.version not in (None, "") else ""
 
 
 def _when(timestamp: str | None) -> str:
@@ -459,7 +493,7 @@ def _when(timestamp: str | None) -> str:
 
 def _reasons(rejected: dict) -> str:
     ordered = sorted(rejected.items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"`{_cell(reason)}` {count:,}" for reason, count in ordered)
+    return ", ".join(f"{_code(reason)} {count:,}" for reason, count in ordered)
 
 
 def _params_text(params: str) -> str:
@@ -469,7 +503,7 @@ def _params_text(params: str) -> str:
         return _text(params)
     if not isinstance(parsed, dict):
         return _text(params)
-    return ", ".join(f"{key}={_setting(value)}" for key, value in sorted(parsed.items()))
+    return _settings(dict(sorted(parsed.items())))
 
 
 def model_revisions(run: Run) -> dict[str, str]:
@@ -508,6 +542,11 @@ def _distinct(frame: pl.DataFrame, column: str) -> list:
     return sorted(frame[column].drop_nulls().unique().to_list())
 
 
+def _settings(config: dict) -> str:
+    """`key=value, ...`, each value shortened: keys may come from data too (sampling parameters)."""
+    return ", ".join(f"{_text(key)}={_setting(value)}" for key, value in config.items())
+
+
 def _setting(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return _text(_shorten(text, 120))
@@ -517,14 +556,41 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _cell(text) -> str:
-    """Text for a table cell or code span: pipes escaped, on one line."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+# Characters that start Markdown syntax inside a line (code, emphasis, links and images,
+# strikethrough, table cells); '<' and '&' are escaped as HTML. An underscore inside a
+# word starts no emphasis (CommonMark), so `eval_sets` stays as it is.
+_MARKDOWN = re.compile(r"([\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 
 def _text(text) -> str:
-    """Plain text for a table cell: as `_cell`, and no '<think>' read as an HTML tag."""
-    return html.escape(_cell(text), quote=False)
+    """Data as plain text on one line, in prose or a table cell: no Markdown syntax, no HTML
+    (a '<think>' or an '<img ...>' is shown, not read as a tag)."""
+    return html.escape(_MARKDOWN.sub(r"\\\1", _one_line(text)), quote=False)
+
+
+def _code(text) -> str:
+    """Data as a code span on one line: fenced by more backticks than it holds, so it cannot
+    close the span early; inside a span HTML is shown, not read. Pipes are escaped for tables."""
+    body = _one_line(text).replace("|", "\\|")
+    if not body:
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def _py(text) -> str:
+    """A Python string literal (for the code blocks that show how to load the data)."""
+    return json.dumps(str(text), ensure_ascii=False)
+
+
+def _bib(text) -> str:
+    """A BibTeX field value: braces and backslashes that would end or change it escaped."""
+    return re.sub(r"([{}\\])", r"\\\1", _one_line(text))
 
 
 def _join(words) -> str:

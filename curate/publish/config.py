@@ -108,6 +108,13 @@ class PublishConfig(BaseModel):
             raise ValueError("user_template must contain '{problem}'")
         return value
 
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _folder_named(cls, value):
+        if isinstance(value, str) and not value.strip():  # Path("") is the current folder
+            raise ValueError("output_dir is empty; name a folder, e.g. published/NAME")
+        return value
+
     @field_validator("version")
     @classmethod
     def _version_name(cls, value: str | None) -> str | None:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from curate.publish.versions import LINEAGE_FILE
+from curate.publish.versions import LINEAGE_FILE, check_version
 
 log = logging.getLogger("curate.publish")
 
@@ -65,6 +65,7 @@ def push_to_hub(
     if not lineage_path.is_file():
         raise HubPushError(f"{folder} is not a published version folder ({LINEAGE_FILE} is missing)")
     lineage = json.loads(lineage_path.read_text())
+    check_version(folder.parent, folder.name, lineage)  # never upload files other than those recorded
     token = os.environ.get("HF_TOKEN")
     if not token:
         raise HubPushError("HF_TOKEN is not set: export a Hub token with write access to push")

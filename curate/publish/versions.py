@@ -56,6 +56,10 @@ _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _ROW_GROUP_MB = 32
 
 
+class DamagedVersionError(ValueError):
+    """A published version's data files no longer match the sha256 its lineage.json records."""
+
+
 @dataclass(frozen=True)
 class PublishResult:
     version: str
@@ -111,6 +115,7 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
         existing = _read_lineages(dataset_dir)
         for name, lineage in existing.items():
             if lineage.get("fingerprint") == fingerprint:
+                check_version(dataset_dir, name, lineage)  # "already published" only if it still is
                 log.info("content unchanged: %s already holds fingerprint %s", name, fingerprint)
                 return PublishResult(name, dataset_dir / name, fingerprint, frame.height, created=False)
         version = config.version or _next_version(existing, config.version_scheme, frame, data_print, pairs_print)
@@ -126,12 +131,14 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
                 run, frame, config, version=version, fingerprint=fingerprint, data_fingerprint=data_print,
                 created_at=created_at, files=files,
             )
+            checksums = {"default": files_checksum(files)}
             if pairs is not None:
-                lineage["configs"] = {PREFERENCE: _preference_lineage(
-                    run, pairs, pairs_print, _write_shards(pairs, build_dir, config, PREFERENCE))}
+                pair_files = _write_shards(pairs, build_dir, config, PREFERENCE)
+                lineage["configs"] = {PREFERENCE: _preference_lineage(run, pairs, pairs_print, pair_files)}
+                checksums[PREFERENCE] = files_checksum(pair_files)
             lineage_text = json.dumps(lineage, indent=2, sort_keys=True, default=str) + "\n"
             write_text(redact(lineage_text), build_dir / LINEAGE_FILE)
-            facts = CardFacts(version, fingerprint, created_at, len(files), str(dataset_dir / version))
+            facts = CardFacts(version, fingerprint, created_at, len(files), str(dataset_dir / version), checksums)
             write_text(redact(render_card(run, frame, config, facts, pairs)), build_dir / "README.md")
             _make_read_only(build_dir)
             os.rename(build_dir, dataset_dir / version)
@@ -144,9 +151,11 @@ def publish_run(run_dir: Path, config: PublishConfig) -> PublishResult:
 
 
 def list_versions(dataset_dir: Path) -> pl.DataFrame:
-    """One row per published version, oldest first."""
+    """One row per published version, oldest first; `damaged` says which data file no
+    longer matches its recorded sha256 (null when every file does)."""
     rows = [
         {
+            "damaged": _damage(Path(dataset_dir), name, lineage),
             "version": name,
             "created_at": lineage.get("created_at"),
             "rows": lineage.get("rows"),
@@ -163,7 +172,7 @@ def list_versions(dataset_dir: Path) -> pl.DataFrame:
     schema = {
         "version": pl.String, "created_at": pl.String, "rows": pl.Int64, "shards": pl.Int64, "bytes": pl.Int64,
         "fingerprint": pl.String, "data_fingerprint": pl.String, "recipe": pl.String, "recipe_sha256": pl.String,
-        "preference_rows": pl.Int64,
+        "preference_rows": pl.Int64, "damaged": pl.String,
     }
     return pl.DataFrame(rows, schema=schema).sort("created_at", "version")
 
@@ -235,6 +244,11 @@ def _preference_lineage(run, pairs: pl.DataFrame, pairs_print: str, files: list[
     }
 
 
+def files_checksum(files: list[dict]) -> str:
+    """One digest of a config's data files: their paths and sha256, in order."""
+    return content_hash(*(f"{f['path']}:{f['sha256']}" for f in files))
+
+
 def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig, folder: str = "data") -> list[dict]:
     shards = max(1, min(frame.height, math.ceil(frame.estimated_size("mb") / config.shard_size_mb)))
     rows_per_shard = max(1, math.ceil(frame.height / shards))
@@ -251,6 +265,52 @@ def _write_shards(frame: pl.DataFrame, build_dir: Path, config: PublishConfig, f
     return files
 
 
+def check_version(dataset_dir: Path, version: str, lineage: dict | None = None,
+                  configs: tuple[str, ...] = tuple(CONFIGS)) -> None:
+    """DamagedVersionError naming the first data file of `configs` that is missing, differs
+    from the sha256 lineage.json records, or lies in a config's folder unrecorded (datasets
+    would load it: the card's `data_files` are globs)."""
+    folder = Path(dataset_dir) / version
+    lineage = lineage if lineage is not None else _read_lineage(Path(dataset_dir), version)
+    recorded = folder / LINEAGE_FILE
+    for config in configs:
+        files = _config_files(lineage, config)
+        if files is None:
+            continue
+        for entry in files:
+            path = folder / str(entry.get("path", ""))
+            if not path.resolve().is_relative_to(folder.resolve()) or not path.is_file():
+                raise DamagedVersionError(f"{path}: missing, though {recorded} records it; the version was changed "
+                                          "after it was published")
+            actual = file_sha256(path)
+            if actual != entry.get("sha256"):
+                raise DamagedVersionError(f"{path}: sha256 {actual[:12]}… differs from the "
+                                          f"{str(entry.get('sha256'))[:12]}… that {recorded} records; the version "
+                                          "was changed after it was published")
+        known = {str(entry.get("path")) for entry in files}
+        shard_folder = folder / CONFIGS[config][0]
+        extra = sorted(p for p in shard_folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in known)
+        if extra:
+            raise DamagedVersionError(f"{extra[0]}: not recorded in {recorded}, yet `load_dataset` would read it; "
+                                      "the version was changed after it was published")
+
+
+def _damage(dataset_dir: Path, version: str, lineage: dict) -> str | None:
+    try:
+        check_version(dataset_dir, version, lineage)
+    except DamagedVersionError as error:
+        return str(error)
+    return None
+
+
+def _config_files(lineage: dict, config: str) -> list[dict] | None:
+    """The files lineage.json records for `config` (None: the version has no such config)."""
+    if config == "default":
+        return list(lineage.get("files") or [])
+    section = (lineage.get("configs") or {}).get(config)
+    return list(section.get("files") or []) if section is not None else None
+
+
 def has_config(dataset_dir: Path, version: str, config: str) -> bool:
     """Whether `version` has the named config (every version has 'default')."""
     return config == "default" or config in (_read_lineage(Path(dataset_dir), version).get("configs") or {})
@@ -259,13 +319,10 @@ def has_config(dataset_dir: Path, version: str, config: str) -> bool:
 def _read_version_rows(dataset_dir: Path, version: str, config: str = "default") -> pl.DataFrame:
     folder = dataset_dir / version
     lineage = _read_lineage(dataset_dir, version)
-    if config == "default":
-        files = lineage["files"]
-    else:
-        section = (lineage.get("configs") or {}).get(config)
-        if section is None:  # an older version, or one whose run formed no pairs: nothing to match
-            return pl.DataFrame(schema={CONFIGS[config][1] or "pair_id": pl.String})
-        files = section["files"]
+    files = _config_files(lineage, config)
+    if files is None:  # an older version, or one whose run formed no pairs: nothing to match
+        return pl.DataFrame(schema={CONFIGS[config][1] or "pair_id": pl.String})
+    check_version(dataset_dir, version, lineage, (config,))
     return pl.concat([pl.read_parquet(folder / f["path"]) for f in files], how="vertical")
 
 
