@@ -225,6 +225,16 @@ def test_file_size_limit():
     assert _run(WRITE_32M, file_bytes=64 << 20).status == "correct"  # the control
 
 
+FILL_TMP_100M = ("    for i in range(10):\n        with open(f'/tmp/f{i}', 'wb') as f:\n"
+                 "            f.write(b'x' * (10 << 20))\n    return 1")
+
+
+def test_the_private_tmp_is_a_small_tmpfs():
+    """Many files under the file-size limit would otherwise fill the machine's memory."""
+    assert _run(FILL_TMP_100M, tmp_bytes=64 << 20).status == "wrong"
+    assert _run(FILL_TMP_100M, tmp_bytes=256 << 20).status == "correct"  # the control
+
+
 OPEN_100 = "    handles = [open('/tmp/f%d' % i, 'w') for i in range(100)]\n    return 1"
 
 

@@ -261,11 +261,12 @@ class SandboxLimits:
     file_bytes: int = 16 << 20
     open_files: int = 64
     processes: int = 4
+    tmp_bytes: int = 64 << 20
     max_answer_bytes: int = 16 << 20  # one return value, as it crosses the boundary
 
     def box(self) -> BoxLimits:
         return BoxLimits(memory_bytes=self.memory_bytes, cpu_seconds=self.cpu_seconds, file_bytes=self.file_bytes,
-                         open_files=self.open_files, processes=self.processes)
+                         open_files=self.open_files, processes=self.processes, tmp_bytes=self.tmp_bytes)
 
 
 @dataclass

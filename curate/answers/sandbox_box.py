@@ -15,8 +15,9 @@ Inside, the code runs under an unprivileged uid, after `prlimit` set its limits:
   process limit (RLIMIT_NPROC) counts processes per uid, so it binds the whole box.
 - As another user, bwrap makes a user namespace (uid 65534 inside). The kernel counts
   RLIMIT_NPROC per user namespace (Linux >= 5.14), so the limit again binds the box alone.
-Memory is limited per process (RLIMIT_AS); with the process limit the whole box holds at
-most processes x memory. CPU seconds, file size, open files and core dumps are limited too.
+Memory is limited per process (RLIMIT_AS) and for `/tmp` (a tmpfs of `tmp_bytes`); with the
+process limit the whole box holds at most processes x memory + tmp_bytes. CPU seconds,
+file size, open files and core dumps are limited too.
 
 `Isolation.UNSAFE` runs the same command lines without bwrap and without a uid change
 (rlimits only): model code can then read the machine's files and environment, signal
@@ -57,6 +58,7 @@ class BoxLimits:
     file_bytes: int = 16 << 20
     open_files: int = 64
     processes: int = 4  # for the whole box, its own processes included
+    tmp_bytes: int = 64 << 20  # the box's /tmp, a tmpfs: memory too
 
 
 def python_prefix() -> Path:
@@ -82,7 +84,7 @@ def _dirs_above(path: Path) -> list[str]:
             for arg in ("--perms", "0755", "--dir", str(parent))]
 
 
-def _bwrap_args(box_dir: Path | None, box_writable: bool) -> list[str]:
+def _bwrap_args(box_dir: Path | None, box_writable: bool, tmp_bytes: int) -> list[str]:
     as_root = os.geteuid() == 0
     namespaces = (["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
                   if as_root else ["--unshare-all", "--uid", "65534", "--gid", "65534"])
@@ -95,7 +97,7 @@ def _bwrap_args(box_dir: Path | None, box_writable: bool) -> list[str]:
         mounts += [*_dirs_above(prefix), "--ro-bind", str(prefix), str(prefix)]
     for folder in _site_packages():
         mounts += ["--tmpfs", folder]
-    mounts += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    mounts += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     if box_dir is not None:
         mounts += ["--bind" if box_writable else "--ro-bind", str(box_dir), BOX_DIR]
     return ["bwrap", *namespaces, "--die-with-parent", "--new-session", *mounts,
@@ -122,7 +124,7 @@ def box_command(argv: list[str], limits: BoxLimits, isolation: Isolation,
     if isolation is Isolation.UNSAFE:
         return [*_prlimit_args(limits), *argv]
     drop = _drop_to_random_uid() if os.geteuid() == 0 else []
-    return [*_bwrap_args(box_dir, box_writable), *drop, *_prlimit_args(limits), *argv]
+    return [*_bwrap_args(box_dir, box_writable, limits.tmp_bytes), *drop, *_prlimit_args(limits), *argv]
 
 
 @functools.lru_cache(maxsize=1)

@@ -96,7 +96,8 @@ def _compile(box_dir: Path, inside: Path, limits: CaseLimits, isolation: Isolati
     """The compiled program's command, or the verdict when it does not compile."""
     box_dir.chmod(0o777)  # the compiler's uid writes the program here; the 0700 parent keeps others out
     compile_limits = BoxLimits(memory_bytes=4 << 30, cpu_seconds=int(limits.compile_timeout_s) + 1,
-                               file_bytes=256 << 20, open_files=256, processes=16)
+                               file_bytes=256 << 20, open_files=256, processes=16,
+                               tmp_bytes=256 << 20)
     command = ["g++", "-O2", "-std=gnu++17", "-pipe", "-o", str(inside / "program"), str(inside / "main.cpp")]
     run = run_capped(box_command(command, compile_limits, isolation, box_dir, box_writable=True),
                      b"", limits.compile_timeout_s, 1 << 16, merge_stderr=True)
