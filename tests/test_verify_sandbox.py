@@ -129,6 +129,32 @@ def test_forged_verdicts_are_wrong(attack, isolation):
     assert not any(t["status"] == "pass" for t in result.tests)
 
 
+# The harness's answer pipe is sys.argv[3] in the solution's interpreter: nonsense written
+# there must make the row wrong, never undecided (`error`, which grading does not count).
+NONSENSE = {
+    "not_an_object": "import os, sys\nos.write(int(sys.argv[3]), b'[1]\\n')\n",
+    "names_not_a_list": "import os, sys\nos.write(int(sys.argv[3]), b'{\"names\": 5}\\n')\n",
+    "unknown_tag": "import os, sys\n"
+                   "os.write(int(sys.argv[3]), b'{\"names\": [\"add\"]}\\n{\"value\": {\"x\": 1}}\\n')\n",
+    "deep": "import os, sys\nos.write(int(sys.argv[3]), b'{\"names\": [\"add\"]}\\n' + b'[' * 100000 + b'\\n')\n",
+    "no_newline": "import os, sys\nos.write(int(sys.argv[3]), b'{\"names\": [\"add\"]}')\n",
+}
+
+
+@pytest.mark.parametrize("attack", NONSENSE)
+def test_nonsense_from_the_solution_is_wrong_not_undecided(attack):
+    code = NONSENSE[attack] + "import os\nos._exit(0)\ndef add(a, b):\n    return a + b\n"
+    result = run_tests(code, FORGED_TEST, None)
+    assert result.status == "wrong", result
+
+
+def test_a_solution_failing_in_the_test_setup_is_wrong_not_undecided():
+    test = "value = add(1, 1)\nassert value == 2\n"
+    assert run_tests("def add(a, b):\n    raise ValueError('no')\n", test, None).status == "wrong"
+    assert run_tests("def add(a, b):\n    return a + b\n", test, None).status == "correct"
+    assert run_tests("def add(a, b):\n    return a + b\n", "value = nope()\n" + test, None).status == "error"
+
+
 @pytest.mark.parametrize("attack", ["print_and_exit_0", "atexit_exit_0", "always_equal"])
 def test_the_forgeries_fool_a_judge_that_shares_the_codes_interpreter(attack):
     """The control: judged by the exit status of one interpreter running code and tests

@@ -136,12 +136,19 @@ def receive():
     if len(line) > MAX_ANSWER or not line.endswith(b"\n"):
         raise ValueError(f"the solution's answer is over {MAX_ANSWER} bytes")
     try:
-        return json.loads(line)
+        answer = json.loads(line)
     except (ValueError, RecursionError) as error:
         raise ValueError(f"unreadable answer from the solution: {type(error).__name__}") from None
+    if not isinstance(answer, dict):
+        raise ValueError("unreadable answer from the solution: not an object")
+    return answer
+
+solution_failed = False  # the last call to the solution raised, exited or answered nonsense
 
 def proxy(name):
     def call(*args, **kwargs):
+        global solution_failed
+        solution_failed = True
         try:
             message = json.dumps({"name": name, "args": encode(list(args)), "kwargs": encode(kwargs)})
         except (TypeError, ValueError) as error:
@@ -156,11 +163,13 @@ def proxy(name):
             kind = getattr(builtins, str(answer["raised"]), None)
             if not (isinstance(kind, type) and issubclass(kind, Exception)):
                 kind = RuntimeError
-            raise kind(answer["message"])
+            raise kind(str(answer.get("message")))
         try:
-            return decode(answer["value"])
+            value = decode(answer["value"])
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
             raise ValueError(f"unreadable value from the solution: {type(error).__name__}") from None
+        solution_failed = False
+        return value
     call.__name__ = name
     return call
 
@@ -220,15 +229,20 @@ def main():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     if "load_error" in hello:
-        return "error: loading the solution: " + str(hello["load_error"])
+        return "error: loading the solution: " + str(hello["load_error"])[:300]
+    names = hello.get("names")
+    if not isinstance(names, list):
+        return "error: loading the solution: it did not say which functions it defines"
     namespace = {"__name__": "__main__"}
-    namespace.update({str(name): proxy(str(name)) for name in hello.get("names", [])})
+    namespace.update({str(name): proxy(str(name)) for name in names})
     if check is not None and spec["entry_point"] not in namespace:
         return f"error: the solution does not define {spec['entry_point']}"
     try:
         run(setup, namespace, "test_setup")
     except BaseException as error:
-        return f"test program setup failed: {type(error).__name__}: {error}"[:300]
+        # a call to the solution in the setup failed: the solution's fault, not the tests'
+        blame = "error: the solution failed in the test setup" if solution_failed else "test program setup failed"
+        return f"{blame}: {type(error).__name__}: {error}"[:300]
     groups = [(f"assert_{i}", [node]) for i, node in enumerate(tests)]
     if check is not None:
         namespace["candidate"] = namespace[spec["entry_point"]]
@@ -313,7 +327,7 @@ def _run_boxes(solution: Path, box_dir: Path, spec: dict, limits: SandboxLimits,
     answers_read, answers_write = os.pipe()
     boxes: list[subprocess.Popen] = []
     try:
-        with _closing(calls_read, answers_write):
+        with _closing(calls_read, answers_write, also_on_error=(calls_write, answers_read)):
             boxes.append(start(
                 box_command([*python, _SOLUTION_HARNESS, str(solution), str(calls_read), str(answers_write)],
                             limits.box(), isolation, box_dir),
@@ -339,10 +353,15 @@ def _run_boxes(solution: Path, box_dir: Path, spec: dict, limits: SandboxLimits,
 
 
 @contextlib.contextmanager
-def _closing(*fds: int) -> Iterator[None]:
-    """Close our copies of pipe ends once the box that uses them has started (or failed to)."""
+def _closing(*fds: int, also_on_error: tuple[int, ...] = ()) -> Iterator[None]:
+    """Close our copies of pipe ends once the box that uses them has started (or failed to:
+    then `also_on_error` too, the ends no box will get)."""
     try:
         yield
+    except BaseException:
+        for fd in also_on_error:
+            os.close(fd)
+        raise
     finally:
         for fd in fds:
             os.close(fd)
