@@ -439,3 +439,19 @@ def test_verify_operator_on_code_rows(tmp_path):
     assert verified["extraction_method"][0] == "code_block"
     detail = json.loads(verified["verify_detail"][0])
     assert detail["sandbox"] == "bwrap" and all(t["status"] == "pass" for t in detail["tests"])
+
+
+def test_the_sandbox_code_is_part_of_verifys_fingerprint(monkeypatch):
+    """A verdict from an older sandbox (one that could be forged) is not reused on resume."""
+    import inspect
+
+    from curate.runner import _code_version
+
+    before = _code_version(Verify)
+    source = inspect.getsource
+
+    def edited(module):
+        return source(module) + ("# edited" if module is sandbox_box else "")
+
+    monkeypatch.setattr(inspect, "getsource", edited)
+    assert _code_version(Verify) != before
