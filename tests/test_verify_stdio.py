@@ -48,6 +48,7 @@ def test_tests_shapes():
     apps = parse_tests(json.dumps({"inputs": ["1\n", "2\n"], "outputs": ["2\n", "4\n"]}))
     assert isinstance(apps, CodeCases) and apps.cases[1] == Case("2\n", "4\n") and apps.time_limit_s is None
     for bad in ({"cases": []}, {"cases": [{"input": 1, "output": "2"}]}, {"nothing": 1},
+                {"inputs": ["1"], "outputs": []}, {"inputs": [[1]], "outputs": ["2"]},
                 {"cases": [{"input": "", "output": ""}], "time_limit_s": -1}):
         assert isinstance(parse_tests(json.dumps(bad)), str)
     assert parse_tests("[1]") == "tests must be a JSON object"

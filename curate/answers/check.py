@@ -261,7 +261,10 @@ def parse_tests(tests: str) -> AssertTests | CodeCases | str:
         entry_point = parsed.get("entry_point")
         return AssertTests(parsed["test"], entry_point if isinstance(entry_point, str) else None)
     if "inputs" in parsed and "outputs" in parsed:
-        parsed["cases"] = [{"input": i, "output": o} for i, o in zip(parsed["inputs"], parsed["outputs"], strict=False)]
+        inputs, outputs = parsed["inputs"], parsed["outputs"]
+        if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs):
+            return "tests: 'inputs' and 'outputs' must be lists of the same length"
+        parsed["cases"] = [{"input": i, "output": o} for i, o in zip(inputs, outputs, strict=True)]
     cases = parsed.get("cases")
     if not isinstance(cases, list) or not cases or not all(
             isinstance(c, dict) and isinstance(c.get("input"), str) and isinstance(c.get("output"), str)
