@@ -66,11 +66,19 @@ def test_python_program_on_cases():
 
 
 @needs_bwrap
-def test_per_case_time_limit():
-    slow = "import time\nn = int(input())\nif n == 2:\n    time.sleep(3)\n" + PYTHON_SUM.split("\n", 1)[1]
+def test_per_case_time_limit_is_cpu_time():
+    slow = ("import time\nn = int(input())\nif n == 2:\n    while time.process_time() < 2.5:\n        pass\n"
+            + PYTHON_SUM.split("\n", 1)[1])
     result = run_cases(slow, "python", CASES, CaseLimits(time_limit_s=1.0))
     assert result.status == "timeout" and [t["status"] for t in result.tests] == ["pass", "timeout"]
+    assert result.message == "over 1 CPU seconds"
     assert run_cases(slow, "python", CASES, CaseLimits(time_limit_s=10.0)).status == "correct"  # the control
+
+
+@needs_bwrap
+def test_a_program_that_waits_is_stopped_by_the_wall_clock():
+    result = run_cases("import time\ntime.sleep(60)", "python", CASES, CaseLimits(time_limit_s=1.0))
+    assert result.status == "timeout" and result.message == "over 3.0s of wall clock"
 
 
 @needs_bwrap

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from curate.answers.sandbox_box import (
     BOX_DIR,
+    CPU_KILLS,
     BoxLimits,
     Isolation,
     box_command,
@@ -295,11 +295,6 @@ class SandboxResult:
         return self.status == "correct"
 
 
-# Exit statuses of a solution killed at its CPU limit: the signal itself (unsafe mode) or
-# bwrap's 128 + signal.
-_CPU_KILLS = {-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL}
-
-
 def run_tests(code: str, test: str, entry_point: str | None, limits: SandboxLimits | None = None,
               isolation: Isolation = Isolation.BWRAP) -> SandboxResult:
     """Run `code` in a solution box and the tests of `test` in a test box (module doc)."""
@@ -391,7 +386,7 @@ def _result(report: dict | str, solution_exit: int | None, mode: str) -> Sandbox
         return SandboxResult("correct", tests, "", mode)
     if statuses & {"fail", "error"}:
         return SandboxResult("wrong", tests, "", mode)
-    if "timeout" in statuses or solution_exit in _CPU_KILLS:
+    if "timeout" in statuses or solution_exit in CPU_KILLS:
         return SandboxResult("timeout", tests, "", mode)
     if "exited" in statuses:
         return SandboxResult("wrong", tests, f"the solution's process exited (status {solution_exit})", mode)

@@ -153,6 +153,11 @@ def require(isolation: Isolation) -> None:
         raise IsolationUnavailable(reason)
 
 
+# Exit statuses of a box whose program was killed at its CPU limit: the signal itself
+# (unsafe mode) or bwrap's 128 + signal.
+CPU_KILLS = {-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL}
+
+
 @dataclass
 class BoxRun:
     returncode: int | None  # None: killed at the wall-clock limit

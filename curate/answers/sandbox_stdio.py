@@ -4,9 +4,11 @@ the box, with a tolerant checker: tokens split on white space; two tokens match 
 equal, or when both are numbers, at least one of them not an integer, within the float
 tolerance (absolute or relative). Integers compare exactly (no 10**20 + 1 == 10**20).
 
-A case passes, fails (other output, exit status not 0, output over the cap) or times out
-(its time limit, wall clock, the box's start included). Judging stops at the first case
-that does not pass, as judges do. C++ is compiled by g++ inside a box of its own, under a
+A case passes, fails (other output, exit status not 0, output over the cap) or times out:
+its time limit is CPU seconds (RLIMIT_CPU, whole seconds, rounded up), so the machine's load
+does not change a verdict; a program that waits without computing is stopped at twice the
+limit plus a second of wall clock (the box's start included). Judging stops at the first
+case that does not pass, as judges do. C++ is compiled by g++ inside a box of its own, under a
 time limit; a program that does not compile is wrong.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from curate.answers.sandbox import SandboxResult
 from curate.answers.sandbox_box import (
     BOX_DIR,
+    CPU_KILLS,
     BoxLimits,
     Isolation,
     box_command,
@@ -113,16 +116,20 @@ def _compile(box_dir: Path, inside: Path, limits: CaseLimits, isolation: Isolati
 
 def _judge(program: list[str], box_dir: Path, cases: list[Case], limits: CaseLimits,
            isolation: Isolation) -> SandboxResult:
-    box_limits = BoxLimits(memory_bytes=limits.memory_bytes, cpu_seconds=math.ceil(limits.time_limit_s) + 1)
-    command = box_command(program, box_limits, isolation, box_dir)
+    cpu_seconds = math.ceil(limits.time_limit_s)
+    command = box_command(program, BoxLimits(memory_bytes=limits.memory_bytes, cpu_seconds=cpu_seconds),
+                          isolation, box_dir)
+    wall_s = 2 * limits.time_limit_s + 1
     results = []
     for index, case in enumerate(cases):
-        run = run_capped(command, case.input.encode(), limits.time_limit_s, limits.output_bytes)
+        run = run_capped(command, case.input.encode(), wall_s, limits.output_bytes)
         name = f"case_{index}"
         if run.over_cap:
             results.append({"name": name, "status": "fail", "message": f"output over {limits.output_bytes} bytes"})
         elif run.timed_out:
-            results.append({"name": name, "status": "timeout", "message": f"over {limits.time_limit_s}s"})
+            results.append({"name": name, "status": "timeout", "message": f"over {wall_s}s of wall clock"})
+        elif run.returncode in CPU_KILLS:
+            results.append({"name": name, "status": "timeout", "message": f"over {cpu_seconds} CPU seconds"})
         elif run.returncode != 0:
             results.append({"name": name, "status": "error", "message": f"exit status {run.returncode}"})
         elif not tokens_match(case.output, run.stdout.decode(errors="replace"), limits.float_tolerance):
