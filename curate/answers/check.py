@@ -11,15 +11,22 @@ failures. Code that runs past its time limit counts as failed (HumanEval's conve
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
 
 import polars as pl
 from pydantic import Field
 
 from curate.answers.cache import VerdictCache
 from curate.answers.extract import DEFAULT_METHODS, ExtractionMethod, answer_extractor, extract_code
+from curate.answers.sandbox_box import Isolation, IsolationUnavailable, require
+from curate.answers.sandbox_stdio import Case
 from curate.core.operator import OperatorConfig
+
+log = logging.getLogger(__name__)
 
 VERIFY_COLUMNS: dict[str, pl.DataType] = {
     "extracted_answer": pl.String(), "extraction_method": pl.String(), "correct": pl.Boolean(),
@@ -53,12 +60,21 @@ class VerifyConfig(OperatorConfig):
         [("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>")],
         description="(open, close) reasoning markers: an answer is never taken from inside a reasoning block.",
     )
-    code_language: str = Field("python", description="Code: language tag of the fenced block to run.")
+    code_language: str = Field(
+        "python", description="Code: language of the fenced block to run: python, or cpp (stdin/stdout cases only).")
     code_timeout_s: float = Field(10.0, gt=0, description="Code: wall-clock seconds for one program and its tests.")
     test_timeout_s: float = Field(3.0, gt=0, description="Code: seconds allowed per test assertion.")
-    code_memory_mb: int = Field(1024, ge=64, description="Code: address-space limit of the sandbox.")
-    isolate: bool = Field(
-        True, description="Code: use network/mount namespaces when the machine allows it (see sandbox.py)."
+    case_timeout_s: float = Field(
+        2.0, gt=0, description="Code: seconds per stdin/stdout case when the tests give no time_limit_s.")
+    float_tolerance: float = Field(
+        1e-6, ge=0, description="Code: stdin/stdout cases: absolute or relative tolerance between numbers.")
+    code_output_mb: int = Field(16, ge=1, description="Code: stdout cap per case (over it the case fails).")
+    code_memory_mb: int = Field(1024, ge=64, description="Code: address-space limit per sandboxed process.")
+    sandbox: Literal["bwrap", "unsafe-no-isolation"] = Field(
+        "bwrap",
+        description="Code: bwrap runs model code in bubblewrap boxes (see curate/answers/sandbox_box.py) and "
+        "refuses to run where bwrap cannot; unsafe-no-isolation runs it with resource limits only (it can "
+        "read this machine's files and environment, signal curate, use the network).",
     )
 
 
@@ -166,42 +182,99 @@ class AnswerChecker:
                                f"{crashed[0][0]!r}, answer {crashed[0][1]!r}; rerun to retry them")
 
     def _verify_code(self, outcomes: list[dict], rows: list[dict]) -> None:
-        from curate.answers.sandbox import SandboxLimits, run_tests
-
-        config = self.config
-        limits = SandboxLimits(wall_timeout_s=config.code_timeout_s, test_timeout_s=config.test_timeout_s,
-                               cpu_seconds=int(config.code_timeout_s) + 1,
-                               memory_bytes=config.code_memory_mb << 20)
         todo = [(o, row) for o, row in zip(outcomes, rows, strict=True)
                 if o["verify_status"] is None and o["_domain"] == "code"]
+        if not todo:
+            return
+        isolation = _isolation(self.config.sandbox)
+        with ThreadPoolExecutor(self.config.workers) as pool:
+            list(pool.map(lambda item: self._run_code(item[0], item[1], isolation), todo))
 
-        def run(item):
-            outcome, row = item
-            tests = _parse_tests(row["tests"])
-            if isinstance(tests, str):
-                return _final(outcome, None, "error", tests)
-            code = outcome["extracted_answer"]
+    def _run_code(self, outcome: dict, row: dict, isolation: Isolation) -> dict:
+        from curate.answers.sandbox import SandboxLimits, run_tests
+        from curate.answers.sandbox_stdio import CaseLimits, run_cases
+
+        config = self.config
+        tests = parse_tests(row["tests"])
+        if isinstance(tests, str):
+            return _final(outcome, None, "error", tests)
+        code = outcome["extracted_answer"]
+        if isinstance(tests, CodeCases):
+            case_limits = CaseLimits(time_limit_s=tests.time_limit_s or config.case_timeout_s,
+                                     memory_bytes=config.code_memory_mb << 20,
+                                     output_bytes=config.code_output_mb << 20, float_tolerance=config.float_tolerance)
+            result = run_cases(code, config.code_language, tests.cases, case_limits, isolation)
+        elif config.code_language != "python":
+            return _final(outcome, None, "error", f"assert-style tests run python, not {config.code_language}")
+        else:
             # Completion-style answers continue the prompt's signature instead of repeating it.
-            if tests["entry_point"] and f"def {tests['entry_point']}" not in code:
+            if tests.entry_point and f"def {tests.entry_point}" not in code:
                 code = (row.get("problem") or "") + code
-            result = run_tests(code, tests["test"], tests["entry_point"], limits, config.isolate)
-            detail = {"tests": result.tests, "message": result.message, "sandbox": result.mode}
-            correct = None if result.status == "error" else result.status == "correct"
-            return _final(outcome, correct, result.status, detail)
+            limits = SandboxLimits(wall_timeout_s=config.code_timeout_s, test_timeout_s=config.test_timeout_s,
+                                   cpu_seconds=int(config.code_timeout_s) + 1, memory_bytes=config.code_memory_mb << 20)
+            result = run_tests(code, tests.test, tests.entry_point, limits, isolation)
+        detail = {"tests": result.tests, "message": result.message, "sandbox": result.mode}
+        correct = None if result.status == "error" else result.status == "correct"
+        return _final(outcome, correct, result.status, detail)
 
-        with ThreadPoolExecutor(config.workers) as pool:
-            list(pool.map(run, todo))
+
+def _isolation(sandbox: str) -> Isolation:
+    """The sandbox the recipe asked for; where bwrap cannot run, a refusal, never a fallback."""
+    isolation = Isolation(sandbox)
+    if isolation is Isolation.UNSAFE:
+        log.warning("verify: sandbox: unsafe-no-isolation: model-written code runs WITHOUT isolation; it can read "
+                    "this machine's files and environment, signal curate and use the network")
+        return isolation
+    try:
+        require(isolation)
+    except IsolationUnavailable as error:
+        raise IsolationUnavailable(
+            f"verify: code rows need the bubblewrap sandbox, which this machine cannot give ({error}); install "
+            "bubblewrap (apt-get install bubblewrap) or, to run model code unisolated, set "
+            "`sandbox: unsafe-no-isolation` in the verify step") from None
+    return isolation
 
 
-def _parse_tests(tests: str) -> dict | str:
-    """The tests object, or an error message naming what is wrong with it."""
+@dataclass(frozen=True)
+class AssertTests:
+    test: str
+    entry_point: str | None
+
+
+@dataclass(frozen=True)
+class CodeCases:
+    cases: list[Case]
+    time_limit_s: float | None
+
+
+def parse_tests(tests: str) -> AssertTests | CodeCases | str:
+    """A code problem's `tests` (README, **Code verification**), or what is wrong with it:
+    {"test": program, "entry_point": name} (asserts), {"cases": [{"input", "output"}, ...],
+    "time_limit_s"?} or APPS' {"inputs": [...], "outputs": [...]} (stdin/stdout)."""
     try:
         parsed = json.loads(tests)
     except json.JSONDecodeError as error:
         return f"tests is not valid JSON: {error}"
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("test"), str):
-        return "tests must be a JSON object with a 'test' program (and an 'entry_point')"
-    return {"test": parsed["test"], "entry_point": parsed.get("entry_point")}
+    if not isinstance(parsed, dict):
+        return "tests must be a JSON object"
+    if isinstance(parsed.get("test"), str):
+        entry_point = parsed.get("entry_point")
+        return AssertTests(parsed["test"], entry_point if isinstance(entry_point, str) else None)
+    if "inputs" in parsed and "outputs" in parsed:
+        inputs, outputs = parsed["inputs"], parsed["outputs"]
+        if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs):
+            return "tests: 'inputs' and 'outputs' must be lists of the same length"
+        parsed["cases"] = [{"input": i, "output": o} for i, o in zip(inputs, outputs, strict=True)]
+    cases = parsed.get("cases")
+    if not isinstance(cases, list) or not cases or not all(
+            isinstance(c, dict) and isinstance(c.get("input"), str) and isinstance(c.get("output"), str)
+            for c in cases):
+        return ("tests must be a JSON object with a 'test' program (and an 'entry_point'), or with 'cases': "
+                "a non-empty list of {'input': text, 'output': text}")
+    time_limit = parsed.get("time_limit_s")
+    if time_limit is not None and (not isinstance(time_limit, (int, float)) or not 0 < time_limit <= 60):
+        return f"tests: time_limit_s must be a number of seconds in (0, 60], not {time_limit!r}"
+    return CodeCases([Case(c["input"], c["output"]) for c in cases], time_limit)
 
 
 def _final(outcome: dict, correct: bool | None, status: str, detail: str | dict) -> dict:

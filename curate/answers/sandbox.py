@@ -1,149 +1,268 @@
-"""Run untrusted code against tests in a subprocess sandbox.
+"""Run untrusted code against assert-style tests (HumanEval, MBPP), deciding the verdict
+where the code cannot reach.
 
-Layers, outermost first:
-- Kernel isolation when the machine allows it (Linux, root or user namespaces; probed
-  once): `unshare --net --mount` gives the child an empty network namespace; in its own
-  mount namespace every mount is remounted read-only except the run's temp dir, the
-  project checkout is hidden under an empty tmpfs, and `setpriv` drops every capability
-  so the code cannot undo any of it.
-- Resource limits (setrlimit): address space, CPU seconds, file size, open files,
-  processes, no core dumps; plus a wall-clock timeout that kills the process group.
-- The harness (`_HARNESS`, run as `python -I -S`: no site-packages, no user paths, cleared
-  environment, cwd = temp dir) installs a Python audit hook that refuses sockets,
-  subprocesses, ctypes, writes outside the temp dir and reads of the project. This is the
-  only guard where namespaces are unavailable; it stops honest mistakes and casual
-  escapes, not a determined attacker (`mode` in the result says which layers ran).
+Two boxes (`sandbox_box`: bubblewrap, each with its own PID namespace and uid) joined by
+two pipes:
+- the *solution box* loads the model's code and then only answers calls: "call f with
+  these arguments" -> the return value (or the exception's type and message);
+- the *test box* runs the test program, in which every function the solution defines is a
+  proxy that sends the call to the solution box and returns its answer, decoded into plain
+  built-in values (no object of the solution's crosses, so no `__eq__` that always says
+  yes). The test box reports each assert's outcome on its stdout, which only curate reads.
+
+So the model's code never shares an interpreter, a process or a PID namespace with the
+test program or the verdict: it can return wrong values, crash, hang or flood, and the
+verdict says so, but it cannot print a verdict, patch `AssertionError` or end the tests
+early with exit status 0.
+
+What crosses the boundary: None, bool, int, float (inf and nan too), str, bytes, complex,
+list, tuple, dict, set, frozenset, nested. A test that passes anything else (a lambda, an
+object of a class the solution defines) is `unsupported` and the row's verdict `error`
+(undecided), never a failure of the solution. Arguments are copies: a solution that is
+meant to change its argument in place is not seen to.
 
 Tests are the `assert` statements of the test program: top-level ones (MBPP) and those in
-the body of `check(candidate)` (HumanEval), each run and reported on its own.
+the body of `check(candidate)` (HumanEval), each run and reported on its own; statements
+after the last assert of `check` (a loop of asserts) run as one last test.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import os
-import resource
-import secrets
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from curate.answers.sandbox_box import (
+    BOX_DIR,
+    CPU_KILLS,
+    BoxLimits,
+    Isolation,
+    box_command,
+    kill,
+    python_executable,
+    require,
+    start,
+)
 
-# Runs inside the sandbox. Reads {code, test, entry_point, nonce, ...} as JSON on stdin and
-# prints one line "<nonce><json results>" on the real stdout when done.
-_HARNESS = r'''
-import ast, json, os, signal, sys
+# How values cross between the boxes: JSON, with tags for what JSON lacks. Shared by both harnesses.
+_CODEC = r'''
+import json, math
+
+def encode(value, depth=0):
+    if depth > 200:
+        raise ValueError("value nested over 200 deep")
+    kind = type(value)
+    if value is None or kind in (bool, str):
+        return value
+    if kind is int:
+        return value if -2**53 < value < 2**53 else {"int": str(value)}
+    if kind is float:
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if kind is list:
+        return [encode(v, depth + 1) for v in value]
+    if kind in (tuple, set, frozenset):
+        return {kind.__name__: [encode(v, depth + 1) for v in value]}
+    if kind is dict:
+        return {"dict": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    if kind is bytes:
+        return {"bytes": value.hex()}
+    if kind is complex:
+        return {"complex": [value.real, value.imag]}
+    raise TypeError(f"a {kind.__name__} cannot cross the sandbox boundary")
+
+DECODERS = {"int": int, "float": float, "bytes": bytes.fromhex, "complex": lambda p: complex(*p),
+            "tuple": lambda v: tuple(map(decode, v)), "set": lambda v: set(map(decode, v)),
+            "frozenset": lambda v: frozenset(map(decode, v)),
+            "dict": lambda v: {decode(k): decode(x) for k, x in v}}
+
+def decode(value):
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        (tag, payload), = value.items()
+        return DECODERS[tag](payload)
+    return value
+'''
+
+# The solution box: load the code, say which functions it defines, then answer calls.
+_SOLUTION_HARNESS = _CODEC + r'''
+import inspect, sys
+calls, answers = open(int(sys.argv[2]), "rb"), open(int(sys.argv[3]), "wb")
+
+def send(message):
+    answers.write(json.dumps(message).encode() + b"\n")
+    answers.flush()
+
+namespace = {"__name__": "__main__"}
+try:
+    exec(compile(open(sys.argv[1]).read(), "solution.py", "exec"), namespace)
+except BaseException as error:
+    send({"load_error": f"{type(error).__name__}: {error}"[:300]})
+    raise SystemExit(1)
+send({"names": [n for n, v in namespace.items() if inspect.isfunction(v) and not n.startswith("__")]})
+for line in calls:
+    call = json.loads(line)
+    try:
+        value = namespace[call["name"]](*decode(call["args"]), **dict(decode(call["kwargs"])))
+        send({"value": encode(value)})
+    except BaseException as error:
+        send({"raised": type(error).__name__, "message": str(error)[:300]})
+'''
+
+# The test box: run the test program with proxies for the solution's functions; print the report.
+_TEST_HARNESS = _CODEC + r'''
+import ast, builtins, os, signal, sys
 spec = json.loads(sys.stdin.read())
-temp_dir, hidden = spec["temp_dir"], spec["hidden"]
-result_out = os.fdopen(os.dup(1), "w")
-devnull = open(os.devnull, "w")
+calls, answers = open(int(sys.argv[1]), "wb"), open(int(sys.argv[2]), "rb")
+report_out = os.fdopen(os.dup(1), "w")
+sys.stdout = sys.stderr = open(os.devnull, "w")
+MAX_ANSWER = spec["max_answer_bytes"]
 
-def inside(path, root):
-    path = os.path.realpath(path)
-    return path == root or path.startswith(root.rstrip("/") + "/")
+class SolutionExited(Exception):
+    pass
 
-DENIED = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-          "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-          "os.forkpty", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "sys.addaudithook"}
-WRITES = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.chmod",
-          "os.chown", "os.truncate", "shutil.rmtree", "shutil.copyfile", "shutil.move", "os.utime"}
+class Unsupported(Exception):
+    """The test passes something that cannot cross to the solution: not the solution's fault."""
 
-def hook(event, args):
-    if event in DENIED:
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        path = os.fsdecode(args[0])
-        mode, flags = args[1] or "r", args[2] or 0
-        writing = any(c in str(mode) for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
-        if writing and not inside(path, temp_dir) and path != os.devnull:
-            raise PermissionError(f"sandbox: writing {path} outside the temp dir is not allowed")
-        if any(inside(path, root) for root in hidden):
-            raise PermissionError(f"sandbox: reading {path} is not allowed")
-    if event in WRITES and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        if not inside(os.fsdecode(args[0]), temp_dir):
-            raise PermissionError(f"sandbox: {event} outside the temp dir is not allowed")
+def receive():
+    line = answers.readline(MAX_ANSWER + 1)
+    if not line:
+        raise SolutionExited("the solution's process exited")
+    if len(line) > MAX_ANSWER or not line.endswith(b"\n"):
+        raise ValueError(f"the solution's answer is over {MAX_ANSWER} bytes")
+    try:
+        answer = json.loads(line)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"unreadable answer from the solution: {type(error).__name__}") from None
+    if not isinstance(answer, dict):
+        raise ValueError("unreadable answer from the solution: not an object")
+    return answer
 
-def split_tests(test_program):
-    """(setup statements, [(name, statement)]): the asserts of the module and of check()."""
-    module = ast.parse(test_program)
-    setup, tests, check_body = [], [], None
-    for node in module.body:
+solution_failed = False  # the last call to the solution raised, exited or answered nonsense
+
+def proxy(name):
+    def call(*args, **kwargs):
+        global solution_failed
+        solution_failed = True
+        try:
+            message = json.dumps({"name": name, "args": encode(list(args)), "kwargs": encode(kwargs)})
+        except (TypeError, ValueError) as error:
+            raise Unsupported(str(error)) from None
+        try:
+            calls.write(message.encode() + b"\n")
+            calls.flush()
+        except BrokenPipeError:
+            raise SolutionExited("the solution's process exited") from None
+        answer = receive()
+        if "raised" in answer:
+            kind = getattr(builtins, str(answer["raised"]), None)
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                kind = RuntimeError
+            raise kind(str(answer.get("message")))
+        try:
+            value = decode(answer["value"])
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
+            raise ValueError(f"unreadable value from the solution: {type(error).__name__}") from None
+        solution_failed = False
+        return value
+    call.__name__ = name
+    return call
+
+def split_tests(program):
+    """(setup statements, [assert], check body or None)."""
+    setup, tests, check = [], [], None
+    for node in ast.parse(program).body:
         if isinstance(node, ast.Assert):
             tests.append(node)
         elif isinstance(node, ast.FunctionDef) and node.name == "check" and spec["entry_point"]:
-            check_body = node
+            check = node
         else:
             setup.append(node)
-    return setup, tests, check_body
+    return setup, tests, check
 
 def on_alarm(signum, frame):
     raise TimeoutError("test timed out")
-
-def run_statements(nodes, namespace, name):
-    code = compile(ast.Module(body=nodes, type_ignores=[]), name, "exec")
-    exec(code, namespace)
 
 results = []
 def record(name, status, message=""):
     results.append({"name": name, "status": status, "message": message[:300]})
 
+def run(nodes, namespace, name):
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), name, "exec"), namespace)
+
 def run_test(name, nodes, namespace):
     signal.setitimer(signal.ITIMER_REAL, spec["test_timeout_s"])
     try:
-        run_statements(nodes, namespace, name)
+        run(nodes, namespace, name)
         record(name, "pass")
     except AssertionError as error:
         record(name, "fail", str(error))
     except TimeoutError:
         record(name, "timeout", "over %ss" % spec["test_timeout_s"])
+    except Unsupported as error:
+        record(name, "unsupported", str(error))
+    except SolutionExited as error:
+        record(name, "exited", str(error))
     except BaseException as error:
         record(name, "error", f"{type(error).__name__}: {error}")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+    return results[-1]["status"] not in ("timeout", "exited")  # the solution can answer no more
 
-signal.signal(signal.SIGALRM, on_alarm)
-sys.addaudithook(hook)
-sys.stdout = sys.stderr = devnull
-namespace = {"__name__": "__main__"}
-status = "ok"
-try:
-    setup, tests, check = split_tests(spec["test"])
-except SyntaxError as error:
-    status = f"test program does not parse: {error}"
-if status == "ok":
+def main():
     try:
-        signal.setitimer(signal.ITIMER_REAL, spec["test_timeout_s"])
-        exec(compile(spec["code"], "solution.py", "exec"), namespace)
-        run_statements(setup, namespace, "test_setup")
+        setup, tests, check = split_tests(spec["test"])
+    except SyntaxError as error:
+        return f"test program does not parse: {error}"
+    signal.setitimer(signal.ITIMER_REAL, spec["test_timeout_s"])
+    try:
+        hello = receive()
     except TimeoutError:
-        status = "timeout: loading the solution took over %ss" % spec["test_timeout_s"]
-    except BaseException as error:
-        status = f"error: loading the solution: {type(error).__name__}: {error}"[:300]
+        return "timeout: loading the solution took over %ss" % spec["test_timeout_s"]
+    except (SolutionExited, ValueError) as error:
+        return f"error: loading the solution: {error}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-if status == "ok":
-    for index, node in enumerate(tests):
-        run_test(f"assert_{index}", [node], namespace)
+    if "load_error" in hello:
+        return "error: loading the solution: " + str(hello["load_error"])[:300]
+    names = hello.get("names")
+    if not isinstance(names, list):
+        return "error: loading the solution: it did not say which functions it defines"
+    namespace = {"__name__": "__main__"}
+    namespace.update({str(name): proxy(str(name)) for name in names})
+    if check is not None and spec["entry_point"] not in namespace:
+        return f"error: the solution does not define {spec['entry_point']}"
+    try:
+        run(setup, namespace, "test_setup")
+    except BaseException as error:
+        # a call to the solution in the setup failed: the solution's fault, not the tests'
+        blame = "error: the solution failed in the test setup" if solution_failed else "test program setup failed"
+        return f"{blame}: {type(error).__name__}: {error}"[:300]
+    groups = [(f"assert_{i}", [node]) for i, node in enumerate(tests)]
     if check is not None:
-        if spec["entry_point"] not in namespace:
-            status = f"error: the solution does not define {spec['entry_point']}"
-        else:
-            namespace["candidate"] = namespace[spec["entry_point"]]
-            body_setup = []
-            for index, node in enumerate(check.body):
-                if isinstance(node, ast.Assert):
-                    run_test(f"check_{index}", body_setup + [node], namespace)
-                    body_setup = []
-                else:
-                    body_setup.append(node)
-result_out.write(spec["nonce"] + json.dumps({"status": status, "tests": results}) + "\n")
-result_out.flush()
+        namespace["candidate"] = namespace[spec["entry_point"]]
+        pending = []
+        for index, node in enumerate(check.body):
+            pending.append(node)
+            if isinstance(node, ast.Assert):
+                groups.append((f"check_{index}", pending))
+                pending = []
+        if any(isinstance(n, ast.Assert) for node in pending for n in ast.walk(node)):
+            groups.append(("check_rest", pending))
+    for name, nodes in groups:
+        if not run_test(name, nodes, namespace):
+            break
+    return "ok"
+
+signal.signal(signal.SIGALRM, on_alarm)
+status = main()
+report_out.write(json.dumps({"status": status, "tests": results}) + "\n")
+report_out.flush()
 '''
 
 
@@ -155,7 +274,13 @@ class SandboxLimits:
     memory_bytes: int = 1 << 30
     file_bytes: int = 16 << 20
     open_files: int = 64
-    processes: int = 64
+    processes: int = 4
+    tmp_bytes: int = 64 << 20
+    max_answer_bytes: int = 16 << 20  # one return value, as it crosses the boundary
+
+    def box(self) -> BoxLimits:
+        return BoxLimits(memory_bytes=self.memory_bytes, cpu_seconds=self.cpu_seconds, file_bytes=self.file_bytes,
+                         open_files=self.open_files, processes=self.processes, tmp_bytes=self.tmp_bytes)
 
 
 @dataclass
@@ -170,99 +295,84 @@ class SandboxResult:
         return self.status == "correct"
 
 
-def _set_limits(limits: SandboxLimits) -> None:
-    os.setsid()
-    for name, value in (
-        (resource.RLIMIT_AS, limits.memory_bytes),
-        (resource.RLIMIT_CPU, limits.cpu_seconds),
-        (resource.RLIMIT_FSIZE, limits.file_bytes),
-        (resource.RLIMIT_NOFILE, limits.open_files),
-        (resource.RLIMIT_NPROC, limits.processes),
-        (resource.RLIMIT_CORE, 0),
-    ):
-        resource.setrlimit(name, (value, value))
-
-
-# Runs as root in the new namespaces, then drops all capabilities before the harness starts.
-_ISOLATE = r"""
-set -e
-temp_dir="$1"; hide="$2"; shift 2
-mount --bind "$temp_dir" "$temp_dir"
-awk '{print $2}' /proc/self/mounts | while read -r point; do
-  mount -o remount,bind,ro "$point" 2>/dev/null || true
-done
-mount -o remount,bind,rw "$temp_dir"
-mount -t tmpfs -o size=4k,ro tmpfs "$hide"
-cd "$temp_dir"  # the old cwd still points into the read-only mount below the bind
-exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"
-"""
-
-
-@functools.lru_cache(maxsize=1)
-def kernel_isolation_available() -> bool:
-    """Whether unshare + mount + setpriv work here (they need root or user namespaces).
-    No `--fork`: the sandboxed process is then our direct child, so a kill by a limit
-    (SIGKILL at the CPU limit) shows in its exit status instead of unshare's exit 1."""
-    if sys.platform != "linux" or not all(shutil.which(t) for t in ("unshare", "setpriv", "mount")):
-        return False
-    with tempfile.TemporaryDirectory(prefix="curate-probe-") as temp_dir:
-        try:
-            probe = subprocess.run(
-                ["unshare", "--net", "--mount", "--", "sh", "-c", _ISOLATE, "sh",
-                 temp_dir, str(_PROJECT_ROOT), "true"],
-                capture_output=True, timeout=10,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-    return probe.returncode == 0
-
-
-def _python() -> str:
-    # The base interpreter: a venv's python may live inside the (hidden) project.
-    return os.path.realpath(sys.executable)
-
-
 def run_tests(code: str, test: str, entry_point: str | None, limits: SandboxLimits | None = None,
-              isolate: bool = True) -> SandboxResult:
-    """Run `code` then the tests of `test` in a fresh sandbox; `isolate=False` skips the
-    kernel layer (the audit hook and limits still apply)."""
+              isolation: Isolation = Isolation.BWRAP) -> SandboxResult:
+    """Run `code` in a solution box and the tests of `test` in a test box (module doc)."""
+    require(isolation)
     limits = limits or SandboxLimits()
-    use_kernel = isolate and kernel_isolation_available()
-    nonce = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="curate-sandbox-") as temp_dir:
-        temp_dir = os.path.realpath(temp_dir)
-        harness = Path(temp_dir, "harness.py")
-        harness.write_text(_HARNESS)
-        command = [_python(), "-I", "-S", "-B", str(harness)]
-        if use_kernel:
-            command = ["unshare", "--net", "--mount", "--", "sh", "-c", _ISOLATE, "sh",
-                       temp_dir, str(_PROJECT_ROOT), *command]
-        spec = {"code": code, "test": test, "entry_point": entry_point, "nonce": nonce,
-                "temp_dir": temp_dir, "hidden": [str(_PROJECT_ROOT)],
-                "test_timeout_s": limits.test_timeout_s}
-        env = {"PATH": "/usr/bin:/bin", "HOME": temp_dir, "TMPDIR": temp_dir, "LANG": "C.UTF-8"}
-        process = subprocess.Popen(
-            command, cwd=temp_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, preexec_fn=functools.partial(_set_limits, limits),
-        )
-        mode = "namespaces+rlimits+audit" if use_kernel else "rlimits+audit"
+        box_dir = Path(temp_dir, "box")
+        box_dir.mkdir(mode=0o755)
+        box_dir.chmod(0o755)  # the box's uid reads it; the 0700 parent keeps other users out
+        solution = box_dir / "solution.py"
+        solution.write_text(code)
+        solution.chmod(0o644)
+        inside = Path(BOX_DIR) if isolation is Isolation.BWRAP else box_dir
+        spec = {"test": test, "entry_point": entry_point, "test_timeout_s": limits.test_timeout_s,
+                "max_answer_bytes": limits.max_answer_bytes}
+        report, solution_exit = _run_boxes(inside / "solution.py", box_dir, spec, limits, isolation)
+    return _result(report, solution_exit, isolation.value)
+
+
+def _run_boxes(solution: Path, box_dir: Path, spec: dict, limits: SandboxLimits,
+               isolation: Isolation) -> tuple[dict | str, int | None]:
+    """(the test box's report or why there is none, the solution box's exit status if it ended)."""
+    python = [python_executable(), "-I", "-S", "-B", "-c"]
+    calls_read, calls_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    boxes: list[subprocess.Popen] = []
+    try:
+        with _closing(calls_read, answers_write, also_on_error=(calls_write, answers_read)):
+            boxes.append(start(
+                box_command([*python, _SOLUTION_HARNESS, str(solution), str(calls_read), str(answers_write)],
+                            limits.box(), isolation, box_dir),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(calls_read, answers_write)))
+        with _closing(calls_write, answers_read):
+            boxes.append(start(
+                box_command([*python, _TEST_HARNESS, str(calls_write), str(answers_read)], limits.box(), isolation),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(calls_write, answers_read)))
+        solution_box, test_box = boxes
         try:
-            stdout, stderr = process.communicate(json.dumps(spec).encode(), timeout=limits.wall_timeout_s)
+            stdout, stderr = test_box.communicate(json.dumps(spec).encode(), timeout=limits.wall_timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            return SandboxResult("timeout", message=f"wall time over {limits.wall_timeout_s}s", mode=mode)
-    return _result(stdout.decode(errors="replace"), stderr.decode(errors="replace"), process.returncode,
-                   nonce, mode)
+            return f"timeout: wall time over {limits.wall_timeout_s}s", None
+        lines = stdout.decode(errors="replace").splitlines()
+        if test_box.returncode != 0 or not lines:
+            return f"error: the test box exit {test_box.returncode}: {stderr.decode(errors='replace')[-300:]}", None
+        return json.loads(lines[-1]), _exit_status(solution_box)
+    finally:
+        for box in boxes:
+            kill(box)
 
 
-def _result(stdout: str, stderr: str, returncode: int, nonce: str, mode: str) -> SandboxResult:
-    lines = [line for line in stdout.splitlines() if line.startswith(nonce)]
-    if not lines:
-        killed = returncode < 0 and -returncode in (signal.SIGXCPU, signal.SIGKILL)
-        status = "timeout" if killed else "error"
-        return SandboxResult(status, message=f"exit {returncode}: {stderr[-300:]}", mode=mode)
-    report = json.loads(lines[-1][len(nonce):])
+@contextlib.contextmanager
+def _closing(*fds: int, also_on_error: tuple[int, ...] = ()) -> Iterator[None]:
+    """Close our copies of pipe ends once the box that uses them has started (or failed to:
+    then `also_on_error` too, the ends no box will get)."""
+    try:
+        yield
+    except BaseException:
+        for fd in also_on_error:
+            os.close(fd)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _exit_status(box: subprocess.Popen) -> int | None:
+    """The solution box's exit status, if it ended (it may still be exiting when the tests saw it go)."""
+    try:
+        return box.wait(0.5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _result(report: dict | str, solution_exit: int | None, mode: str) -> SandboxResult:
+    if isinstance(report, str):
+        return SandboxResult("timeout" if report.startswith("timeout") else "error", message=report, mode=mode)
     tests = report["tests"]
     if report["status"] != "ok":
         # The solution failing to load is the solution's fault; a broken test program is not.
@@ -272,5 +382,12 @@ def _result(stdout: str, stderr: str, returncode: int, nonce: str, mode: str) ->
     if not tests:
         return SandboxResult("error", tests, "the test program has no assert statements", mode)
     statuses = {test["status"] for test in tests}
-    status = "correct" if statuses == {"pass"} else "wrong" if statuses & {"fail", "error"} else "timeout"
-    return SandboxResult(status, tests, "", mode)
+    if statuses == {"pass"}:
+        return SandboxResult("correct", tests, "", mode)
+    if statuses & {"fail", "error"}:
+        return SandboxResult("wrong", tests, "", mode)
+    if "timeout" in statuses or solution_exit in CPU_KILLS:
+        return SandboxResult("timeout", tests, "", mode)
+    if "exited" in statuses:
+        return SandboxResult("wrong", tests, f"the solution's process exited (status {solution_exit})", mode)
+    return SandboxResult("error", tests, "a test passes a value that cannot cross the sandbox boundary", mode)

@@ -61,7 +61,9 @@ class Verify(Operator[VerifyWithJudgeConfig]):
     scope = "batch"
     default_chunk_size = 20_000
     adds = tuple(VERIFY_COLUMNS)
-    code_modules = ("curate.llm.judge", "curate.llm.engine")
+    # the checker and the code sandbox decide the verdicts: editing them invalidates verify's checkpoints
+    code_modules = ("curate.llm.judge", "curate.llm.engine", "curate.answers.check", "curate.answers.sandbox",
+                    "curate.answers.sandbox_box", "curate.answers.sandbox_stdio")
 
     def input_columns(self) -> set[str]:
         columns = checked_columns(self.config)
