@@ -47,7 +47,9 @@ PROBLEM_COLUMNS: tuple[Column, ...] = (
     Column(
         "tests",
         pl.String(),
-        "Code problems: JSON object {'test': program, 'entry_point': name}; null otherwise.",
+        "Code problems: JSON object, {'test': program, 'entry_point': name} (assert-style) or "
+        "{'cases': [{'input': stdin, 'output': stdout}, ...], 'time_limit_s': seconds} (stdin/stdout); "
+        "null otherwise.",
         nullable=True,
     ),
     Column("metadata", pl.String(), "JSON object with the source record's unmapped fields."),
