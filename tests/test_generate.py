@@ -365,6 +365,47 @@ def test_a_dead_runs_claims_are_taken_over(tmp_path, monkeypatch):
     assert out["completion"].str.starts_with("mine").all()
 
 
+def _full_sort_sampler(logits, seeds, temperature, top_p, steps):
+    """The sampler's definition, plainly: the whole vocabulary sorted every step."""
+    import torch
+
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    picks = []
+    for _ in range(steps):
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        if top_p < 1:
+            sorted_probs = sorted_probs.masked_fill(sorted_probs.cumsum(-1) - sorted_probs >= top_p, 0.0)
+        cdf = sorted_probs.cumsum(-1)
+        draws = torch.stack([torch.rand((), generator=g) for g in generators])
+        position = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(1), right=True)
+        picks.append(order.gather(1, position.clamp_(max=cdf.shape[1] - 1)).squeeze(1).tolist())
+    return picks
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.95, 0.999, 1.0])
+def test_row_sampler_picks_what_the_full_sort_picks(top_p):
+    """The top-candidates shortcut gives the token the full sort gives: peaked and flat rows
+    (a nucleus wider than the candidates), and ties that straddle the candidates' edge
+    (logits rounded to a coarse grid, as low-precision models produce)."""
+    torch = pytest.importorskip("torch")
+    from curate.llm.backends.hf_transformers import RowSampler
+
+    generator = torch.Generator().manual_seed(1)
+    vocab = 3000
+    peaked = torch.randn(4, vocab, generator=generator) * 6
+    flat = torch.randn(2, vocab, generator=generator) * 0.3
+    tied = (torch.randn(4, vocab, generator=generator) * 4).round()  # many equal logits
+    tied[:, :40] = 9.0  # a block of equal top tokens
+    wide_tie = torch.full((2, vocab), -30.0)
+    wide_tie[:, 500:2500] = 0.0  # 2,000 equal tokens: more than the candidates hold
+    logits = torch.cat([peaked, flat, tied, wide_tie])
+    seeds = list(range(len(logits)))
+    sampler = RowSampler(seeds, 0.7, top_p, "cpu")
+    ours = [sampler(None, logits).argmax(-1).tolist() for _ in range(25)]
+    assert ours == _full_sort_sampler(logits, seeds, 0.7, top_p, 25)
+
+
 def test_row_sampler_draws_each_row_from_its_own_generator():
     """A row's tokens depend on its seed and logits only: alone, or in a batch in any
     order, the same; top_p keeps to the nucleus; the draws follow the softmax."""
