@@ -92,6 +92,10 @@ class TraceMap(StrictModel):
         list(DEFAULT_REASONING_MARKERS),
         description="(start, end) marker pairs around the reasoning, tried in order.",
     )
+    on_empty: Literal["error", "skip"] = Field(
+        "error", description="A trace with no text at all (an empty generation): error stops the import "
+        "naming the record; skip leaves it out and records it in the run's rejections (`empty_completion`).",
+    )
     strip_tags: list[str] = Field(
         list(DEFAULT_STRIP_TAGS), description="Tags removed from the answer text (e.g. Sky-T1's solution tags)."
     )

@@ -17,11 +17,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import cast
 
-import numpy as np
 import polars as pl
 
 from curate.sources.config import Source
-from curate.substrings import first_bytes
 
 
 class SourceError(Exception):
@@ -129,22 +127,12 @@ def _fast_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame | 
 COERCED_TEXT = r"(?s)\A(?:-?(?:[0-9][0-9.eE+-]*|inf|Infinity)|NaN|true|false|\[.*\]|\{.*\})\z"
 
 
-# Whether text written for a non-text JSON value can start with a byte (see COERCED_TEXT).
-COERCED_FIRST_BYTE = np.zeros(256, dtype=bool)
-COERCED_FIRST_BYTE[list(b"-0123456789iINtf[{")] = True
-
-
 def _looks_coerced(frame: pl.DataFrame, fields: list[str], list_fields: list[str]) -> bool:
     """Whether any value of `fields` (or element of `list_fields`) may be a non-text JSON
     value that polars turned into text. Real problems and completions almost never are, so
-    this check spares the pass over the raw bytes. Only values that start like one are
-    matched: the first bytes are in the values' views, and reading every text would cost a
-    cache miss a row."""
-    for texts in [frame[name] for name in fields] + [frame[name].explode() for name in list_fields]:
-        candidates = texts.filter(pl.Series(COERCED_FIRST_BYTE[first_bytes(texts)]))
-        if candidates.str.contains(COERCED_TEXT).any():
-            return True
-    return False
+    this check spares the pass over the raw bytes."""
+    texts = [frame[name] for name in fields] + [frame[name].explode() for name in list_fields]
+    return any(column.str.contains(COERCED_TEXT).any() for column in texts)
 
 
 def _json_values_not_text(path: Path, fields: list[str], list_fields: list[str]) -> bool:
