@@ -252,8 +252,8 @@ def test_curate_traces_recipe_runs_offline_and_the_audit_shows_label_agreement(t
 
 @pytest.mark.parametrize("markers", [("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>")])
 def test_long_traces_split_as_generation_splits_them(tmp_path, markers):
-    """Reasoning long enough to be cut as views of the completion (not copies) reads the same
-    as generation's own split, white space and non-ASCII text included."""
+    """Long reasoning reads the same as generation's own split, white space and non-ASCII
+    text included."""
     from curate.llm.reasoning import split_reasoning
 
     start, end = markers
