@@ -12,7 +12,7 @@ from curate.answers.extract import gsm8k_final, last_boxed
 from curate.core.io import file_sha256
 from curate.schema import PROBLEM_COLUMNS, conform, problem_id_expr
 from curate.sources.config import Source
-from curate.sources.readers import SourceError, read_source
+from curate.sources.readers import SourceError, polars_errors_named, read_source
 
 
 def resolve_path(source: Source, recipe_dir: Path) -> Path | None:
@@ -29,7 +29,9 @@ def load_problems(source: Source, recipe_dir: Path) -> pl.DataFrame:
     if source.limit:
         raw = raw.head(source.limit)
     where = str(path) if path else f"hub dataset {source.hub!r}"
-    return map_fields(raw, source, where)
+    mapping = ", ".join(f"{role} {name!r}" for role, name in source.fields.model_dump().items() if name)
+    with polars_errors_named(where, f"mapping fields ({mapping})"):
+        return map_fields(raw, source, where)
 
 
 def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
@@ -78,6 +80,17 @@ def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null
     if not allow_null and column.null_count():
         record = first_true(column.is_null()) + 1
         raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
+    require_not_blank(column, name, role, where)
+
+
+def require_not_blank(column: pl.Series, name: str, role: str, where: str, records: pl.Series | None = None) -> None:
+    """Raise naming the first record whose text is empty or only white space (`records`:
+    the record numbers of the rows, when they are not the row order)."""
+    blank = column.str.strip_chars() == ""
+    if blank.any():
+        row = first_true(blank)
+        record = records[row] if records is not None else row + 1
+        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is empty")
 
 
 def answer_as_text(raw: pl.DataFrame, name: str, where: str, role: str = "answer") -> pl.Series:
@@ -88,6 +101,11 @@ def answer_as_text(raw: pl.DataFrame, name: str, where: str, role: str = "answer
     if column.dtype.is_integer():
         return column.cast(pl.String)
     if column.dtype.is_float():
+        infinite = column.is_not_null() & ~column.is_finite()
+        if infinite.any():
+            record = first_true(infinite)
+            raise SourceError(f"{where}: record {record + 1}: field {name!r} (mapped to {role}) must be a finite "
+                              f"number, got {column[record]}")
         whole = column.is_finite() & (column == column.round(0)) & (column.abs() < 2**53)
         return pl.select(pl.when(whole).then(column.cast(pl.Int64, strict=False).cast(pl.String))
                          .otherwise(column.cast(pl.String)).alias(name)).to_series()

@@ -11,9 +11,11 @@ strings "42" and '["a", "b"]'. Only a checked text value that reads like such a 
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -71,6 +73,9 @@ def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKi
 def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
     frame = _fast_jsonl(path, checked)
     if frame is not None:
+        # polars keeps the first of two values of one key and reads no deeper than it can:
+        # Python's parser names the line of a record polars would have read silently wrong.
+        _check_lines(path)
         return frame
     checked_values = _checked_values(path, checked)
     try:
@@ -175,6 +180,8 @@ def checked_value(value, kind: FieldKind, where: str, name: str):
             raise SourceError(f"{where}: field {name!r} must be a list, got {type(value).__name__} {repr(value)[:60]}")
         return [checked_value(v, kind.removesuffix("_list"), where, name) for v in value]
     if kind == "answer" and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise SourceError(f"{where}: field {name!r} must be a finite number, got {value!r}")
         return render_number(value)
     if kind in ("text", "answer") and isinstance(value, str):
         return value
@@ -195,22 +202,59 @@ def jsonl_records(path: Path):
     """(1-based line number, record) for each non-blank line."""
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise SourceError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start})",
-                                  line_number, "not valid UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SourceError(f"{path}:{line_number}: malformed JSON: {error.msg} (column {error.colno})",
-                                  line_number, "not valid JSON") from None
-            if not isinstance(record, dict):
-                raise SourceError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}",
-                                  line_number, "expected a JSON object")
-            yield line_number, record
+            record = _parse_line(path, line_number, raw)
+            if record is not None:
+                yield line_number, record
+
+
+def _check_lines(path: Path) -> None:
+    """Raise at the first line Python's parser refuses (see `_parse_line`)."""
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            _parse_line(path, line_number, raw)
+
+
+def _parse_line(path: Path, line_number: int, raw: bytes) -> dict | None:
+    """The line's record (None for a blank line); a line that is not one JSON object with
+    distinct keys, or is nested too deeply, raises naming it."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SourceError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start})",
+                          line_number, "not valid UTF-8") from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as error:
+        raise SourceError(f"{path}:{line_number}: malformed JSON: {error.msg} (column {error.colno})",
+                          line_number, "not valid JSON") from None
+    except DuplicateKey as error:
+        raise SourceError(f"{path}:{line_number}: {error}", line_number, "duplicate key") from None
+    except RecursionError:
+        raise SourceError(f"{path}:{line_number}: {TOO_DEEP}", line_number, "nested too deeply") from None
+    if not isinstance(record, dict):
+        raise SourceError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}",
+                          line_number, "expected a JSON object")
+    return record
+
+
+TOO_DEEP = "JSON nested too deeply to read (more arrays or objects inside each other than Python's parser allows)"
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict; a key given twice raises (parsers disagree on which
+    value wins: Python keeps the last, polars the first)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise DuplicateKey(f"field {twice!r} appears twice in one JSON object: which value is meant is unclear")
+    return record
 
 
 def _check_one_schema(path: Path, numbered: list[tuple[int, dict]], unit: str = "",
@@ -241,9 +285,13 @@ def _json_kind(value: object) -> str:
 
 def _read_json(path: Path) -> pl.DataFrame:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
     except UnicodeDecodeError as error:
         raise SourceError(f"{path}: not valid UTF-8 (byte {error.start})") from None
+    except DuplicateKey as error:
+        raise SourceError(f"{path}: {error}") from None
+    except RecursionError:
+        raise SourceError(f"{path}: {TOO_DEEP}") from None
     except json.JSONDecodeError as error:
         raise SourceError(f"{path}:{error.lineno}: malformed JSON: {error.msg} (column {error.colno})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -341,6 +389,16 @@ def _read_hub(source: Source) -> pl.DataFrame:
     except Exception as error:  # noqa: BLE001
         raise SourceError(f"hub dataset {source.hub!r} (source {source.name!r}): {_first_line(error)}") from None
     return cast(pl.DataFrame, pl.from_arrow(dataset.data.table))  # a Table makes a DataFrame
+
+
+@contextmanager
+def polars_errors_named(where: str, what: str) -> Iterator[None]:
+    """A failure inside polars while reading or mapping a source becomes a SourceError that
+    names the file and `what` was being done (the fields involved)."""
+    try:
+        yield
+    except pl.exceptions.PolarsError as error:
+        raise SourceError(f"{where}: {what}: polars failed: {type(error).__name__}: {_first_line(error)}") from None
 
 
 def _first_line(error: Exception) -> str:

@@ -32,8 +32,22 @@ import polars as pl
 from curate.llm.reasoning import split_reasoning_expr
 from curate.schema import conform, content_hash_expr, problem_id_expr
 from curate.sources.config import FieldValue, Source
-from curate.sources.problems import answer_as_text, first_true, reference_expr, require_field, resolve_path
-from curate.sources.readers import FieldKind, SourceError, jsonl_records, read_source, source_format
+from curate.sources.problems import (
+    answer_as_text,
+    first_true,
+    reference_expr,
+    require_field,
+    require_not_blank,
+    resolve_path,
+)
+from curate.sources.readers import (
+    FieldKind,
+    SourceError,
+    jsonl_records,
+    polars_errors_named,
+    read_source,
+    source_format,
+)
 
 RECORD = "_record"  # 1-based record number in the file, for error messages
 TOKEN_FIELDS = ("prompt_tokens", "reasoning_tokens", "answer_tokens", "completion_tokens")
@@ -119,20 +133,9 @@ def checked_fields(source: Source) -> dict[str, FieldKind]:
 def map_traces(raw: pl.DataFrame, source: Source, where: str, cache_dir: Path | None = None
                ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(traces, skipped): see `import_traces`."""
-    try:
+    mapping = ", ".join(f"field {name!r} as {role}" for name, role in mapped_fields(source).items())
+    with polars_errors_named(where, f"mapping {mapping}"):
         return _map_traces(raw, source, where, cache_dir)
-    except pl.exceptions.PolarsError as error:  # a failure inside polars is still about this file
-        raise SourceError(f"{where}: cannot map the records ({mapped_summary(source)}): "
-                          f"{type(error).__name__}: {_first_line(error)}") from None
-
-
-def mapped_summary(source: Source) -> str:
-    return ", ".join(f"field {name!r} as {role}" for name, role in mapped_fields(source).items())
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _map_traces(raw: pl.DataFrame, source: Source, where: str, cache_dir: Path | None
@@ -309,6 +312,7 @@ def _require_problem_text(frame: pl.DataFrame, source: Source, where: str) -> No
                     f"(mapped to problem) must be text, got {frame.schema['problem']}", where)
     if frame["problem"].is_null().any():
         _bad_record(frame, frame["problem"].is_null(), name, "(mapped to problem) is null or missing", where)
+    require_not_blank(frame["problem"], name, "problem", where, frame[RECORD])
 
 
 def _bad_record(frame: pl.DataFrame, bad: pl.Series, field: str, message: str, where: str) -> NoReturn:
