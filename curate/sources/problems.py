@@ -25,6 +25,8 @@ def resolve_path(source: Source, recipe_dir: Path) -> Path | None:
 def load_problems(source: Source, recipe_dir: Path) -> pl.DataFrame:
     path = resolve_path(source, recipe_dir)
     checked = {source.fields.problem: "text"} | ({source.fields.answer: "answer"} if source.fields.answer else {})
+    if source.fields.options:
+        checked[source.fields.options] = "text_list"
     raw = read_source(source, path, checked)
     if source.limit:
         raw = raw.head(source.limit)
@@ -41,13 +43,13 @@ def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
         raw = raw.with_columns(answer_as_text(raw, fields.answer, where))
     if source.domain == "code" and not fields.tests:
         raise SourceError(f"{where}: code source {source.name!r} needs `fields.tests`")
-    mapped = {fields.problem, fields.answer, fields.tests, fields.entry_point} - {None}
+    mapped = {fields.problem, fields.answer, fields.tests, fields.entry_point, fields.options} - {None}
     for name in mapped - {fields.problem, fields.answer}:
         if name not in raw.columns:
             raise SourceError(f"{where}: mapped field {name!r} is missing (fields: {', '.join(raw.columns)})")
     unmapped = [c for c in raw.columns if c not in mapped]
     frame = raw.select(
-        problem=pl.col(fields.problem),
+        problem=with_options(pl.col(fields.problem), raw, source, where),
         reference_answer=reference_expr(raw, source, where),
         source=pl.lit(source.name),
         domain=pl.lit(source.domain),
@@ -81,6 +83,34 @@ def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null
         record = first_true(column.is_null()) + 1
         raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
     require_not_blank(column, name, role, where)
+
+
+OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def with_options(problem: pl.Expr, raw: pl.DataFrame, source: Source, where: str, records: pl.Series | None = None
+                 ) -> pl.Expr:
+    """The problem with the `fields.options` list appended, one 'A. text' line per option
+    after a blank line (`records`: as in `require_not_blank`)."""
+    name = source.fields.options
+    if not name:
+        return problem
+    column = require_field(raw, name, "options", where)
+    dtype = column.dtype
+    if dtype == pl.Null:
+        return problem
+    if not (isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Null)):
+        bad, why = column.is_not_null(), f"must be a list of texts, got {dtype}"
+    else:
+        bad = (column.list.len() > len(OPTION_LETTERS)) | column.list.eval(pl.element().is_null()).list.any()
+        why = f"must hold at most {len(OPTION_LETTERS)} options, none of them null"
+    if bad.any():
+        row = first_true(bad)
+        record = records[row] if records is not None else row + 1
+        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to options) {why}")
+    letter = pl.int_range(pl.len()).replace_strict(dict(enumerate(OPTION_LETTERS)), return_dtype=pl.String)
+    lines = pl.col(name).list.eval(pl.concat_str(letter, pl.lit(". "), pl.element())).list.join("\n")
+    return pl.when(pl.col(name).list.len() > 0).then(pl.concat_str(problem, pl.lit("\n\n"), lines)).otherwise(problem)
 
 
 def require_not_blank(column: pl.Series, name: str, role: str, where: str, records: pl.Series | None = None) -> None:

@@ -25,7 +25,7 @@ import os
 import re
 from functools import cache
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import polars as pl
 
@@ -39,6 +39,7 @@ from curate.sources.problems import (
     require_field,
     require_not_blank,
     resolve_path,
+    with_options,
 )
 from curate.sources.readers import (
     FieldKind,
@@ -49,9 +50,15 @@ from curate.sources.readers import (
     source_format,
 )
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 RECORD = "_record"  # 1-based record number in the file, for error messages
 TOKEN_FIELDS = ("prompt_tokens", "reasoning_tokens", "answer_tokens", "completion_tokens")
 ESTIMATE = "chars/4"
+# Bundled models' tokenizers shipped as tokenizer.json (see curate/data/LICENSES.md).
+SHIPPED_TOKENIZERS = {"bundled:smollm2": Path(__file__).resolve().parents[1] / "data" / "tokenizers" / "smollm2"
+                      / "tokenizer.json"}
 # ShareGPT and OpenAI role names, as the trace table's prompt writes them.
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
          "system": "system"}
@@ -82,6 +89,8 @@ def mapped_fields(source: Source) -> dict[str, str]:
         source.fields.problem: "problem"}
     if source.fields.answer:
         fields[source.fields.answer] = "reference answer"
+    if source.fields.options:
+        fields[source.fields.options] = "options"
     if t.shape == "chat":
         fields[t.messages] = "messages"
     else:
@@ -126,7 +135,10 @@ def checked_fields(source: Source) -> dict[str, FieldKind]:
     if t.shape != "chat":
         checked |= {getattr(t, role): text for role in ("completion", "reasoning", "answer") if getattr(t, role)}
     if t.label:
-        checked[t.label] = "label_list" if t.shape == "generations" else "label"
+        kind = "text" if t.label_values is not None else "label"
+        checked[t.label] = f"{kind}_list" if t.shape == "generations" else kind
+    if source.fields.options:
+        checked[source.fields.options] = "text_list"
     return checked
 
 
@@ -159,7 +171,8 @@ def _map_traces(raw: pl.DataFrame, source: Source, where: str, cache_dir: Path |
     frame = flat.select(
         RECORD, "metadata", "reference_answer", "completion", "reasoning", "answer_text", "finish_reason",
         "prompt", "_empty",
-        problem=pl.col("_problem") if "_problem" in flat.columns else pl.col(source.fields.problem),
+        problem=with_options(pl.col("_problem") if "_problem" in flat.columns else pl.col(source.fields.problem),
+                             flat, source, where, flat[RECORD]),
         source=pl.lit(source.name), domain=pl.lit(source.domain), tests=pl.lit(None, pl.String),
         teacher=_constant_or_field(t.teacher, pl.lit(source.name)),
         source_correct=_labels(flat, source, where),
@@ -289,20 +302,33 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
 
 
 def _labels(flat: pl.DataFrame, source: Source, where: str) -> pl.Expr:
-    """The dump's correctness label: booleans, or the integers 0 and 1."""
-    name = source.traces.label
+    """The dump's correctness label: booleans, the integers 0 and 1, or texts that
+    `label_values` maps to true or false."""
+    name, values = source.traces.label, source.traces.label_values
     if not name:
         return pl.lit(None, pl.Boolean)
     column = flat[name]
-    if column.dtype == pl.Boolean or column.dtype == pl.Null:
-        return pl.col(name).cast(pl.Boolean)
+    if column.dtype == pl.Null:
+        return pl.lit(None, pl.Boolean)
+    if values is not None:
+        if column.dtype != pl.String:
+            _bad_record(flat, column.is_not_null(), name, f"(mapped to label, with label_values) must be text, got "
+                        f"{column.dtype}", where)
+        unmapped = column.is_not_null() & ~column.is_in(list(values))
+        if unmapped.any():
+            _bad_record(flat, unmapped, name, f"(mapped to label) is {column.filter(unmapped)[0]!r}, which "
+                        f"label_values does not map (it maps {', '.join(map(repr, values))})", where)
+        return pl.col(name).replace_strict(values, default=None, return_dtype=pl.Boolean)
+    if column.dtype == pl.Boolean:
+        return pl.col(name)
     if column.dtype.is_integer():
         bad = column.is_not_null() & ~column.is_in([0, 1])
         if not bad.any():
             return pl.col(name).cast(pl.Boolean)
         _bad_record(flat, bad, name, f"(mapped to label) must be a boolean (or 0/1), got {column.filter(bad)[0]!r}",
                     where)
-    _bad_record(flat, column.is_not_null(), name, f"(mapped to label) must be a boolean, got {column.dtype}", where)
+    _bad_record(flat, column.is_not_null(), name, "(mapped to label) must be a boolean (or 0/1; text labels need "
+                f"`label_values`), got {column.dtype}", where)
 
 
 def _require_problem_text(frame: pl.DataFrame, source: Source, where: str) -> None:
@@ -367,31 +393,35 @@ def _token_counts(frame: pl.DataFrame, tokenizer: str, cache_dir: Path | None) -
 def count_tokens(texts: pl.Series, tokenizer: str, cache_dir: Path | None) -> pl.Series:
     if tokenizer == ESTIMATE:
         return ((texts.str.len_chars() + 3) // 4).cast(pl.Int64)
-    encode = _tokenizer(tokenizer, str(cache_dir) if cache_dir else None)
-    counts = [len(ids) for ids in encode(texts.fill_null("").to_list(), add_special_tokens=False)["input_ids"]]
-    return pl.Series(counts, dtype=pl.Int64)
+    # The Rust tokenizer encodes the batch on all cores; the ids are only counted.
+    encoded = _tokenizer(tokenizer, str(cache_dir) if cache_dir else None).encode_batch_fast(
+        texts.fill_null("").to_list(), add_special_tokens=False)
+    return pl.Series([len(encoding.ids) for encoding in encoded], dtype=pl.Int64)
 
 
 @cache
-def _tokenizer(name: str, cache_dir: str | None):
-    """A tokenizer by name. A bundled GGUF model's tokenizer is read from the GGUF once
-    (seconds) and saved as a tokenizer folder in the cache, which later runs load quickly."""
-    from transformers import AutoTokenizer
+def _tokenizer(name: str, cache_dir: str | None) -> Tokenizer:
+    """A tokenizer by name: one shipped as a tokenizer.json (`bundled:smollm2`, loaded in
+    well under a second); another bundled GGUF model's, read from the GGUF once (seconds)
+    and kept as a tokenizer.json in the cache; a local folder or Hub id's, by transformers."""
+    from tokenizers import Tokenizer
 
     from curate.core.paths import default_cache_dir
     from curate.models.bundled import BUNDLED_PREFIX, resolve_model
 
+    if name in SHIPPED_TOKENIZERS:
+        return Tokenizer.from_file(str(SHIPPED_TOKENIZERS[name]))
+    from transformers import AutoTokenizer
+
     if not name.startswith(BUNDLED_PREFIX):
-        return AutoTokenizer.from_pretrained(name)
-    folder = Path(cache_dir or default_cache_dir()) / "tokenizers" / name[len(BUNDLED_PREFIX):]
-    if (folder / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(name).backend_tokenizer
+    saved = Path(cache_dir or default_cache_dir()) / "tokenizers" / name[len(BUNDLED_PREFIX):] / "tokenizer.json"
+    if saved.is_file():
+        return Tokenizer.from_file(str(saved))
     model = Path(resolve_model(name, Path(cache_dir) if cache_dir else None))
-    loaded = AutoTokenizer.from_pretrained(model.parent, gguf_file=model.name)
-    partial = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
-    loaded.save_pretrained(partial)
-    try:
-        os.replace(partial, folder)
-    except OSError:  # another process saved it first
-        pass
+    loaded = AutoTokenizer.from_pretrained(model.parent, gguf_file=model.name).backend_tokenizer
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_name(f".{saved.name}.{os.getpid()}.partial")
+    loaded.save(str(partial))
+    os.replace(partial, saved)
     return loaded
