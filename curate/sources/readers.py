@@ -187,7 +187,8 @@ def checked_value(value, kind: FieldKind, where: str, name: str):
         return value
     if kind == "label" and (isinstance(value, bool) or (type(value) is int and value in (0, 1))):
         return bool(value)
-    wanted = {"text": "text", "answer": "text or a number", "label": "a boolean (or 0/1)"}[kind]
+    wanted = {"text": "text", "answer": "text or a number",
+              "label": "a boolean (or 0/1; text labels need `label_values`)"}[kind]
     raise SourceError(f"{where}: field {name!r} must be {wanted}, got {type(value).__name__} {repr(value)[:60]}")
 
 
