@@ -49,13 +49,18 @@ def split_reasoning_expr(text: pl.Expr, markers: Markers, reasoning_content: pl.
     return split
 
 
+def split_reasoning_batch(texts: list[str], reasoning_contents: list[str | None], start: str, end: str
+                          ) -> list[tuple[str, str, str]]:
+    """(full completion, reasoning, answer) of each completion, by `split_reasoning_expr`."""
+    frame = pl.DataFrame({"text": texts, "content": reasoning_contents}, schema={"text": pl.String,
+                                                                             "content": pl.String})
+    split = split_reasoning_expr(pl.col("text"), [(start, end)], pl.col("content"))
+    return frame.select(split.alias("split")).unnest("split").select("completion", "reasoning", "answer").rows()
+
+
 def split_reasoning(text: str, reasoning_content: str | None, start: str, end: str) -> tuple[str, str, str]:
-    """(full completion, reasoning, answer) of one completion, by `split_reasoning_expr`."""
-    frame = pl.DataFrame({"text": [text], "content": [reasoning_content]}, schema={"text": pl.String,
-                                                                               "content": pl.String})
-    row = frame.select(split_reasoning_expr(pl.col("text"), [(start, end)], pl.col("content")).alias("split")
-                       ).unnest("split").row(0, named=True)
-    return row["completion"], row["reasoning"], row["answer"]
+    """(full completion, reasoning, answer) of one completion."""
+    return split_reasoning_batch([text], [reasoning_content], start, end)[0]
 
 
 def _split_pair(text: pl.Expr, start: str, end: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
