@@ -11,7 +11,7 @@ import random
 import polars as pl
 import pytest
 
-from curate.llm.reasoning import split_reasoning, split_reasoning_expr
+from curate.llm.reasoning import split_reasoning, split_reasoning_frame
 from curate.sources.config import Source
 from curate.sources.traces import load_traces
 
@@ -52,7 +52,7 @@ def random_texts(seed: int, count: int) -> list[str]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_split_matches_python_reference(seed, markers):
     texts = random_texts(seed, 3000)
-    split = pl.DataFrame({"text": texts}).select(split_reasoning_expr(pl.col("text"), markers).alias("s")).unnest("s")
+    split = split_reasoning_frame(pl.Series(texts, dtype=pl.String), markers)
     expected = [reference(text, markers) for text in texts]
     got = list(zip(split["reasoning"], split["answer"], split["truncated"], strict=True))
     mismatches = [(text, g, e) for text, g, e in zip(texts, got, expected, strict=True) if g != e]
@@ -84,8 +84,7 @@ def test_reasoning_content_is_put_back_between_the_markers(content, expected):
 
 
 def test_null_text_reads_as_empty_and_stays_null():
-    split = pl.DataFrame({"text": [None, "x"]}, schema={"text": pl.String}).select(
-        split_reasoning_expr(pl.col("text"), [THINK]).alias("s")).unnest("s")
+    split = split_reasoning_frame(pl.Series([None, "x"], dtype=pl.String), [THINK])
     assert split.rows() == [(None, "", "", False), ("x", "", "x", False)]
 
 

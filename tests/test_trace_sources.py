@@ -405,10 +405,10 @@ def test_a_json_file_with_a_duplicate_key_or_deep_nesting_is_named(tmp_path, tex
 def test_a_failure_inside_polars_names_the_file_and_fields(tmp_path, monkeypatch):
     from curate.sources import traces as traces_module
 
-    def failing_split(text, markers, reasoning_content=None):
-        return pl.struct(completion=text, reasoning=text, answer=text.str.to_integer(), truncated=pl.lit(False))
+    def failing_split(texts, markers, reasoning_contents=None):
+        return texts.to_frame("completion").with_columns(answer=pl.col("completion").str.to_integer())
 
-    monkeypatch.setattr(traces_module, "split_reasoning_expr", failing_split)
+    monkeypatch.setattr(traces_module, "split_reasoning_frame", failing_split)
     path = write_jsonl(tmp_path / "dump.jsonl", [{"problem": "p", "answer": "1", "completion": "not a number"}])
     with pytest.raises(SourceError) as caught:
         load_traces(source(path), tmp_path)

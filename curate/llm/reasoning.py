@@ -15,8 +15,9 @@ A server that parses reasoning itself returns it apart (`reasoning_content`); wh
 holds any non-white-space text, the completion is rebuilt with the markers around it so
 that it reads like the raw output of a model that did not, and the text is the answer.
 
-Everything is a polars string operation on literal markers (`str.splitn`): no offsets, so
-no dependence on whether polars counts them in bytes or characters.
+Everything is a polars string operation on literal markers (`str.splitn`,
+`str.contains(literal=True)`, `str.strip_chars`): no offsets, so no dependence on whether
+polars counts them in bytes or characters.
 """
 
 from __future__ import annotations
@@ -28,61 +29,82 @@ import polars as pl
 Markers = Sequence[tuple[str, str]]
 
 
-def split_reasoning_expr(text: pl.Expr, markers: Markers, reasoning_content: pl.Expr | None = None) -> pl.Expr:
-    """A struct of `completion`, `reasoning`, `answer` (text) and `truncated` (boolean) per
-    row of `text`; see the module's rules. `markers` are tried in order; a null text (or
-    reasoning_content) reads as empty, except that the completion stays null."""
-    completion, text = text, text.fill_null("")
-    split = pl.struct(completion=completion, reasoning=pl.lit(""), answer=text.str.strip_chars(),
-                      truncated=pl.lit(False))  # untagged: all answer
-    for start, end in reversed(markers):  # the first pair found wins: it is applied last
-        found = _contains(text, start) | _contains(text, end)
-        reasoning, answer, truncated = _split_pair(text, start, end)
-        split = pl.when(found).then(pl.struct(completion=completion, reasoning=reasoning, answer=answer,
-                                              truncated=truncated)).otherwise(split)
-    if reasoning_content is not None:
-        start, end = markers[0] if markers else ("", "")
-        apart = reasoning_content.fill_null("").str.strip_chars()
-        rebuilt = pl.struct(completion=pl.concat_str(pl.lit(start), reasoning_content, pl.lit(end), text),
-                            reasoning=apart, answer=text.str.strip_chars(), truncated=pl.lit(False))
-        split = pl.when(apart != "").then(rebuilt).otherwise(split)
-    return split
+def split_reasoning_frame(texts: pl.Series, markers: Markers, reasoning_contents: pl.Series | None = None
+                          ) -> pl.DataFrame:
+    """`completion`, `reasoning`, `answer` (text) and `truncated` (boolean), one row per
+    text; see the module's rules. `markers` are tried in order. A null text (or reasoning
+    content) reads as empty, except that the completion stays null.
+
+    Each step is a column of its own, so that no split is computed twice: marker pair i
+    cuts only the texts where it is the first pair found, the others are null for it."""
+    frame = pl.LazyFrame({"completion": texts, "content": reasoning_contents},
+                         schema={"completion": pl.String, "content": pl.String})
+    frame = frame.with_columns(text=pl.col("completion").fill_null(""))
+    found = [(_contains(pl.col("text"), start) | _contains(pl.col("text"), end)) for start, end in markers]
+    frame = frame.with_columns(pair=pl.coalesce(pl.lit(None, pl.Int32), *(
+        pl.when(pair_found).then(pl.lit(pair, pl.Int32)) for pair, pair_found in enumerate(found))))
+    for pair, (start, end) in enumerate(markers):
+        frame = _split_by_pair(frame, pair, start, end)
+    pairs = range(len(markers))
+    frame = frame.select(
+        "completion", "content",
+        reasoning=pl.coalesce(*(pl.col(f"reasoning_{pair}") for pair in pairs), pl.lit("")).str.strip_chars(),
+        answer=pl.coalesce(*(pl.col(f"answer_{pair}") for pair in pairs), pl.col("text")).str.strip_chars(),
+        truncated=pl.coalesce(*(pl.col(f"truncated_{pair}") for pair in pairs), pl.lit(False)))
+    return _with_reasoning_apart(frame, *(markers[0] if markers else ("", ""))).collect()
+
+
+def _split_by_pair(frame: pl.LazyFrame, pair: int, start: str, end: str) -> pl.LazyFrame:
+    """`frame` with reasoning_{pair}, answer_{pair} and truncated_{pair}: the split by this
+    pair of the texts where it is the first pair found, null elsewhere."""
+    mine = pl.col("pair") == pair
+    text = pl.when(mine).then(pl.col("text"))
+    frame = _split_once(frame, text, end, "before_end", "after_end")
+    closed = pl.col("after_end").is_not_null()
+    # The reasoning ends at the end marker, or runs to the end of the text.
+    frame = _split_once(frame, pl.when(closed).then(pl.col("before_end")).otherwise(text), start, "_", "after_start")
+    opened = pl.col("after_start").is_not_null()
+    return frame.with_columns(**{
+        f"reasoning_{pair}": pl.when(opened).then(pl.col("after_start")).when(closed).then(pl.col("before_end")),
+        f"answer_{pair}": pl.when(closed).then(pl.col("after_end")).when(opened).then(pl.lit("")),
+        f"truncated_{pair}": pl.when(mine).then(opened & ~closed),
+    }).drop("before_end", "after_end", "_", "after_start")
+
+
+def _split_once(frame: pl.LazyFrame, text: pl.Expr, marker: str, before: str, after: str) -> pl.LazyFrame:
+    """`frame` with the columns `before` and `after` the first `marker` in the text; `after`
+    is null where it is absent (an empty marker is never found)."""
+    if not marker:
+        return frame.with_columns(text.alias(before), pl.lit(None, pl.String).alias(after))
+    parts = text.str.splitn(marker, 2).struct.rename_fields([before, after])
+    return frame.with_columns(parts.alias("_parts")).unnest("_parts")
+
+
+def _with_reasoning_apart(frame: pl.LazyFrame, start: str, end: str) -> pl.LazyFrame:
+    """Where the reasoning came apart (any non-white-space `content`): the completion rebuilt
+    around it, the whole text the answer."""
+    content = pl.col("content").fill_null("").str.strip_chars()
+    apart = content != ""
+    text = pl.col("completion").fill_null("")
+    return frame.select(
+        completion=pl.when(apart).then(pl.concat_str(pl.lit(start), pl.col("content"), pl.lit(end), text))
+        .otherwise(pl.col("completion")),
+        reasoning=pl.when(apart).then(content).otherwise(pl.col("reasoning")),
+        answer=pl.when(apart).then(text.str.strip_chars()).otherwise(pl.col("answer")),
+        truncated=pl.when(apart).then(pl.lit(False)).otherwise(pl.col("truncated")))
 
 
 def split_reasoning_batch(texts: list[str], reasoning_contents: list[str | None], start: str, end: str
                           ) -> list[tuple[str, str, str]]:
-    """(full completion, reasoning, answer) of each completion, by `split_reasoning_expr`."""
-    frame = pl.DataFrame({"text": texts, "content": reasoning_contents}, schema={"text": pl.String,
-                                                                             "content": pl.String})
-    split = split_reasoning_expr(pl.col("text"), [(start, end)], pl.col("content"))
-    return frame.select(split.alias("split")).unnest("split").select("completion", "reasoning", "answer").rows()
+    """(full completion, reasoning, answer) of each completion, by `split_reasoning_frame`."""
+    split = split_reasoning_frame(pl.Series(texts, dtype=pl.String), [(start, end)],
+                                  pl.Series(reasoning_contents, dtype=pl.String))
+    return split.select("completion", "reasoning", "answer").rows()
 
 
 def split_reasoning(text: str, reasoning_content: str | None, start: str, end: str) -> tuple[str, str, str]:
     """(full completion, reasoning, answer) of one completion."""
     return split_reasoning_batch([text], [reasoning_content], start, end)[0]
-
-
-def _split_pair(text: pl.Expr, start: str, end: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(reasoning, answer, truncated) by one marker pair, in a text holding either marker."""
-    before_end, after_end = _split_once(text, end)
-    closed = after_end.is_not_null()
-    # The reasoning ends at the end marker, or runs to the end of the text.
-    block = pl.when(closed).then(before_end).otherwise(text)
-    _, after_start = _split_once(block, start)
-    opened = after_start.is_not_null()
-    reasoning = pl.when(opened).then(after_start).when(closed).then(before_end).otherwise(pl.lit(""))
-    answer = pl.when(closed).then(after_end).when(opened).then(pl.lit("")).otherwise(text)
-    return reasoning.str.strip_chars(), answer.str.strip_chars(), opened & ~closed
-
-
-def _split_once(text: pl.Expr, marker: str) -> tuple[pl.Expr, pl.Expr]:
-    """(before, after) the first `marker` in the text; `after` is null where it is absent
-    (an empty marker is never found)."""
-    if not marker:
-        return text, pl.lit(None, pl.String)
-    parts = text.str.splitn(marker, 2)
-    return parts.struct.field("field_0"), parts.struct.field("field_1")
 
 
 def _contains(text: pl.Expr, marker: str) -> pl.Expr:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import polars as pl
 
-from curate.llm.reasoning import split_reasoning_expr
+from curate.llm.reasoning import split_reasoning_frame
 from curate.schema import conform, content_hash_expr, problem_id_expr
 from curate.sources.config import FieldValue, Source
 from curate.sources.problems import (
@@ -278,20 +278,16 @@ def _text_parts(flat: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
         if name and flat.schema[name] not in (pl.String, pl.Null):
             _bad_record(flat, flat[name].is_not_null(), name, f"(mapped to {role}) must be text, got "
                         f"{flat.schema[name]}", where)
-    split = split_reasoning_expr(pl.col(output).cast(pl.String), t.reasoning_markers,
-                                 pl.col(reasoning).cast(pl.String) if reasoning else None)
-    truncated = split.struct.field("truncated")
-    inferred = pl.when(truncated).then(pl.lit("length")).otherwise(pl.lit("stop"))
+    split = split_reasoning_frame(flat[output].cast(pl.String), t.reasoning_markers,
+                                  flat[reasoning].cast(pl.String) if reasoning else None)
+    inferred = pl.when(split["truncated"]).then(pl.lit("length")).otherwise(pl.lit("stop"))
     finish = pl.coalesce(pl.col(t.finish_reason).cast(pl.String), inferred) if t.finish_reason else inferred
     present = [pl.col(n).cast(pl.String).str.contains(r"\S").fill_null(False) for n in (completion, reasoning, answer)
                if n]
     if "prompt" not in flat.columns:
         flat = flat.with_columns(prompt=pl.col(source.fields.problem))
-    # Lazy, so the split's parts shared by these expressions are computed once.
-    parts = flat.lazy().with_columns(_split=split).with_columns(
-        completion=pl.col("_split").struct.field("completion"), reasoning=pl.col("_split").struct.field("reasoning"),
-        answer_text=pl.col("_split").struct.field("answer"), finish_reason=finish,
-        _empty=~pl.any_horizontal(present)).drop("_split").collect()
+    parts = flat.with_columns(completion=split["completion"], reasoning=split["reasoning"],
+                              answer_text=split["answer"], finish_reason=finish, _empty=~pl.any_horizontal(present))
     if t.on_empty == "error" and parts["_empty"].any():
         _bad_record(parts, parts["_empty"], output, "is empty: the trace has no completion "
                     "(set `on_empty: skip` to skip such traces)", where)
