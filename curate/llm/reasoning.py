@@ -37,21 +37,24 @@ def split_reasoning_frame(texts: pl.Series, markers: Markers, reasoning_contents
 
     Each step is a column of its own, so that no split is computed twice: marker pair i
     cuts only the texts where it is the first pair found, the others are null for it."""
-    frame = pl.LazyFrame({"completion": texts, "content": reasoning_contents},
+    frame = pl.DataFrame({"completion": texts, "content": reasoning_contents},
                          schema={"completion": pl.String, "content": pl.String})
-    frame = frame.with_columns(text=pl.col("completion").fill_null(""))
     found = [(_contains(pl.col("text"), start) | _contains(pl.col("text"), end)) for start, end in markers]
-    frame = frame.with_columns(pair=pl.coalesce(pl.lit(None, pl.Int32), *(
-        pl.when(pair_found).then(pl.lit(pair, pl.Int32)) for pair, pair_found in enumerate(found))))
-    for pair, (start, end) in enumerate(markers):
-        frame = _split_by_pair(frame, pair, start, end)
-    pairs = range(len(markers))
-    frame = frame.select(
+    frame = frame.with_columns(text=pl.col("completion").fill_null("")).with_columns(pair=pl.coalesce(
+        pl.lit(None, pl.Int32), *(pl.when(pair_found).then(pl.lit(pair, pl.Int32))
+                                  for pair, pair_found in enumerate(found))))
+    cut_by = [pair for pair in range(len(markers)) if pair in frame["pair"]]  # a pair found in no text cuts none
+    split = frame.lazy()
+    for pair in cut_by:
+        split = _split_by_pair(split, pair, *markers[pair])
+    split = split.select(
         "completion", "content",
-        reasoning=pl.coalesce(*(pl.col(f"reasoning_{pair}") for pair in pairs), pl.lit("")).str.strip_chars(),
-        answer=pl.coalesce(*(pl.col(f"answer_{pair}") for pair in pairs), pl.col("text")).str.strip_chars(),
-        truncated=pl.coalesce(*(pl.col(f"truncated_{pair}") for pair in pairs), pl.lit(False)))
-    return _with_reasoning_apart(frame, *(markers[0] if markers else ("", ""))).collect()
+        reasoning=pl.coalesce(*(pl.col(f"reasoning_{pair}") for pair in cut_by), pl.lit("")).str.strip_chars(),
+        answer=pl.coalesce(*(pl.col(f"answer_{pair}") for pair in cut_by), pl.col("text")).str.strip_chars(),
+        truncated=pl.coalesce(*(pl.col(f"truncated_{pair}") for pair in cut_by), pl.lit(False)))
+    if reasoning_contents is not None:
+        split = _with_reasoning_apart(split, *(markers[0] if markers else ("", "")))
+    return split.drop("content").collect()
 
 
 def _split_by_pair(frame: pl.LazyFrame, pair: int, start: str, end: str) -> pl.LazyFrame:
