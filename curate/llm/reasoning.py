@@ -89,7 +89,7 @@ def _with_reasoning_apart(frame: pl.LazyFrame, start: str, end: str) -> pl.LazyF
     content = pl.col("content").fill_null("").str.strip_chars()
     apart = content != ""
     text = pl.col("completion").fill_null("")
-    return frame.select(
+    return frame.with_columns(
         completion=pl.when(apart).then(pl.concat_str(pl.lit(start), pl.col("content"), pl.lit(end), text))
         .otherwise(pl.col("completion")),
         reasoning=pl.when(apart).then(content).otherwise(pl.col("reasoning")),
