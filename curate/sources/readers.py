@@ -15,6 +15,7 @@ import math
 import mmap
 import re
 from collections.abc import Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
@@ -71,11 +72,13 @@ def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKi
 
 
 def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
-    frame = _fast_jsonl(path, checked)
+    # polars keeps the first of two values of one key: Python's parser checks every line
+    # and names the one polars would read silently wrong, in a thread while polars reads.
+    with ThreadPoolExecutor(1) as pool:
+        lines_checked = pool.submit(_check_lines, path)
+        frame = _fast_jsonl(path, checked)
+        lines_checked.result()
     if frame is not None:
-        # polars keeps the first of two values of one key and reads no deeper than it can:
-        # Python's parser names the line of a record polars would have read silently wrong.
-        _check_lines(path)
         return frame
     checked_values = _checked_values(path, checked)
     try:
