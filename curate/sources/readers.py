@@ -15,7 +15,6 @@ import math
 import mmap
 import re
 from collections.abc import Collection, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
@@ -72,12 +71,10 @@ def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKi
 
 
 def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
-    # polars keeps the first of two values of one key: Python's parser checks every line
-    # and names the one polars would read silently wrong, in a thread while polars reads.
-    with ThreadPoolExecutor(1) as pool:
-        lines_checked = pool.submit(_check_lines, path)
-        frame = _fast_jsonl(path, checked)
-        lines_checked.result()
+    # Python's parser checks every line first: polars keeps the first of two values of one
+    # key (silently), and polars 1.x crashes the process on a record nested ~20,000 deep.
+    _check_lines(path)
+    frame = _fast_jsonl(path, checked)
     if frame is not None:
         return frame
     checked_values = _checked_values(path, checked)

@@ -184,8 +184,8 @@ def _map_traces(raw: pl.DataFrame, source: Source, where: str, cache_dir: Path |
     frame = _ids(frame, source)
     skipped = frame.filter("_empty")
     frame = _token_counts(frame.filter(~pl.col("_empty")), t.tokenizer, cache_dir)
-    skipped = skipped.with_columns(reject_reason=pl.lit("empty_completion"), reject_detail=pl.format(
-        '{{"source": {}, "record": {}}}', pl.lit(json.dumps(source.name)), pl.col(RECORD)))
+    skipped = skipped.with_columns(reject_reason=pl.lit("empty_completion"), reject_detail=pl.concat_str(
+        pl.lit(f'{{"source": {json.dumps(source.name)}, "record": '), pl.col(RECORD).cast(pl.String), pl.lit("}")))
     return _trace_rows(frame), _trace_rows(skipped)
 
 
