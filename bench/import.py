@@ -10,8 +10,13 @@ token counts, a 0/1 label), then, each in a fresh process so peak memory is its 
 - `import+verify`: the same, then the `verify` operator on every row.
 
 polars and import alternate, `--repeats` times each; verify runs once (it dominates).
+`--tokenizer` counts the tokens the dump does not give (the synthetic dump gives them all).
+`--skythought PATH` imports a real SkyThought-format file (`code` = generations, `score` =
+labels) instead, `--copies` times over (problems renamed per copy), with no token counts
+of its own: the tokenizer counts every part.
 
     python bench/import.py --rows 1000000 --repeats 3
+    python bench/import.py --skythought math500_skyt1_27b_longcot.jsonl --copies 9 --tokenizer bundled:smollm2
 """
 
 from __future__ import annotations
@@ -76,10 +81,21 @@ def write_dump(path: Path, rows: int, seed: int = 0) -> None:
 SOURCE = {"name": "bench", "kind": "traces", "fields": {"problem": "question", "answer": "reference"},
           "traces": {"completion": "output", "label": "is_correct", "finish_reason": "finish_reason",
                      "teacher": {"field": "model"}, "prompt_tokens": "prompt_tokens",
-                     "completion_tokens": "completion_tokens", "tokenizer": "chars/4"}}
+                     "completion_tokens": "completion_tokens"}}
+SKYTHOUGHT = {"name": "bench", "kind": "traces", "fields": {"problem": "question", "answer": "gt"},
+              "traces": {"shape": "generations", "completion": "code", "label": "score", "teacher": "sky"}}
 
 
-def child(task: str, path: str, workers: int) -> None:
+def write_copies(path: Path, original: Path, copies: int) -> None:
+    """`copies` copies of a SkyThought file, each problem renamed per copy (distinct ids)."""
+    records = [json.loads(line) for line in original.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open(path, "w", encoding="utf-8") as out:
+        for copy in range(copies):
+            for record in records:
+                out.write(json.dumps({**record, "question": f"{record['question']} (copy {copy})"}) + "\n")
+
+
+def child(task: str, path: str, workers: int, tokenizer: str, skythought: bool) -> None:
     """Run one task in this process; print seconds (after imports), rows and peak RSS as JSON."""
     if task == "polars":
         started = time.perf_counter()
@@ -89,7 +105,8 @@ def child(task: str, path: str, workers: int) -> None:
         from curate.sources.config import Source
         from curate.sources.traces import load_traces
 
-        source = Source.model_validate({**SOURCE, "path": path})
+        config = SKYTHOUGHT if skythought else SOURCE
+        source = Source.model_validate({**config, "path": path, "traces": {**config["traces"], "tokenizer": tokenizer}})
         started = time.perf_counter()
         traces = load_traces(source, Path(path).parent)
         rows, phases = traces.height, {"import": time.perf_counter() - started}
@@ -108,9 +125,10 @@ def child(task: str, path: str, workers: int) -> None:
     print(json.dumps({"task": task, "rows": rows, "seconds": seconds, "peak_mib": peak_mib, **phases}))
 
 
-def measure(task: str, path: Path, workers: int) -> dict:
-    output = subprocess.run([sys.executable, __file__, "--child", task, str(path), "--workers", str(workers)],
-                            check=True, capture_output=True, text=True, cwd=ROOT).stdout
+def measure(task: str, path: Path, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--child", task, str(path), "--workers", str(args.workers),
+               "--tokenizer", args.tokenizer] + (["--skythought", args.skythought] if args.skythought else [])
+    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -120,11 +138,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="verify's math-verify worker processes")
     parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--tokenizer", default="chars/4", help="counts the tokens the dump does not give")
+    parser.add_argument("--skythought", metavar="PATH", help="import this SkyThought-format file instead")
+    parser.add_argument("--copies", type=int, default=1, help="with --skythought: copies of the file")
     parser.add_argument("--child", nargs=2, metavar=("TASK", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--write", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(*args.child, workers=args.workers)
+        return child(*args.child, workers=args.workers, tokenizer=args.tokenizer, skythought=bool(args.skythought))
     if args.write:
         return write_dump(Path(args.write), args.rows)
     with tempfile.TemporaryDirectory() as folder:
@@ -132,14 +153,19 @@ def main() -> None:
         started = time.perf_counter()
         # In a child process: a child's peak memory counts its parent's at the fork, and
         # building the dump takes gigabytes.
-        subprocess.run([sys.executable, __file__, "--write", str(path), "--rows", str(args.rows)], check=True, cwd=ROOT)
-        print(f"dump: {args.rows:,} rows, {path.stat().st_size / 2**20:,.0f} MiB, written in "
+        if args.skythought:
+            write_copies(path, Path(args.skythought), args.copies)
+            args.rows = sum(1 for _ in open(path, encoding="utf-8"))
+        else:
+            subprocess.run([sys.executable, __file__, "--write", str(path), "--rows", str(args.rows)], check=True,
+                           cwd=ROOT)
+        print(f"dump: {args.rows:,} records, {path.stat().st_size / 2**20:,.0f} MiB, written in "
               f"{time.perf_counter() - started:.1f}s")
         results: dict[str, list[dict]] = {"polars": [], "import": []}
         for repeat in range(args.repeats):
             order = ("polars", "import") if repeat % 2 == 0 else ("import", "polars")
             for task in order:
-                results[task].append(measure(task, path, args.workers))
+                results[task].append(measure(task, path, args))
         for task, runs in results.items():
             seconds = [r["seconds"] for r in runs]
             print(f"{task:14} {statistics.median(seconds):7.2f}s (min {min(seconds):.2f}, max {max(seconds):.2f}) "
@@ -149,7 +175,7 @@ def main() -> None:
             r["seconds"] for r in results["polars"])
         print(f"import / polars read: {ratio:.2f}x")
         if not args.no_verify:
-            run = measure("import+verify", path, args.workers)
+            run = measure("import+verify", path, args)
             print(f"import+verify  {run['seconds']:7.2f}s (import {run['import']:.1f}s, verify {run['verify']:.1f}s) "
                   f"{args.rows / run['seconds'] / 1e3:8.1f}k rows/s  peak {run['peak_mib']:,.0f} MiB  "
                   f"label agreement {run['label_agreement']:.4f}")

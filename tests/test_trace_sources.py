@@ -252,8 +252,8 @@ def test_curate_traces_recipe_runs_offline_and_the_audit_shows_label_agreement(t
 
 @pytest.mark.parametrize("markers", [("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>")])
 def test_long_traces_split_as_generation_splits_them(tmp_path, markers):
-    """Reasoning long enough to be cut as views of the completion (not copies) reads the same
-    as generation's own split, white space and non-ASCII text included."""
+    """Long reasoning reads the same as generation's own split, white space and non-ASCII
+    text included."""
     from curate.llm.reasoning import split_reasoning
 
     start, end = markers
@@ -271,3 +271,147 @@ def test_long_traces_split_as_generation_splits_them(tmp_path, markers):
     assert traces["answer_text"].to_list() == [answer for _, _, answer in expected]
     assert traces["completion"].to_list() == outputs
     assert traces["finish_reason"].to_list() == ["stop", "length", "stop", "stop", "stop"]
+
+
+def test_empty_generations_are_skipped_and_counted_when_asked(tmp_path):
+    from curate.sources.traces import import_traces
+
+    records = [{"problem": f"p{i}", "answer": "1", "gens": ["<think>r</think>a", "", " \u3000"][i % 3:i % 3 + 1]}
+               for i in range(9)]
+    path = write_jsonl(tmp_path / "dump.jsonl", records)
+    config = {"shape": "generations", "completion": "gens"}
+    with pytest.raises(SourceError, match=r"record 2: field 'gens' is empty.*on_empty: skip"):
+        load_traces(source(path, traces=config), tmp_path)
+    kept, skipped = import_traces(source(path, traces={**config, "on_empty": "skip"}), tmp_path)
+    assert kept["problem"].to_list() == ["p0", "p3", "p6"]
+    assert skipped["reject_reason"].to_list() == ["empty_completion"] * 6
+    assert [json.loads(d)["record"] for d in skipped["reject_detail"]] == [2, 3, 5, 6, 8, 9]
+    assert set(skipped.columns) >= set(kept.columns)
+
+
+def test_text_labels_are_mapped_by_label_values(tmp_path):
+    records = [{"problem": "p", "answer": "1", "out": "a", "status": "matched"},
+               {"problem": "q", "answer": "1", "out": "b", "status": "mismatched"},
+               {"problem": "r", "answer": "1", "out": "c", "status": None}]
+    path = write_jsonl(tmp_path / "dump.jsonl", records)
+    mapped = {"completion": "out", "label": "status", "label_values": {"matched": True, "mismatched": False}}
+    traces = load_traces(source(path, traces=mapped), tmp_path)
+    assert traces["source_correct"].to_list() == [True, False, None]
+    write_jsonl(path, [*records, {"problem": "s", "answer": "1", "out": "d", "status": "Matched"}])
+    with pytest.raises(SourceError, match=r"record 4: field 'status' \(mapped to label\) is 'Matched', which "
+                                          r"label_values does not map"):
+        load_traces(source(path, traces=mapped), tmp_path)
+    with pytest.raises(SourceError, match=r"record 1: field 'status'.*text labels need `label_values`"):
+        load_traces(source(path, traces={"completion": "out", "label": "status"}), tmp_path)
+    with pytest.raises(ValueError, match="label_values"):
+        source(path, traces={**mapped, "label_values": {"matched": "yes"}})
+
+
+def test_multiple_choice_options_are_appended_to_the_problem(tmp_path):
+    from curate.sources.problems import load_problems
+
+    records = [{"question": "Which is prime?", "choices": ["4", "7 (seven)", "9"], "answer": "B", "out": "B"},
+               {"question": "No options here", "choices": [], "answer": "A", "out": "A"}]
+    path = write_jsonl(tmp_path / "mc.jsonl", records)
+    config = {"domain": "choice", "fields": {"problem": "question", "options": "choices"}}
+    traces = load_traces(source(path, traces={"completion": "out"}, **config), tmp_path)
+    problems = load_problems(Source.model_validate({"name": "mc", "path": str(path), **config}), tmp_path)
+    expected = ["Which is prime?\n\nA. 4\nB. 7 (seven)\nC. 9", "No options here"]
+    assert traces["problem"].to_list() == expected == problems["problem"].to_list()
+    assert "choices" not in traces["metadata"][0]
+    write_jsonl(path, [*records, {"question": "q", "choices": ["x", None], "answer": "A", "out": "A"}])
+    with pytest.raises(SourceError, match=r"record 3: field 'choices' \(mapped to options\)"):
+        load_traces(source(path, traces={"completion": "out"}, **config), tmp_path)
+    write_jsonl(path, [*records, {"question": "q", "choices": "A or B", "answer": "A", "out": "A"}])
+    with pytest.raises(SourceError, match=r"record 3: field 'choices' must be a list"):
+        load_problems(Source.model_validate({"name": "mc", "path": str(path), **config}), tmp_path)
+
+
+def test_the_dumps_own_token_counts_win_over_the_tokenizer(tmp_path, monkeypatch):
+    from curate.sources import traces as traces_module
+
+    def no_tokenizer(*args):
+        raise AssertionError("the tokenizer ran, yet the dump gives every count")
+
+    monkeypatch.setattr(traces_module, "count_tokens", no_tokenizer)
+    path = write_jsonl(tmp_path / "dump.jsonl", [
+        {"problem": "p", "answer": "1", "out": "<think>long reasoning here</think>1", "pt": 5, "ct": 100},
+        {"problem": "q", "answer": "1", "out": "1", "pt": 6, "ct": 3}])
+    traces = load_traces(source(path, traces={"completion": "out", "prompt_tokens": "pt", "completion_tokens": "ct",
+                                              "tokenizer": "bundled:smollm2"}), tmp_path)
+    assert (traces["reasoning_tokens"] + traces["answer_tokens"]).to_list() == [100, 3]
+    assert traces["reasoning_tokens"].to_list() == [95, 0]  # shared out by characters: 19 of 20
+    assert traces["prompt_tokens"].to_list() == [5, 6]
+
+
+def test_the_shipped_tokenizer_counts_as_the_bundled_models_own():
+    """curate/data/tokenizers/smollm2/tokenizer.json was extracted from the bundled GGUF."""
+    from transformers import AutoTokenizer
+
+    from curate.models.bundled import ModelNotFoundError, smollm2_gguf
+    from curate.sources.traces import count_tokens
+
+    try:
+        gguf = smollm2_gguf()
+    except ModelNotFoundError as error:
+        pytest.skip(f"the bundled SmolLM2 is not installed: {error}")
+
+    texts = ["<think>Étape 中文 🙂\u3000 12 + 30 = 42</think>\n\nThe answer is $\\boxed{42}$.", "", "  x  ",
+             "def f(x):\n    return x ** 2  # 平方"]
+    own = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    expected = [len(ids) for ids in own(texts, add_special_tokens=False)["input_ids"]]
+    assert count_tokens(pl.Series(texts), "bundled:smollm2", None).to_list() == expected
+
+
+BAD_VALUES = {
+    "NaN answer": ('{"problem": "q", "answer": NaN, "completion": "x"}', ["record 2", "'answer'", "finite", "nan"]),
+    "1e999 answer": ('{"problem": "q", "answer": 1e999, "completion": "x"}', ["record 2", "'answer'", "finite"]),
+    "duplicate key": ('{"problem": "q", "answer": "1", "completion": "x", "completion": "y"}',
+                      [":2:", "'completion'", "twice"]),
+    "empty problem": ('{"problem": " \\u3000", "answer": "1", "completion": "x"}', ["record 2", "'problem'", "empty"]),
+    "nested 20,000 deep": ('{"problem": "q", "answer": "1", "completion": "x", "meta": ' + "[" * 20_000
+                           + "]" * 20_000 + "}", [":2:", "nested too deeply"]),
+}
+
+
+@pytest.mark.parametrize("kind", ["traces", "problems"])
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_values_give_one_line_naming_file_record_and_field(tmp_path, case, kind):
+    from curate.sources.problems import load_problems
+
+    line, expected = BAD_VALUES[case]
+    path = tmp_path / "dump.jsonl"
+    path.write_text('{"problem": "p", "answer": "1", "completion": "<think>a</think>b"}\n' + line + "\n")
+    load = load_traces if kind == "traces" else load_problems
+    config = source(path) if kind == "traces" else Source.model_validate({"name": "d", "path": str(path)})
+    with pytest.raises(SourceError) as caught:
+        load(config, tmp_path)
+    message = str(caught.value)
+    assert str(path) in message and "\n" not in message
+    for fragment in expected:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize("text, expected", [('[{"p": 1, "p": 2}]', "'p' appears twice"),
+                                            ("[" * 20_000 + "]" * 20_000, "nested too deeply")])
+def test_a_json_file_with_a_duplicate_key_or_deep_nesting_is_named(tmp_path, text, expected):
+    path = tmp_path / "dump.json"
+    path.write_text(text)
+    with pytest.raises(SourceError, match=expected) as caught:
+        load_traces(source(path), tmp_path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_failure_inside_polars_names_the_file_and_fields(tmp_path, monkeypatch):
+    from curate.sources import traces as traces_module
+
+    def failing_split(texts, markers, reasoning_contents=None):
+        return texts.to_frame("completion").with_columns(answer=pl.col("completion").str.to_integer())
+
+    monkeypatch.setattr(traces_module, "split_reasoning_frame", failing_split)
+    path = write_jsonl(tmp_path / "dump.jsonl", [{"problem": "p", "answer": "1", "completion": "not a number"}])
+    with pytest.raises(SourceError) as caught:
+        load_traces(source(path), tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: mapping ") and "'completion' as completion" in message
+    assert "polars failed: " in message and "\n" not in message

@@ -28,7 +28,7 @@ from curate.llm.backends.base import Backend, Completion, Request, seed_for
 from curate.llm.cache import CACHE_FILE, ResponseCache, request_key
 from curate.llm.config import RUNTIME_OPTIONS, GenerateConfig, TeacherConfig
 from curate.llm.prompts import check_columns, prompt_text, render
-from curate.llm.reasoning import split_reasoning, split_token_counts
+from curate.llm.reasoning import split_reasoning_batch, split_token_counts
 from curate.models.identity import model_identity
 from curate.schema import PROBLEM_COLUMNS, TRACE_COLUMNS, conform, content_hash, trace_id
 
@@ -306,7 +306,12 @@ class Engine:
     def _rows(self, teacher: TeacherConfig, plan: list[list[Request]], problem_ids: list[str],
               sink: _TeacherSink, over: dict[str, str]) -> pl.DataFrame:
         backend = self.backends[teacher.name]
-        records = [self._record(teacher, row, problem_ids[row], request, sink, over)
+        # One split over the batch: polars per completion would cost a millisecond each.
+        done = {r.key: sink.results[r.key] for samples in plan for r in samples if r.key in sink.results}
+        splits = dict(zip(done, split_reasoning_batch([c.text for c in done.values()],
+                                                      [c.reasoning_content for c in done.values()],
+                                                      teacher.reasoning.start, teacher.reasoning.end), strict=True))
+        records = [self._record(teacher, row, problem_ids[row], request, sink, over, splits)
                    for row, samples in enumerate(plan) for request in samples]
         split = [r for r in records if r["_needs_count"]]
         counts = backend.count_tokens([r["reasoning"] for r in split])
@@ -323,7 +328,7 @@ class Engine:
         )
 
     def _record(self, teacher: TeacherConfig, row: int, problem_id: str, request: Request,
-                sink: _TeacherSink, over: dict[str, str]) -> dict:
+                sink: _TeacherSink, over: dict[str, str], splits: dict[str, tuple[str, str, str]]) -> dict:
         params = {**sampling_identity(teacher), "seed": request.seed, "backend": teacher.backend}
         identity = {**params, "prompt": content_hash(request.text)}  # a new template is a new trace
         record = {
@@ -341,9 +346,7 @@ class Engine:
             record["reject_reason"] = reason
             record["reject_detail"] = json.dumps({"teacher": teacher.name, **detail})
             return record
-        text, reasoning, answer = split_reasoning(
-            completion.text, completion.reasoning_content, teacher.reasoning.start, teacher.reasoning.end
-        )
+        text, reasoning, answer = splits[request.key]
         record.update(completion=text, reasoning=reasoning, answer_text=answer,
                       prompt_tokens=completion.prompt_tokens, finish_reason=completion.finish_reason,
                       _completion_tokens=completion.completion_tokens)

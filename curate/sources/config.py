@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 
 class StrictModel(BaseModel):
@@ -21,6 +21,10 @@ class FieldMap(StrictModel):
     problem: str = Field("problem", description="Field holding the problem text.")
     answer: str | None = Field(
         "answer", description="Field holding the reference answer or solution (null: none)."
+    )
+    options: str | None = Field(
+        None, description="Multiple-choice problems whose options are a separate list of texts: they are "
+        "appended to the problem as 'A. ...', 'B. ...' lines (use with `domain: choice`).",
     )
     tests: str | None = Field(None, description="Code problems: field with the test program or list of asserts.")
     entry_point: str | None = Field(None, description="Code problems: field naming the function under test.")
@@ -62,6 +66,10 @@ class TraceMap(StrictModel):
         None, description="Field with the dump's own correctness label (boolean, or 0/1): kept in "
         "`source_correct`, next to the `correct` that verify computes.",
     )
+    label_values: dict[str, StrictBool] | None = Field(
+        None, description="Text labels and what they mean, e.g. {matched: true, mismatched: false}; a label "
+        "value not listed stops the import naming its record.",
+    )
     finish_reason: str | None = Field(
         None, description="Field with 'stop' / 'length'. Without it: 'length' when a reasoning block is "
         "left open (the trace was cut off), 'stop' otherwise.",
@@ -85,12 +93,17 @@ class TraceMap(StrictModel):
     )
     tokenizer: str = Field(
         "bundled:smollm2",
-        description="Counts the tokens no field gives: a tokenizer (`bundled:NAME`, a local folder or a "
-        "Hub id), or `chars/4` for a 4-characters-per-token estimate.",
+        description="Counts the tokens no field gives (a dump's own counts always win): a tokenizer "
+        "(`bundled:NAME`, a local folder or a Hub id; `bundled:smollm2` ships as a tokenizer.json), or "
+        "`chars/4` for a 4-characters-per-token estimate.",
     )
     reasoning_markers: list[tuple[str, str]] = Field(
         list(DEFAULT_REASONING_MARKERS),
         description="(start, end) marker pairs around the reasoning, tried in order.",
+    )
+    on_empty: Literal["error", "skip"] = Field(
+        "error", description="A trace with no text at all (an empty generation): error stops the import "
+        "naming the record; skip leaves it out and records it in the run's rejections (`empty_completion`).",
     )
     strip_tags: list[str] = Field(
         list(DEFAULT_STRIP_TAGS), description="Tags removed from the answer text (e.g. Sky-T1's solution tags)."
@@ -126,6 +139,8 @@ class Source(StrictModel):
 
     @model_validator(mode="after")
     def _one_location(self) -> Source:
+        if self.traces.label_values is not None and not self.traces.label_values:
+            raise ValueError("`traces.label_values` maps label texts to true/false: give at least one")
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of path or hub")
         if self.kind == "traces" and not (self.traces.completion or self.traces.answer or self.traces.shape == "chat"):

@@ -12,7 +12,7 @@ from curate.answers.extract import gsm8k_final, last_boxed
 from curate.core.io import file_sha256
 from curate.schema import PROBLEM_COLUMNS, conform, problem_id_expr
 from curate.sources.config import Source
-from curate.sources.readers import SourceError, read_source
+from curate.sources.readers import SourceError, polars_errors_named, read_source
 
 
 def resolve_path(source: Source, recipe_dir: Path) -> Path | None:
@@ -25,11 +25,15 @@ def resolve_path(source: Source, recipe_dir: Path) -> Path | None:
 def load_problems(source: Source, recipe_dir: Path) -> pl.DataFrame:
     path = resolve_path(source, recipe_dir)
     checked = {source.fields.problem: "text"} | ({source.fields.answer: "answer"} if source.fields.answer else {})
+    if source.fields.options:
+        checked[source.fields.options] = "text_list"
     raw = read_source(source, path, checked)
     if source.limit:
         raw = raw.head(source.limit)
     where = str(path) if path else f"hub dataset {source.hub!r}"
-    return map_fields(raw, source, where)
+    mapping = ", ".join(f"{role} {name!r}" for role, name in source.fields.model_dump().items() if name)
+    with polars_errors_named(where, f"mapping fields ({mapping})"):
+        return map_fields(raw, source, where)
 
 
 def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
@@ -39,13 +43,13 @@ def map_fields(raw: pl.DataFrame, source: Source, where: str) -> pl.DataFrame:
         raw = raw.with_columns(answer_as_text(raw, fields.answer, where))
     if source.domain == "code" and not fields.tests:
         raise SourceError(f"{where}: code source {source.name!r} needs `fields.tests`")
-    mapped = {fields.problem, fields.answer, fields.tests, fields.entry_point} - {None}
+    mapped = {fields.problem, fields.answer, fields.tests, fields.entry_point, fields.options} - {None}
     for name in mapped - {fields.problem, fields.answer}:
         if name not in raw.columns:
             raise SourceError(f"{where}: mapped field {name!r} is missing (fields: {', '.join(raw.columns)})")
     unmapped = [c for c in raw.columns if c not in mapped]
     frame = raw.select(
-        problem=pl.col(fields.problem),
+        problem=with_options(pl.col(fields.problem), raw, source, where),
         reference_answer=reference_expr(raw, source, where),
         source=pl.lit(source.name),
         domain=pl.lit(source.domain),
@@ -78,6 +82,45 @@ def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null
     if not allow_null and column.null_count():
         record = first_true(column.is_null()) + 1
         raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
+    require_not_blank(column, name, role, where)
+
+
+OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def with_options(problem: pl.Expr, raw: pl.DataFrame, source: Source, where: str, records: pl.Series | None = None
+                 ) -> pl.Expr:
+    """The problem with the `fields.options` list appended, one 'A. text' line per option
+    after a blank line (`records`: as in `require_not_blank`)."""
+    name = source.fields.options
+    if not name:
+        return problem
+    column = require_field(raw, name, "options", where)
+    dtype = column.dtype
+    if dtype == pl.Null:
+        return problem
+    if not (isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Null)):
+        bad, why = column.is_not_null(), f"must be a list of texts, got {dtype}"
+    else:
+        bad = (column.list.len() > len(OPTION_LETTERS)) | column.list.eval(pl.element().is_null()).list.any()
+        why = f"must hold at most {len(OPTION_LETTERS)} options, none of them null"
+    if bad.any():
+        row = first_true(bad)
+        record = records[row] if records is not None else row + 1
+        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to options) {why}")
+    letter = pl.int_range(pl.len()).replace_strict(dict(enumerate(OPTION_LETTERS)), return_dtype=pl.String)
+    lines = pl.col(name).list.eval(pl.concat_str(letter, pl.lit(". "), pl.element())).list.join("\n")
+    return pl.when(pl.col(name).list.len() > 0).then(pl.concat_str(problem, pl.lit("\n\n"), lines)).otherwise(problem)
+
+
+def require_not_blank(column: pl.Series, name: str, role: str, where: str, records: pl.Series | None = None) -> None:
+    """Raise naming the first record whose text is empty or only white space (`records`:
+    the record numbers of the rows, when they are not the row order)."""
+    blank = column.str.strip_chars() == ""
+    if blank.any():
+        row = first_true(blank)
+        record = records[row] if records is not None else row + 1
+        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is empty")
 
 
 def answer_as_text(raw: pl.DataFrame, name: str, where: str, role: str = "answer") -> pl.Series:
@@ -88,6 +131,11 @@ def answer_as_text(raw: pl.DataFrame, name: str, where: str, role: str = "answer
     if column.dtype.is_integer():
         return column.cast(pl.String)
     if column.dtype.is_float():
+        infinite = column.is_not_null() & ~column.is_finite()
+        if infinite.any():
+            record = first_true(infinite)
+            raise SourceError(f"{where}: record {record + 1}: field {name!r} (mapped to {role}) must be a finite "
+                              f"number, got {column[record]}")
         whole = column.is_finite() & (column == column.round(0)) & (column.abs() < 2**53)
         return pl.select(pl.when(whole).then(column.cast(pl.Int64, strict=False).cast(pl.String))
                          .otherwise(column.cast(pl.String)).alias(name)).to_series()

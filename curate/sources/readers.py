@@ -11,17 +11,17 @@ strings "42" and '["a", "b"]'. Only a checked text value that reads like such a 
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
-import numpy as np
 import polars as pl
 
 from curate.sources.config import Source
-from curate.substrings import first_bytes
 
 
 class SourceError(Exception):
@@ -71,6 +71,9 @@ def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKi
 
 
 def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
+    # Python's parser checks every line first: polars keeps the first of two values of one
+    # key (silently), and polars 1.x crashes the process on a record nested ~20,000 deep.
+    _check_lines(path)
     frame = _fast_jsonl(path, checked)
     if frame is not None:
         return frame
@@ -129,22 +132,12 @@ def _fast_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame | 
 COERCED_TEXT = r"(?s)\A(?:-?(?:[0-9][0-9.eE+-]*|inf|Infinity)|NaN|true|false|\[.*\]|\{.*\})\z"
 
 
-# Whether text written for a non-text JSON value can start with a byte (see COERCED_TEXT).
-COERCED_FIRST_BYTE = np.zeros(256, dtype=bool)
-COERCED_FIRST_BYTE[list(b"-0123456789iINtf[{")] = True
-
-
 def _looks_coerced(frame: pl.DataFrame, fields: list[str], list_fields: list[str]) -> bool:
     """Whether any value of `fields` (or element of `list_fields`) may be a non-text JSON
     value that polars turned into text. Real problems and completions almost never are, so
-    this check spares the pass over the raw bytes. Only values that start like one are
-    matched: the first bytes are in the values' views, and reading every text would cost a
-    cache miss a row."""
-    for texts in [frame[name] for name in fields] + [frame[name].explode() for name in list_fields]:
-        candidates = texts.filter(pl.Series(COERCED_FIRST_BYTE[first_bytes(texts)]))
-        if candidates.str.contains(COERCED_TEXT).any():
-            return True
-    return False
+    this check spares the pass over the raw bytes."""
+    texts = [frame[name] for name in fields] + [frame[name].explode() for name in list_fields]
+    return any(column.str.contains(COERCED_TEXT).any() for column in texts)
 
 
 def _json_values_not_text(path: Path, fields: list[str], list_fields: list[str]) -> bool:
@@ -187,12 +180,15 @@ def checked_value(value, kind: FieldKind, where: str, name: str):
             raise SourceError(f"{where}: field {name!r} must be a list, got {type(value).__name__} {repr(value)[:60]}")
         return [checked_value(v, kind.removesuffix("_list"), where, name) for v in value]
     if kind == "answer" and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise SourceError(f"{where}: field {name!r} must be a finite number, got {value!r}")
         return render_number(value)
     if kind in ("text", "answer") and isinstance(value, str):
         return value
     if kind == "label" and (isinstance(value, bool) or (type(value) is int and value in (0, 1))):
         return bool(value)
-    wanted = {"text": "text", "answer": "text or a number", "label": "a boolean (or 0/1)"}[kind]
+    wanted = {"text": "text", "answer": "text or a number",
+              "label": "a boolean (or 0/1; text labels need `label_values`)"}[kind]
     raise SourceError(f"{where}: field {name!r} must be {wanted}, got {type(value).__name__} {repr(value)[:60]}")
 
 
@@ -207,22 +203,59 @@ def jsonl_records(path: Path):
     """(1-based line number, record) for each non-blank line."""
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise SourceError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start})",
-                                  line_number, "not valid UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SourceError(f"{path}:{line_number}: malformed JSON: {error.msg} (column {error.colno})",
-                                  line_number, "not valid JSON") from None
-            if not isinstance(record, dict):
-                raise SourceError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}",
-                                  line_number, "expected a JSON object")
-            yield line_number, record
+            record = _parse_line(path, line_number, raw)
+            if record is not None:
+                yield line_number, record
+
+
+def _check_lines(path: Path) -> None:
+    """Raise at the first line Python's parser refuses (see `_parse_line`)."""
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            _parse_line(path, line_number, raw)
+
+
+def _parse_line(path: Path, line_number: int, raw: bytes) -> dict | None:
+    """The line's record (None for a blank line); a line that is not one JSON object with
+    distinct keys, or is nested too deeply, raises naming it."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SourceError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start})",
+                          line_number, "not valid UTF-8") from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as error:
+        raise SourceError(f"{path}:{line_number}: malformed JSON: {error.msg} (column {error.colno})",
+                          line_number, "not valid JSON") from None
+    except DuplicateKey as error:
+        raise SourceError(f"{path}:{line_number}: {error}", line_number, "duplicate key") from None
+    except RecursionError:
+        raise SourceError(f"{path}:{line_number}: {TOO_DEEP}", line_number, "nested too deeply") from None
+    if not isinstance(record, dict):
+        raise SourceError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}",
+                          line_number, "expected a JSON object")
+    return record
+
+
+TOO_DEEP = "JSON nested too deeply to read (more arrays or objects inside each other than Python's parser allows)"
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict; a key given twice raises (parsers disagree on which
+    value wins: Python keeps the last, polars the first)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise DuplicateKey(f"field {twice!r} appears twice in one JSON object: which value is meant is unclear")
+    return record
 
 
 def _check_one_schema(path: Path, numbered: list[tuple[int, dict]], unit: str = "",
@@ -253,9 +286,13 @@ def _json_kind(value: object) -> str:
 
 def _read_json(path: Path) -> pl.DataFrame:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
     except UnicodeDecodeError as error:
         raise SourceError(f"{path}: not valid UTF-8 (byte {error.start})") from None
+    except DuplicateKey as error:
+        raise SourceError(f"{path}: {error}") from None
+    except RecursionError:
+        raise SourceError(f"{path}: {TOO_DEEP}") from None
     except json.JSONDecodeError as error:
         raise SourceError(f"{path}:{error.lineno}: malformed JSON: {error.msg} (column {error.colno})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -353,6 +390,16 @@ def _read_hub(source: Source) -> pl.DataFrame:
     except Exception as error:  # noqa: BLE001
         raise SourceError(f"hub dataset {source.hub!r} (source {source.name!r}): {_first_line(error)}") from None
     return cast(pl.DataFrame, pl.from_arrow(dataset.data.table))  # a Table makes a DataFrame
+
+
+@contextmanager
+def polars_errors_named(where: str, what: str) -> Iterator[None]:
+    """A failure inside polars while reading or mapping a source becomes a SourceError that
+    names the file and `what` was being done (the fields involved)."""
+    try:
+        yield
+    except pl.exceptions.PolarsError as error:
+        raise SourceError(f"{where}: {what}: polars failed: {type(error).__name__}: {_first_line(error)}") from None
 
 
 def _first_line(error: Exception) -> str:
