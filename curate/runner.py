@@ -48,7 +48,7 @@ from curate.preflight import output_dir_problems
 from curate.recipe import EvalSection, Recipe, RecipeError, Step, makes_traces
 from curate.schema import PROBLEM_COLUMNS
 from curate.sources.problems import load_problems, source_fingerprint
-from curate.sources.traces import load_traces
+from curate.sources.traces import import_traces, load_traces
 from curate.train.config import TrainConfig
 
 PACKAGES = ("curate", "polars", "datasets", "transformers", "torch", "sentence-transformers",
@@ -227,11 +227,14 @@ class _Run:
             imported = pl.read_parquet(imported_path) if imported_path.exists() else None
             return pl.read_parquet(step_dir / "output.parquet"), imported, fingerprint
         started = time.perf_counter()
-        problems, traces = [], []
+        problems, traces, skipped = [], [], []
         for source, source_record in zip(self.recipe.sources, sources, strict=True):
             if source.kind == "traces":
-                frame = load_traces(source, recipe_dir, self.cache_dir)
+                frame, skipped_rows = import_traces(source, recipe_dir, self.cache_dir)
                 traces.append(frame)
+                if skipped_rows.height:  # on_empty: skip
+                    skipped.append(skipped_rows)
+                    source_record["skipped"] = skipped_rows.height
             else:
                 frame = load_problems(source, recipe_dir)
                 problems.append(frame)
@@ -243,10 +246,12 @@ class _Run:
             frame, imported = imported, None  # a trace-only recipe: the traces are the frame
         if imported is not None:
             write_parquet(imported, imported_path)
+        rejected = pl.concat(skipped, how="diagonal_relaxed") if skipped else frame.clear()
         record = StepRecord(id="load", op="load", config={"sources": [s["config"] for s in sources]},
-                            fingerprint=fingerprint, rows_in=frame.height, rows_out=frame.height,
-                            metrics={"imported_traces": sum(f.height for f in traces)} if traces else {})
-        self._finish(step_dir, record, frame, frame.clear(), started)
+                            fingerprint=fingerprint, rows_in=frame.height + rejected.height, rows_out=frame.height,
+                            metrics={"imported_traces": sum(f.height for f in traces)} if traces else {},
+                            reject_reasons=["empty_completion"] if skipped else [])
+        self._finish(step_dir, record, frame, rejected, started)
         return frame, imported, fingerprint
 
     def _step(self, index: int, step: Step, frame: pl.DataFrame, previous: str, progress: Progress):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 CURATE = Path(__file__).resolve().parent.parent / "curate"
 STAGES = ("sources", "select", "dedup", "generate", "verify", "grade", "prune", "publish", "train")
-SHARED = ("curate.core", "curate.schema", "curate.text", "curate.substrings", "curate.answers", "curate.models",
+SHARED = ("curate.core", "curate.schema", "curate.text", "curate.answers", "curate.models",
           "curate.llm", "curate.passrate",
           # Reading data: one reader per format, also for decontamination eval sets.
           "curate.sources.config", "curate.sources.readers")

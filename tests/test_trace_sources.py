@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
+from curate.core.rundir import RunDir
 from curate.recipe import RecipeError, load_recipe
 from curate.runner import run_recipe
 from curate.schema import problem_id, trace_id
@@ -287,6 +288,22 @@ def test_empty_generations_are_skipped_and_counted_when_asked(tmp_path):
     assert skipped["reject_reason"].to_list() == ["empty_completion"] * 6
     assert [json.loads(d)["record"] for d in skipped["reject_detail"]] == [2, 3, 5, 6, 8, 9]
     assert set(skipped.columns) >= set(kept.columns)
+
+
+def test_skipped_empty_traces_reach_the_runs_funnel_and_rejections(tmp_path):
+    records = [{"problem": f"p{i}", "answer": "1", "gens": ["<think>r</think>#### 1", ""]} for i in range(3)]
+    dump = write_jsonl(tmp_path / "dump.jsonl", records)
+    path = recipe_file(tmp_path, {"name": "skip", "output": {"dir": str(tmp_path / "run")},
+                                  "sources": [{"name": "d", "kind": "traces", "path": str(dump),
+                                               "traces": {"shape": "generations", "completion": "gens",
+                                                          "on_empty": "skip", "tokenizer": "chars/4"}}],
+                                  "steps": [{"op": "verify", "workers": 1}]})
+    result = run_recipe(load_recipe(path), tmp_path / "run")
+    load = RunDir(result.run_dir).read_manifest().step("load")
+    assert load is not None
+    assert (load.id, load.rows_in, load.rows_out) == ("load", 6, 3)
+    rejections = pl.read_parquet(result.run_dir / "rejections.parquet")
+    assert rejections.filter(pl.col("step") == "load")["reject_reason"].to_list() == ["empty_completion"] * 3
 
 
 def test_text_labels_are_mapped_by_label_values(tmp_path):
