@@ -122,3 +122,30 @@ def test_verify_operator_on_stdin_stdout_rows(tmp_path):
     verified = Verify(Verify.Config(code_language="cpp")).apply(frame, ctx)
     assert verified["verify_status"].to_list() == ["correct", "wrong", "wrong"]
     assert json.loads(verified["verify_detail"][2])["message"].startswith("does not compile")
+
+
+@pytest.mark.parametrize("stored", ["json text (APPS)", "object", "list of cases"])
+def test_a_code_source_reads_stdin_stdout_cases(tmp_path, stored):
+    """`fields.tests_format: cases` takes stdin/stdout cases from a source as they are
+    stored (a JSON text such as APPS' input_output, an object, or a list of cases), and
+    verify judges the source's rows by them."""
+    from curate.sources.config import Source
+    from curate.sources.problems import load_problems
+
+    inputs, outputs = [c.input for c in CASES], [c.output for c in CASES]
+    tests = {"json text (APPS)": json.dumps({"inputs": inputs, "outputs": outputs}),
+             "object": {"cases": [{"input": i, "output": o} for i, o in zip(inputs, outputs, strict=True)]},
+             "list of cases": [{"input": i, "output": o} for i, o in zip(inputs, outputs, strict=True)]}[stored]
+    path = tmp_path / "problems.jsonl"
+    path.write_text(json.dumps({"question": "Print the sum.", "input_output": tests}) + "\n")
+    source = Source.model_validate({"name": "cp", "path": str(path), "domain": "code",
+                                    "fields": {"problem": "question", "answer": None, "tests": "input_output",
+                                               "tests_format": "cases"}})
+    problems = load_problems(source, tmp_path)
+    parsed = parse_tests(problems["tests"][0])
+    assert isinstance(parsed, CodeCases) and parsed.cases == CASES
+    if stored == "object" and sandbox_box._probe() is None:
+        rows = pl.concat([problems] * 2).with_columns(
+            answer_text=pl.Series([f"```python\n{PYTHON_SUM}```", "```python\nprint(0)\n```"]), completion=pl.lit(""))
+        ctx = StepContext(step_id="verify", step_dir=tmp_path, cache_dir=tmp_path / "cache")
+        assert Verify(Verify.Config()).apply(rows, ctx)["verify_status"].to_list() == ["correct", "wrong"]

@@ -26,7 +26,13 @@ class FieldMap(StrictModel):
         None, description="Multiple-choice problems whose options are a separate list of texts: they are "
         "appended to the problem as 'A. ...', 'B. ...' lines (use with `domain: choice`).",
     )
-    tests: str | None = Field(None, description="Code problems: field with the test program or list of asserts.")
+    tests: str | None = Field(None, description="Code problems: field with the test program or list of asserts, "
+                              "or (tests_format: cases) the stdin/stdout cases.")
+    tests_format: Literal["program", "cases"] = Field(
+        "program", description="Code problems: 'program' (a test program or asserts, with entry_point) or 'cases': "
+        "stdin/stdout cases as a JSON text or object ({'cases': [{'input', 'output'}, ...], 'time_limit_s'?}, or "
+        "APPS' {'inputs': [...], 'outputs': [...]}), or a list of {'input', 'output'}.",
+    )
     entry_point: str | None = Field(None, description="Code problems: field naming the function under test.")
 
 

@@ -176,7 +176,12 @@ def _tests(raw: pl.DataFrame, source: Source) -> pl.Expr:
     if not source.fields.tests:
         return pl.lit(None, pl.String)
     test = pl.col(source.fields.tests)
-    if isinstance(raw.schema[source.fields.tests], pl.List):  # MBPP: a list of asserts
+    dtype = raw.schema[source.fields.tests]
+    if source.fields.tests_format == "cases":  # stdin/stdout cases: passed on as JSON, checked by verify
+        if dtype == pl.String:
+            return test
+        return (pl.struct(cases=test) if isinstance(dtype, pl.List) else test).struct.json_encode()
+    if isinstance(dtype, pl.List):  # MBPP: a list of asserts
         test = test.list.join("\n")
     entry = pl.col(source.fields.entry_point) if source.fields.entry_point else pl.lit(None, pl.String)
     return pl.struct(test=test, entry_point=entry).struct.json_encode()
