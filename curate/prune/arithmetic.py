@@ -186,13 +186,21 @@ def _holds(left: str, right: str, rounded_places: int = 3) -> bool:
     a computed side carries the rounding of the decimals it computes with (`_carried`) that
     have at least `rounded_places` places."""
     lefts, rights = _values(left), _values(right)
-    if not lefts or not rights or _is_range(left) or _is_range(right):
+    if not lefts or not rights:
         return True  # not evaluable: no evidence either way
     stated = [d for d in (_decimals(left), _decimals(right)) if d is not None]
+    if _close(lefts, rights, stated, 0.0) or _is_range(left) or _is_range(right):
+        return True
+    # Only then the rounding carried by computed sides (most equations hold without it).
+    carried = _carried(left, max(map(abs, lefts)), rounded_places) + _carried(right, max(map(abs, rights)),
+                                                                              rounded_places)
+    return carried > 0 and _close(lefts, rights, stated, carried)
+
+
+def _close(lefts: tuple[float, ...], rights: tuple[float, ...], stated: list[int], carried: float) -> bool:
     for a in lefts:
         for b in rights:
-            tolerance = 1e-9 * max(1.0, abs(a), abs(b))
-            tolerance += _carried(left, a, rounded_places) + _carried(right, b, rounded_places)
+            tolerance = 1e-9 * max(1.0, abs(a), abs(b)) + carried
             if stated and not (_is_integer(a) and _is_integer(b)):
                 tolerance += 10.0 ** -min(stated) * (1 - 1e-9)
             if abs(a - b) <= tolerance:
@@ -257,9 +265,7 @@ def false_equation(chain: str) -> str | None:
         return None
     pre, body, post, refuted = parts.groups()
     sides = _SPLIT_EQUALS.split(body)
-    units = [_units(side) for side in sides]
-    # The word after the chain is its last side's unit ("56 * (3/28) Trinkets", "0.4 * 1000 m/h").
-    units[-1] |= _units(post, _POST_WORD)
+    whole_last = sides[-1] + post  # the word after the chain is its last side's unit ("56 * (3/28) Trinkets")
     sides[-1] = _last_side(sides[-1])
     pairs = list(zip(sides[:-1], sides[1:], strict=True))
     first = 0 if _edge_ok(pre, "pre") and not _phrase_tail(pre, sides[0]) else 1
@@ -268,21 +274,23 @@ def false_equation(chain: str) -> str | None:
         left, right = pairs[index]
         if not (_computes(left) or _computes(right)):
             continue  # "5 = 5": nothing computed
-        if _converts(units[index], units[index + 1]) or _partial(left, right):
+        if _holds(left, right, 1 if index == 0 and pre.strip() in _APPROXIMATE else 3):
             continue
-        if not _holds(left, right, 1 if index == 0 and pre.strip() in _APPROXIMATE else 3):
+        right_units = _units(right) if index + 1 < len(pairs) else _units(whole_last) | _units(post, _POST_WORD)
+        if not (_converts(_units(left), right_units) or _partial(left, right)):
             return f"{left.strip()} = {right.strip()}"
     return None
 
 
-def _units(text: str, word: re.Pattern = _UNIT_WORD) -> set[str]:
+@lru_cache(maxsize=200_000)
+def _units(text: str, word: re.Pattern = _UNIT_WORD) -> frozenset[str]:
     """The unit words of a side, singular ("$" as dollar; "km/h" as km and h); none for a
     quotient of like quantities ("$560 / $80 = 5 weeks": a count)."""
     quotient = _QUOTIENT.split(text)
     if len(quotient) == 2 and _units(quotient[0]) == _units(quotient[1]):
-        return set()
+        return frozenset()
     words = {w.lower() for unit in word.findall(text) for w in re.split(r"[/^]", unit) if w[:1].isalpha()}
-    return {_singular(w) for w in words - _KEPT_WORDS} | ({"dollar"} if "$" in text else set())
+    return frozenset({_singular(w) for w in words - _KEPT_WORDS} | ({"dollar"} if "$" in text else set()))
 
 
 def _singular(word: str) -> str:
@@ -291,7 +299,7 @@ def _singular(word: str) -> str:
     return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 2 else word
 
 
-def _converts(left_units: set[str], right_units: set[str]) -> bool:
+def _converts(left_units: frozenset[str], right_units: frozenset[str]) -> bool:
     """A unit conversion: both sides name units and share none ("2 days = 2 * 24 * 3600
     seconds", "$27.47 = 2700 cents + 47 cents"): the factor between them is not written."""
     return bool(left_units and right_units) and not left_units & right_units
