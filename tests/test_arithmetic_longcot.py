@@ -32,6 +32,7 @@ SKYT1 = Path(__file__).parent / "fixtures" / "verify" / "traces" / "math500_skyt
     "W = 200/π ≈ 63.66 meters, so A ≈ 63.66 * 100 = 6366.19 square meters",   # "≈": rounded operands
     # modular arithmetic
     "Then 2^10 = 1024 ≡ 4 mod 10, and 3*7 = 21 = 1 mod 10",
+    "The inverse of 3 is 7, since 3 * 7 = 1 mod 10.",
     # a number that ends a phrase: evaluation bounds, worded products
     "the integral of r^3 from 0 to 0.5 = (1/3)*(0.125)",
     "Plugging in the numbers: 126 - 2 times 6 times 7 = 126 - 84 = 42 inches.",
@@ -56,7 +57,8 @@ def test_true_long_cot_equations_are_not_flagged(text):
     ("we get 2*0.0833333 = 0.1766667", "2*0.0833333 = 0.1766667"),
     ("The time is 2 days = 2 * 24 * 3600 seconds = 172000 seconds.", "2 * 24 * 3600 seconds = 172000 seconds"),
     ("Sum: 1 + 3 + 5 + 9 = 1 + 3 = 5", "1 + 3 = 5"),
-    ("Then 3 * 4.5 = 13.8 and", "3 * 4.5 = 13.8"),                    # a short decimal is exact
+    ("Then 3 * 4.5 = 13.8 and", "3 * 4.5 = 13.8"),
+    ("so the mass is 2.5e3 * 2 = 6000 grams", "2.5e3 * 2 = 6000 grams"),                    # a short decimal is exact
 ])
 def test_false_equations_in_the_same_shapes_are_still_found(text, evidence):
     assert find_false_equations(pl.Series([text])).to_list() == [[evidence]]

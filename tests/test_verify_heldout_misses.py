@@ -9,6 +9,7 @@ import pytest
 from curate.answers.cache import VerdictCache
 from curate.answers.extract import answer_extractor, stated_answer
 from curate.answers.math import verify_pairs
+from curate.answers.normalise import quantity
 from curate.core.operator import StepContext
 from curate.verify.operators import Verify
 
@@ -29,6 +30,9 @@ extract = answer_extractor()
     (r"\text{June 20}", "June 20", True),
     (r"\text{Evelyn}", "Evelyn", True),
     (r"\text{Evelyn}", "Evelyn and Ben", False),
+    # A number with a unit is a number; with a phrase, or letters glued to it, it is not.
+    ("9", "9 customers", True),
+    ("3", "3 more than x", False),
 ])
 def test_formula_answers_are_math_and_words_are_text(reference, answer, correct):
     assert verify_pairs([(reference, answer)], timeout_s=5, workers=1)[0].correct is correct
@@ -45,6 +49,9 @@ def test_formula_answers_are_math_and_words_are_text(reference, answer, correct)
     ("Solving both cases gives x = 2 and x = 3.\n\nTherefore, the final answers are: 2, 3.", "2, 3"),
     ("Therefore, the final answers are: \\left( \\frac{3}{5}, \\frac{8}{3} \\right].",
      "\\left( \\frac{3}{5}, \\frac{8}{3} \\right]"),
+    ("Therefore, the final answers are: 10 - 2\\sqrt{3}.", "10 - 2\\sqrt{3}"),
+    ("Therefore, the final answers are: x = 5 - 2, y = 3 - 1.", "x = 5 - 2, y = 3 - 1"),
+    ("Therefore, the final answers are: (a) 5, 7.", "(a) 5, 7"),
     # An option letter is an answer; the article is not.
     ("Option A costs $12 and option B costs $15, so A is cheaper. The answer is A.", "A"),
     ("So the answer is **(C)**.", "(C)"),
@@ -58,6 +65,14 @@ def test_stated_answer_reads_an_option_letter_not_an_article():
     texts = pl.Series("t", ["Option A costs 12. The answer is A.", "The answer is a number, 15.",
                             "The answer is Alpha.", "The answer is I think 5."])
     assert pl.DataFrame([texts]).select(stated_answer(pl.col("t")))["t"].to_list() == ["A", None, None, None]
+
+
+@pytest.mark.parametrize(("answer", "value"), [
+    ("6630.65 Å", (6630.65, "Å")), ("9 customers", (9.0, "customers")), ("3.2 m/s", (3.2, "m/s")),
+    ("1,000", (1000.0, "")), ("2ab", None), ("3 x", None), ("3 more than x", None), (r"6.63 \times 10^{3}", None),
+])
+def test_a_quantity_is_a_number_and_a_unit_never_a_variable(answer, value):
+    assert quantity(answer) == value
 
 
 def test_relative_tolerance_is_an_option_off_by_default(tmp_path):

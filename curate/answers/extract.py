@@ -35,8 +35,9 @@ _CHOICE = re.compile(
 )
 # A labelled item of a list: "Subproblem 1:", "Part (b):", "(a)", "2)", "2.", "- ".
 _ITEM_LABEL = re.compile(
-    r"(?i)(?:^|(?<=[\s,;]))[ \t*]*(?:(?:sub)?problem\s*\d+\s*:|part\s*\(?[a-z0-9]{1,3}\)?\s*:|(?:\(?[a-h1-9]\)"
-    r"|\d{1,2}\.|[-*•])(?=\s))[ \t*]*"
+    r"(?i)^[ \t*]*[-•*][ \t]+"  # a bullet, only at the start of a line ("10 - 2" is a difference)
+    r"|(?:^|(?<=[\s,;]))[ \t*]*(?:(?:sub)?problem\s*\d+\s*:|part\s*\(?[a-z0-9]{1,3}\)?\s*:"
+    r"|(?:\(?[a-h1-9]\)|\d{1,2}\.)(?=\s))[ \t*]*"
 )
 _CHOICE_ALONE = re.compile(r"^\s*[\(\[]?([A-J])[\)\]\.:]?\s*$", re.MULTILINE)
 _OPTION_LETTER = re.compile(r"\(?[A-J]\)?")
