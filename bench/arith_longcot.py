@@ -38,8 +38,8 @@ def correct_traces(path: Path, split: str) -> pl.DataFrame:
 
 def context(text: str, equation: str, width: int = 90) -> str:
     """The equation where the text states it, with `width` characters around it."""
-    left, right = (re.escape(side.strip()) for side in equation.split(" = ", 1))
-    found = re.search(rf"{left}\s*&?=&?\s*{right}", text)
+    sides = [re.escape(side.strip()) for side in equation.split(" = ", 1)]  # a worded flag has no " = "
+    found = re.search(r"\s*&?=&?\s*".join(sides), text)
     at, end = (found.start(), found.end()) if found else (0, 0)
     return text[max(0, at - width): end + width].replace("\n", "⏎")
 

@@ -42,7 +42,7 @@ _BINOP = rf"(?:[ \t]*{_OPERATOR}[ \t]*|[ \t]+x[ \t]+)"
 _EXPR = rf"{_ATOM}(?:{_BINOP}{_ATOM})*"
 _EQUALS = r"[ \t]*&?=&?[ \t]*"
 # A chain glued to what precedes it ("2(3 + 4) = 14") is matched with that "(" in `pre`, and skipped.
-_PRE = r"(?:(?:\\[a-zA-Z]+|\\[^a-zA-Z\s]|[a-zA-Z]+|[^\s\d.(])[ \t]*|\d+[ \t]+|[\w)][ \t]*\()?"
+_PRE = r"(?:(?:\\[a-zA-Z]+|\\[^a-zA-Z\s]|[a-zA-Z]+(?:['’][a-zA-Z]+)?|[^\s\d.(])[ \t]*|\d+[ \t]+|[\w)][ \t]*\()?"
 # `post` swallows "\\left(" or an operator with its operand, so that the next chain does not start
 # right after them as if on its own.
 _POST = r"(?:[ \t]*(?:\\left\(|[-+*/×÷·–−^_][ \t]*\S*|\\[a-zA-Z]+|\\[^a-zA-Z\s]|[a-zA-Z]+|[^\s\d])|[ \t]+\d+/\d+)?"
@@ -58,8 +58,10 @@ WORDED = (
     r"(?:[A-Za-z]+[ \t]+)?"  # the word before, so that "... plus 99 plus 98.9 equals 692" is seen as a longer sum
     rf"(?i:(?:sum|product|difference)[ \t]+of[ \t]+{_WNUM}[ \t]+and[ \t]+{_WNUM}{_IS}{_WNUM}"
     rf"|{_WNUM}[ \t]+(?:plus|minus|times|multiplied[ \t]+by|divided[ \t]+by)[ \t]+{_WNUM}{_IS}{_WNUM})"
-    r"(?:[ \t]*\S)?"
+    r"(?:[ \t]*(?:[A-Za-z]+|\S))?"  # what follows the result: a word, or one character
 )
+_WORDED_TAIL = re.compile(r"(?<=\d)[ \t]*([A-Za-z]+|[^\d\s])$")
+_WORDED_GOES_ON = {"plus", "minus", "times", "multiplied", "divided", "over"}
 
 _OPERATORS = set("+-*/×÷·–−^_{√∛∜")  # a root sign too: "√(81/16) = 9/4" is not "(81/16) = 9/4"
 # LaTeX commands that may stand next to an equation without being part of it.
@@ -87,6 +89,11 @@ _SAFE = re.compile(r"^(?:[\d.+\-*/() ]|(?<=\d)e)+$")
 _WORD_NUM = re.compile(_WNUM)
 _WORDED_INSIDE = {"plus", "minus", "times", "by", "and", "of", "than"}
 _DECIMAL_LITERAL = re.compile(r"(?<![\d.])(\d*)\.(\d+)(?![\d.eE])")
+# "28 \\neq 10", "1 = 7": a comparison of two numbers, and the words that reject one stated with "=".
+_COMPARISON = re.compile(r"(-?\d[\d,.]*)\s*(\\neq?(?![a-zA-Z])|≠|=)\s*(-?\d[\d,.]*)")
+_REJECTION = re.compile(r"[^=]{0,40}?(?:not true|not equal|false|impossible|a contradiction|"
+                        r"not (?:a )?(?:solution|root)|(?:does|is)(?:n't| not) (?:hold|work|satisfy|true))", re.I)
+_REJECTION_WINDOW = 300
 _APPROXIMATE = {"≈", r"\approx", r"\sim"}  # before a chain: its first operands are rounded
 _QUOTIENT = re.compile(r"\s*/\s*(?=\\?\$?\s?\d)")
 _POST_WORD = re.compile(r"^[ \t]+([a-zA-Z]+)$")
@@ -104,6 +111,8 @@ def _edge_ok(edge: str, side: str) -> bool:
         return False  # inside a larger expression, a product "2(3+4)", a mixed number "1 1/2"
     if side == "post" and token in "([":  # a call or a range opens
         return False
+    if len(token) == 1 and token.isalpha() and token not in "aAI":
+        return False  # a variable multiplies the chain: "x (1/2 + 1/3) = 5", "= 128 i (-1)^3 = 128 i"
     glued = edge == token  # no space between the chain and this character
     return not (glued and token.isalnum())
 
@@ -239,7 +248,7 @@ def _phrase_tail(pre: str, first: str) -> bool:
     "from 0 to 0.5 = (1/3)*(0.125)", "126 - 2 times 6 times 7 = 126 - 84", "one week and
     2 days = 7+2". After "and" a computed side is a phrase's tail too ("1 and 1/4 cup = 1.5 cups")."""
     word = pre.strip()
-    return word.isalpha() and (not _computes(first) or word == "and")
+    return word.replace("'", "").replace("’", "").isalpha() and (not _computes(first) or word == "and")
 
 
 @lru_cache(maxsize=200_000)
@@ -314,11 +323,15 @@ def _partial(left: str, right: str) -> bool:
 
 @lru_cache(maxsize=200_000)
 def false_worded(phrase: str) -> str | None:
-    """The phrase, when its worded arithmetic is false."""
+    """The phrase (less what follows its result), when its worded arithmetic is false."""
     before = phrase.split(None, 1)[0].lower()
     if before in _WORDED_INSIDE:
         return None
     phrase = phrase if before[0].isdigit() or before in ("sum", "product", "difference") else phrase.split(None, 1)[1]
+    tail = _WORDED_TAIL.search(phrase)
+    if tail and (tail.group(1) in _OPERATORS or tail.group(1).lower() in _WORDED_GOES_ON):
+        return None  # "16 times 10, which is 2^4 times 5", "9801 plus 99 is 9800 plus 100 minus 1"
+    phrase = phrase[:tail.start()] if tail else phrase
     a, b, c = (float(n.replace(",", "").replace("$", "")) for n in _WORD_NUM.findall(phrase)[:3])
     lower = phrase.lower()
     if "sum" in lower or "plus" in lower:
@@ -331,14 +344,12 @@ def false_worded(phrase: str) -> str | None:
         results = [a - b]
     else:
         results = [a / b] if b else []
-    decimals = len(phrase.rsplit(".", 1)[1]) if "." in _WORD_NUM.findall(phrase)[2] else 0
+    stated = _WORD_NUM.findall(phrase)[2]
+    decimals = len(stated.split(".", 1)[1]) if "." in stated else 0
     tolerance = 10.0 ** -decimals if any(not _is_integer(r) for r in results) else 1e-9
     if not results or any(abs(r - c) < tolerance for r in results):
         return None
-    tail = phrase[-1]
-    if tail in _OPERATORS:
-        return None  # "16 times 10, which is 2^4 times 5": the stated value goes on
-    return phrase[:-1].rstrip() if not (tail.isdigit() or tail == "$") else phrase
+    return phrase.rstrip()
 
 
 def _judged(matches: pl.Series, check) -> pl.DataFrame:
@@ -346,6 +357,27 @@ def _judged(matches: pl.Series, check) -> pl.DataFrame:
     distinct = matches.unique()
     return pl.DataFrame({matches.name: distinct,
                          "error": pl.Series([check(m) for m in distinct.to_list()], dtype=pl.String)})
+
+
+def _tested_and_rejected(text: str, chain: str, equation: str) -> bool:
+    """Whether the trace states `equation` as a hypothesis it then rejects, with the computed
+    side at its true value ("3^2 + 19 = 10 ... 28 \\neq 10", "1 = 3 + 4 ... 1 = 7. That's not
+    true"): a candidate checked, not a false step. A rejection of the stated value itself
+    ("... = 10 \\neq 0", the trace carrying its own slip forward) is no such test."""
+    left, right = equation.split(" = ", 1)
+    values = _values(left), _values(right)
+    if not all(values):
+        return False
+    truth = (values[0][0], values[1][0])  # the computed side at its value, the other as stated
+    at = text.find(chain)
+    window = text[at + len(chain): at + len(chain) + _REJECTION_WINDOW] if at >= 0 else ""
+    for comparison in _COMPARISON.finditer(window):
+        stated = [_values(side) for side in comparison.group(1, 3)]
+        if not all(stated) or any(abs(s[0] - t) > 1e-9 * max(1.0, abs(t)) for s, t in zip(stated, truth, strict=True)):
+            continue
+        if comparison.group(2) != "=" or _REJECTION.match(window, comparison.end()):
+            return True
+    return False
 
 
 def find_false_equations(texts: pl.Series) -> pl.Series:
@@ -357,6 +389,10 @@ def find_false_equations(texts: pl.Series) -> pl.Series:
     chains = frame.select("_row", "chain").explode("chain").drop_nulls("chain")
     worded = frame.select("_row", "worded").explode("worded").drop_nulls("worded")
     chain_errors = chains.join(_judged(chains["chain"], false_equation), on="chain", maintain_order="left")
+    flagged = chain_errors.drop_nulls("error")  # few: each looked at in Python with its text
+    if flagged.height:
+        rejected = [_tested_and_rejected(texts[row], chain, error) for row, chain, error in flagged.iter_rows()]
+        chain_errors = flagged.filter(~pl.Series(rejected, dtype=pl.Boolean))
     worded_errors = worded.join(_judged(worded["worded"], false_worded), on="worded", maintain_order="left")
     errors = (pl.concat([chain_errors.select("_row", "error"), worded_errors.select("_row", "error")])
               .drop_nulls("error").group_by("_row", maintain_order=True).agg("error"))
