@@ -26,6 +26,7 @@ SKYT1 = Path(__file__).parent / "fixtures" / "verify" / "traces" / "math500_skyt
     "So, speed = 0.4 km/h = 0.4 * 1000 m/h = 400 m/h",
     "Linda: $27.47 = 2700 cents + 47 cents",
     "so 56 Drinkets = 56 * (3/28) Trinkets = 6 Trinkets",
+    "That means 3/7 Blinkets = 3/7 * 1/4 Trinkets.",
     "is 6 * (1 ft)^2 = 6 ft^2, then 6 ft^2 * 144 = 864 in^2.",          # the square is the unit's
     # rounded intermediates
     "So 2*0.0833333 = 0.1666667 hours.",
@@ -74,6 +75,11 @@ def test_true_long_cot_equations_are_not_flagged(text):
     # the trace carries its own slip into the rejection: no candidate test, a false step
     ("P(-2) = 16 - 40 + 36 + 2 - 14 = 10 \\neq 0, so -2 is not a root.", "16 - 40 + 36 + 2 - 14 = 10"),
     ("Hence: 1 = 3 + 4, and so 1 = 7 as we wanted.", "1 = 3 + 4"),  # restated, never rejected
+    # counts of two kinds related by a computation are no unit conversion
+    ("The zoo has 15 snakes * 2 = 31 monkeys.", "15 snakes * 2 = 31 monkeys"),
+    ("It has 30 monkeys - 5 = 24 lions.", "30 monkeys - 5 = 24 lions"),
+    ("In all 5 cats + 15 dogs + 1 bird = 22 pets", "5 cats + 15 dogs + 1 bird = 22 pets"),
+    ("Linda: $27.47 = 2700 cents + 48", "$27.47 = 2700 cents + 48"),
 ])
 def test_false_equations_in_the_same_shapes_are_still_found(text, evidence):
     assert find_false_equations(pl.Series([text])).to_list() == [[evidence]]

@@ -95,6 +95,8 @@ _REJECTION = re.compile(r"[^=]{0,40}?(?:not true|not equal|false|impossible|a co
                         r"not (?:a )?(?:solution|root)|(?:does|is)(?:n't| not) (?:hold|work|satisfy|true))", re.I)
 _REJECTION_WINDOW = 300
 _APPROXIMATE = {"≈", r"\approx", r"\sim"}  # before a chain: its first operands are rounded
+_LONE_FRACTION = re.compile(r"\s*\d+\s*/\s*\d+(?:\s+[a-zA-Z]{2,}){1,2}\s*")  # "3/7 Blinkets"
+_ADDITIVE = re.compile(r"(?<=[\w)}%])\s*[-+–−]\s*(?=[\w($\\.])")  # a binary + or -, not a sign
 _QUOTIENT = re.compile(r"\s*/\s*(?=\\?\$?\s?\d)")
 _POST_WORD = re.compile(r"^[ \t]+([a-zA-Z]+)$")
 _RANGE = re.compile(r"\s*(\d+)-(\d+)\s*")
@@ -286,7 +288,7 @@ def false_equation(chain: str) -> str | None:
         if _holds(left, right, 1 if index == 0 and pre.strip() in _APPROXIMATE else 3):
             continue
         right_units = _units(right) if index + 1 < len(pairs) else _units(whole_last) | _units(post, _POST_WORD)
-        if not (_converts(_units(left), right_units) or _partial(left, right)):
+        if not (_converts(left, right, _units(left), right_units) or _partial(left, right)):
             return f"{left.strip()} = {right.strip()}"
     return None
 
@@ -308,10 +310,18 @@ def _singular(word: str) -> str:
     return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 2 else word
 
 
-def _converts(left_units: frozenset[str], right_units: frozenset[str]) -> bool:
-    """A unit conversion: both sides name units and share none ("2 days = 2 * 24 * 3600
-    seconds", "$27.47 = 2700 cents + 47 cents"): the factor between them is not written."""
-    return bool(left_units and right_units) and not left_units & right_units
+def _converts(left: str, right: str, left_units: frozenset[str], right_units: frozenset[str]) -> bool:
+    """A unit conversion: a quantity, then the same quantity worked out in another unit ("2 days
+    = 2 * 24 * 3600 seconds", "$27.47 = 2700 cents + 47 cents", "3/7 Blinkets = 3/7 * 1/4
+    Trinkets"): the factor between the units is not written. The right side only scales, or
+    adds terms of its one unit; "30 monkeys - 5 = 23 lions" and "15 snakes * 2 = 30 monkeys"
+    relate two counts and are checked."""
+    if not (left_units and right_units) or left_units & right_units:
+        return False
+    if _computes(left) and not _LONE_FRACTION.fullmatch(left):
+        return False
+    term_units = {_units(term) for term in _ADDITIVE.split(right)}
+    return len(term_units) == 1 and (frozenset() not in term_units or not _ADDITIVE.search(right))
 
 
 def _partial(left: str, right: str) -> bool:
