@@ -12,6 +12,15 @@ decimals counts as right when it is within 10^-d of the exact value (rounding or
 truncation, `10/3 = 3.33`); an exact integer value must be stated exactly. `%` may be
 read as /100 or as a plain number (`20/100*100 = 20%` and `25% * 60 = 15` both hold).
 
+What long chains of thought write that is true in context, and is not flagged: running
+sums that restate the start of the left side (`256 - 400 + 240 - 36 = 256 - 400 = -144`);
+unit conversions (`2 days = 2 * 24 * 3600 seconds`); decimals of 3+ places, or any after
+`≈`, taken as rounded (`2*0.0833333 = 0.1666667`); modular arithmetic (`mod`, `≡`); a
+number that ends a phrase (`from 0 to 0.5 = ...`, `2 times 6 times 7 = 126 - 84`); a
+variable beside the chain (`x (1/2 + 1/3) = 5`); ranges (`columns 4-6`); a root sign
+before it; a candidate substituted and then rejected (`3^2 + 19 = 10 ... 28 \\neq 10`).
+A false step in a trace verified correct gets its own reason, `false_step_correct_answer`.
+
 Extraction runs as one polars regex pass over the chunk (Rust); only the extracted chains
 are evaluated in Python, each distinct chain once.
 """
@@ -94,6 +103,9 @@ _COMPARISON = re.compile(r"(-?\d[\d,.]*)\s*(\\neq?(?![a-zA-Z])|≠|=)\s*(-?\d[\d
 _REJECTION = re.compile(r"[^=]{0,40}?(?:not true|not equal|false|impossible|a contradiction|"
                         r"not (?:a )?(?:solution|root)|(?:does|is)(?:n't| not) (?:hold|work|satisfy|true))", re.I)
 _REJECTION_WINDOW = 300
+# Whether a text may reject a candidate at all (one Rust pass): "≠", "\\neq", or the words of _REJECTION.
+_REJECTS = (r"\\neq?\b|≠|(?i:not true|not equal|false|impossible|contradiction|not (?:a )?(?:solution|root)"
+            r"|(?:does|is)(?:n't| not) (?:hold|work|satisfy|true))")
 _APPROXIMATE = {"≈", r"\approx", r"\sim"}  # before a chain: its first operands are rounded
 _LONE_FRACTION = re.compile(r"\s*\d+\s*/\s*\d+(?:\s+[a-zA-Z]{2,}){1,2}\s*")  # "3/7 Blinkets"
 _ADDITIVE = re.compile(r"(?<=[\w)}%])\s*[-+–−]\s*(?=[\w($\\.])")  # a binary + or -, not a sign
@@ -399,10 +411,15 @@ def find_false_equations(texts: pl.Series) -> pl.Series:
     chains = frame.select("_row", "chain").explode("chain").drop_nulls("chain")
     worded = frame.select("_row", "worded").explode("worded").drop_nulls("worded")
     chain_errors = chains.join(_judged(chains["chain"], false_equation), on="chain", maintain_order="left")
-    flagged = chain_errors.drop_nulls("error")  # few: each looked at in Python with its text
+    # Flagged chains of texts that reject anything at all (few) are looked at in Python with their text.
+    rejecting = frame.filter(pl.col("text").str.contains(_REJECTS))["_row"]
+    flagged = chain_errors.drop_nulls("error").filter(pl.col("_row").is_in(rejecting.implode()))
     if flagged.height:
-        rejected = [_tested_and_rejected(texts[row], chain, error) for row, chain, error in flagged.iter_rows()]
-        chain_errors = flagged.filter(~pl.Series(rejected, dtype=pl.Boolean))
+        flagged_texts = texts.gather(flagged["_row"]).to_list()
+        rejected = [_tested_and_rejected(text, chain, error)
+                    for text, chain, error in zip(flagged_texts, flagged["chain"], flagged["error"], strict=True)]
+        kept = flagged.filter(~pl.Series(rejected, dtype=pl.Boolean))
+        chain_errors = pl.concat([chain_errors.filter(~pl.col("_row").is_in(rejecting.implode())), kept])
     worded_errors = worded.join(_judged(worded["worded"], false_worded), on="worded", maintain_order="left")
     errors = (pl.concat([chain_errors.select("_row", "error"), worded_errors.select("_row", "error")])
               .drop_nulls("error").group_by("_row", maintain_order=True).agg("error"))
