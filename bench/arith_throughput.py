@@ -69,7 +69,8 @@ def main() -> None:
         names = ", ".join(p.name for p in args.traces)
         print(f"rows={data.height:,} real trace outputs ({names}), "
               f"mean {data['completion'].str.len_chars().mean():,.0f} characters, "
-              f"seconds={[round(t, 2) for t in times]} rows/s median={data.height / statistics.median(times):,.0f}", flush=True)
+              f"seconds={[round(t, 2) for t in times]} "
+              f"rows/s median={data.height / statistics.median(times):,.0f}", flush=True)
     real = pl.DataFrame({"completion": [r["text"] for s in ("dev", "heldout") for r in load("arith_traces", s)]})
     times = [once(real) for _ in range(args.repeats)]
     print(f"rows={real.height:,} real set-B traces as they are, seconds={[round(t, 2) for t in times]} "
