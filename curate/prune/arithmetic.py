@@ -104,8 +104,8 @@ _REJECTION = re.compile(r"[^=]{0,40}?(?:not true|not equal|false|impossible|a co
                         r"not (?:a )?(?:solution|root)|(?:does|is)(?:n't| not) (?:hold|work|satisfy|true))", re.I)
 _REJECTION_WINDOW = 300
 # Whether a text may reject a candidate at all (one Rust pass): "≠", "\\neq", or the words of _REJECTION.
-_REJECTS = (r"\\neq?(?:[^a-zA-Z]|$)|≠|(?i:not true|not equal|false|impossible|contradiction|not (?:a )?(?:solution|root)"
-            r"|(?:does|is)(?:n't| not) (?:hold|work|satisfy|true))")
+_REJECTS = (r"\\neq?(?:[^a-zA-Z]|$)|≠|(?i:not true|not equal|false|impossible|contradiction"
+            r"|not (?:a )?(?:solution|root)|(?:does|is)(?:n't| not) (?:hold|work|satisfy|true))")
 _APPROXIMATE = {"≈", r"\approx", r"\sim"}  # before a chain: its first operands are rounded
 _LONE_FRACTION = re.compile(r"\s*\d+\s*/\s*\d+(?:\s+[a-zA-Z]{2,}){1,2}\s*")  # "3/7 Blinkets"
 _ADDITIVE = re.compile(r"(?<=[\w)}%])\s*[-+–−]\s*(?=[\w($\\.])")  # a binary + or -, not a sign
