@@ -1,17 +1,19 @@
 """Throughput of `arithmetic_check` (rows/s) on real traces tiled to N rows.
 
-    PYTHONPATH=. python bench/arith_throughput.py --rows 200000 --repeats 3
+    PYTHONPATH=. python bench/arith_throughput.py --rows 200000 --repeats 3 [--traces ../shared/data/traces/*.jsonl]
 
 Rows: bench/realdata set B (GSM8K reference solutions and Qwen2.5-14B MATH-500 short-CoT
 outputs, clean and planted), repeated until N. Each repeat starts with cold memo caches
 (a fresh process would), so distinct-chain reuse comes only from the tiling itself; a
 second figure makes every copy distinct (copy k appends the digits of k to every integer
 of the text, so every equation of every copy is a new string to evaluate: a worst case,
-since real pools repeat many small equations)."""
+since real pools repeat many small equations). With --traces, also every output of SkyThought-format
+trace files as it is (long chains of thought: the realistic case)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import sys
@@ -39,9 +41,9 @@ def frame(rows: int, distinct: bool) -> pl.DataFrame:
 
 
 def once(data: pl.DataFrame) -> float:
-    arithmetic.false_equation.cache_clear()
-    arithmetic.false_worded.cache_clear()
-    arithmetic._values.cache_clear()
+    for memo in vars(arithmetic).values():  # every memo cache of the module, as a fresh process has them
+        if hasattr(memo, "cache_clear"):
+            memo.cache_clear()
     op = arithmetic.ArithmeticCheck(arithmetic.ArithmeticCheck.Config())
     with tempfile.TemporaryDirectory() as work:
         ctx = StepContext(step_id="arith", step_dir=Path(work) / "step", cache_dir=Path(work) / "cache")
@@ -57,7 +59,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--distinct-rows", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--traces", nargs="*", type=Path, default=[], help="SkyThought-format trace files")
     args = parser.parse_args()
+    if args.traces:
+        outputs = [text for path in args.traces for line in path.read_text().splitlines()
+                   for text in json.loads(line)["code"]]
+        data = pl.DataFrame({"completion": outputs})
+        times = [once(data) for _ in range(args.repeats)]
+        names = ", ".join(p.name for p in args.traces)
+        print(f"rows={data.height:,} real trace outputs ({names}), "
+              f"mean {data['completion'].str.len_chars().mean():,.0f} characters, "
+              f"seconds={[round(t, 2) for t in times]} "
+              f"rows/s median={data.height / statistics.median(times):,.0f}", flush=True)
     real = pl.DataFrame({"completion": [r["text"] for s in ("dev", "heldout") for r in load("arith_traces", s)]})
     times = [once(real) for _ in range(args.repeats)]
     print(f"rows={real.height:,} real set-B traces as they are, seconds={[round(t, 2) for t in times]} "

@@ -48,6 +48,11 @@ class VerifyConfig(OperatorConfig):
         None, description="Pattern for the 'regex' method: its first group (or the match) is the answer."
     )
     timeout_s: int = Field(5, ge=1, description="Math: seconds allowed to parse or compare one answer.")
+    relative_tolerance: float = Field(
+        0.0, ge=0, lt=1,
+        description="Math: a numeric answer within this fraction of the reference counts as correct "
+        "(e.g. 0.01 for physical quantities: '6630.65 Å' for 6630); 0 (default): equal values only.",
+    )
     workers: int = Field(2, ge=1, description="Worker processes for math-verify and parallel sandboxes.")
     truncated_as_no_answer: bool = Field(
         True,
@@ -172,7 +177,8 @@ class AnswerChecker:
 
         todo = [o for o in outcomes if o["verify_status"] is None and o["_domain"] in ("math", "choice")]
         pairs = [(o["_reference"], o["extracted_answer"]) for o in todo]
-        verdicts = verify_pairs(pairs, self.config.timeout_s, self.config.workers, cache=self.cache)
+        verdicts = verify_pairs(pairs, self.config.timeout_s, self.config.workers, cache=self.cache,
+                                relative_tolerance=self.config.relative_tolerance)
         for outcome, verdict in zip(todo, verdicts, strict=True):
             _final(outcome, verdict.correct, verdict.status, verdict.reason)
         crashed = [pair for pair, v in zip(pairs, verdicts, strict=True) if v.reason.startswith(CRASH_REASON)]

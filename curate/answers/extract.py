@@ -33,7 +33,14 @@ _CHOICE = re.compile(
     r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?[\(\[]?\s*([A-J])\s*[\)\]]?(?![A-Za-z])",
     re.IGNORECASE,
 )
+# A labelled item of a list: "Subproblem 1:", "Part (b):", "(a)", "2)", "2.", "- ".
+_ITEM_LABEL = re.compile(
+    r"(?i)^[ \t*]*[-•*][ \t]+"  # a bullet, only at the start of a line ("10 - 2" is a difference)
+    r"|(?:^|(?<=[\s,;]))[ \t*]*(?:(?:sub)?problem\s*\d+\s*:|part\s*\(?[a-z0-9]{1,3}\)?\s*:"
+    r"|(?:\(?[a-h1-9]\)|\d{1,2}\.)(?=\s))[ \t*]*"
+)
 _CHOICE_ALONE = re.compile(r"^\s*[\(\[]?([A-J])[\)\]\.:]?\s*$", re.MULTILINE)
+_OPTION_LETTER = re.compile(r"\(?[A-J]\)?")
 _VERDICT_WORDS = {"correct", "incorrect", "right", "wrong", "consistent", "confirmed", "verified"}
 _TAIL_CHARS = 4000  # answer_is and last_number read this many final characters
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
@@ -44,11 +51,13 @@ _BRACED = r"(?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*"
 BOXED = r"\\(?:boxed|fbox)\s*\{(" + _BRACED + r")\}"
 # "the answer is X" / "final answer: X" / "the correct answer is (D)", the stated result
 # when nothing is boxed. The value must look like math (digit, sign, bracket, backslash,
-# $) and is one token: a $...$ or \\(...\\) span, a bracketed group, or a run up to a space,
-# comma, quote or colon, so "27 miles from city A" states 27 and '(I)" but careful' states (I).
+# $) or be an option letter ("The answer is A.", never the article of "the answer is a
+# number"), and is one token: a $...$ or \\(...\\) span, a bracketed group, or a run up to a
+# space, comma, quote or colon, so "27 miles from city A" states 27 and '(I)" but careful' states (I).
 _STATED = (
     r"(?i)(?:final answer|correct answer|the answer)\s*(?:is|:|=)\s*:?\s*(?:\*\*)?\s*"
-    r"(\$[^$\n]{1,200}\$|\\\(.{1,200}?\\\)|\([^()\n]{1,100}\)|\[[^\[\]\n]{1,100}[\])]|[-+\d\\][^\s,;:\"'!?]*)"
+    r"(\$[^$\n]{1,200}\$|\\\(.{1,200}?\\\)|\([^()\n]{1,100}\)|\[[^\[\]\n]{1,100}[\])]|[-+\d\\][^\s,;:\"'!?]*"
+    r"|(?-i:[A-HJ])\b)"  # no "I": "the answer is I think ..."
 )
 ExtractionMethod = Literal["boxed", "gsm8k", "answer_is", "choice", "regex", "last_number"]
 DEFAULT_METHODS: tuple[ExtractionMethod, ...] = ("boxed", "gsm8k", "answer_is", "last_number")
@@ -120,6 +129,10 @@ def answer_is(text: str | None) -> str | None:
     # A final answer is stated near the end: searching only the tail keeps long traces cheap.
     for match in reversed(list(_ANSWER_IS.finditer(text, max(0, len(text) - _TAIL_CHARS)))):
         same_line, next_line = match.group(1), match.group(2)
+        if "answers" in match.group(0).lower():
+            # "the final answers are: Subproblem 0: 4.5 s, Subproblem 1: 12" / a list on the lines
+            # below: the answers of earlier parts come first, the one asked for last.
+            same_line, next_line = _last_item(text[match.start(1):])
         answer = _value(_after_last_is(same_line) if re.match(r"[A-Za-z]{2,}\s", same_line) else same_line)
         if answer is None and not same_line.strip(" \t*:.") and next_line:
             # "**Final Answer**\n\nThe area is 0.05." / "Final Answer:\n$\frac{1}{2}$"
@@ -127,6 +140,30 @@ def answer_is(text: str | None) -> str | None:
         if answer is not None:
             return answer
     return None
+
+
+def _last_item(listing: str) -> tuple[str, str | None]:
+    """The last item of the list after a plural marker, as (same line, next line) for
+    `answer_is`: the last labelled item of the marker's line, or else the last line of the
+    block of lines below it, without its label."""
+    lines = listing.split("\n")
+    if lines[0].strip(" \t*:.") or len(lines) == 1:
+        labels = list(_ITEM_LABEL.finditer(lines[0]))
+        last = lines[0][labels[-1].end():] if len(labels) >= 2 else lines[0]
+        return (last if last.strip() else lines[0]), None
+    block: list[str] = []
+    for line in lines[1:]:
+        if not line.strip():
+            if block:
+                break
+            continue
+        block.append(line)
+    if not block:
+        return lines[0], None
+    item = block[-1]
+    while (label := _ITEM_LABEL.match(item)) and label.end() and item[label.end():].strip():
+        item = item[label.end():]  # "- Part 2: 9": a bullet, then a label
+    return "", item
 
 
 def _after_last_is(sentence: str) -> str:
@@ -141,6 +178,8 @@ def _value(phrase: str) -> str | None:
     answer = _strip_math(phrase.strip().strip("*").strip())
     if answer is None or not answer.strip("*:.,;() "):
         return None
+    if _OPTION_LETTER.fullmatch(answer):
+        return answer  # "The answer is A.": an option letter, not the article ("the answer is a number")
     # "the answer is correct" / "the answer is that the boxes are empty": prose, not an answer.
     if answer.lower() in _VERDICT_WORDS or _NOT_A_VALUE.search(answer):
         return None

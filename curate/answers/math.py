@@ -38,9 +38,9 @@ from curate.answers.normalise import (
     bracketed_like,
     choice_of,
     is_text_answer,
-    plain_number,
     presented,
     presented_latex,
+    quantity,
     text_key,
     unwrapped,
 )
@@ -55,8 +55,9 @@ _HANG_S = 300.0
 _PAIRS_PER_WORKER = 100
 
 
-def decide(reference: str, answer: str) -> Verdict | None:
-    """The verdict when no parser is needed, else None."""
+def decide(reference: str, answer: str, relative_tolerance: float = 0.0) -> Verdict | None:
+    """The verdict when no parser is needed, else None. Numbers (with a unit after them on
+    one side, or the same unit on both) are equal within `relative_tolerance` of the larger."""
     ref, got = presented(reference), presented(answer)
     if ref == got or bracketed_like(got, ref) == ref:
         return Verdict(True, "correct", "same value as presented")
@@ -66,11 +67,20 @@ def decide(reference: str, answer: str) -> Verdict | None:
     if is_text_answer(ref):
         same = text_key(unwrapped(reference)) == text_key(unwrapped(answer)) or text_key(ref) == text_key(got)
         return Verdict(same, "correct" if same else "wrong", "text answer")
-    ref_number, got_number = plain_number(ref), plain_number(got)
-    if ref_number is not None and got_number is not None:
-        same = math.isclose(ref_number, got_number, rel_tol=1e-9, abs_tol=1e-12)
-        return Verdict(same, "correct" if same else "wrong", "plain numbers")
+    if (numbers := _numbers(reference, answer)) is not None:
+        same = math.isclose(*numbers, rel_tol=max(relative_tolerance, 1e-9), abs_tol=1e-12)
+        return Verdict(same, "correct" if same else "wrong",
+                       f"numbers within {relative_tolerance:g}" if relative_tolerance else "plain numbers")
     return None
+
+
+def _numbers(reference: str, answer: str) -> tuple[float, float] | None:
+    """The two values when both answers are numbers in one unit, or one of them names none
+    ("6630" and "6630.65 Å"); None otherwise ("5 km" and "5 m" go to the parser)."""
+    ref, got = quantity(presented_latex(reference)), quantity(presented_latex(answer))
+    if ref is None or got is None or (ref[1] and got[1] and ref[1] != got[1]):
+        return None
+    return ref[0], got[0]
 
 
 class _CpuTimeout(BaseException):
@@ -195,25 +205,28 @@ def _take_worker() -> _Worker:
 
 def verify_pairs(
     pairs: list[tuple[str, str]], timeout_s: float = 5, workers: int = 2, cache: VerdictCache | None = None,
+    relative_tolerance: float = 0.0,
 ) -> list[Verdict]:
     """Verdicts for (reference, answer) pairs, in order. Each distinct pair is decided once:
-    from `cache`, by `decide`, or by math-verify across `workers` processes; decided
-    verdicts go into `cache`."""
+    from `cache`, by `decide` (numbers within `relative_tolerance`), or by math-verify across
+    `workers` processes; decided verdicts go into `cache`."""
     distinct = list(dict.fromkeys(pairs))
-    known: dict[tuple[str, str], Verdict] = cache.get_many(distinct, VERIFIER) if cache else {}
+    # A tolerance changes verdicts: cached ones are kept apart per tolerance.
+    verifier = f"{VERIFIER}+rel_tol={relative_tolerance:g}" if relative_tolerance else VERIFIER
+    known: dict[tuple[str, str], Verdict] = cache.get_many(distinct, verifier) if cache else {}
     fresh: dict[tuple[str, str], Verdict] = {}
     todo = []
     for pair in distinct:
         if pair in known:
             continue
-        if (verdict := decide(*pair)) is not None:
+        if (verdict := decide(*pair, relative_tolerance)) is not None:
             fresh[pair] = verdict
         else:
             todo.append(pair)
     if todo:
         fresh.update(zip(todo, _in_workers(todo, timeout_s, workers), strict=True))
     if cache:
-        cache.put_many(fresh.items(), VERIFIER)
+        cache.put_many(fresh.items(), verifier)
     known.update(fresh)
     return [known[pair] for pair in pairs]
 

@@ -15,11 +15,15 @@ import re
 import polars as pl
 
 _NOISE = re.compile(r"\s+|\\[!,;: ]|\\q?quad\b|~|\\left|\\right|^\$|\$$")
+# A one-character subscript or power in braces: "E_{1}" is "E_1", "x^{2}" is "x^2" ("x^{10}" keeps its braces).
+_ONE_CHAR_SCRIPT = re.compile(r"([_^])\{(\w)\}")
 
 
 def normal_form(answer: str) -> str:
-    """`answer` without spacing (\\, \\ \\quad ~ ...), \\left/\\right and enclosing $; \\dfrac and \\tfrac as \\frac."""
-    return _NOISE.sub("", answer).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    """`answer` without spacing (\\, \\ \\quad ~ ...), \\left/\\right and enclosing $; \\dfrac and \\tfrac as
+    \\frac; braces around a one-character subscript or power dropped."""
+    text = _NOISE.sub("", answer).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    return _ONE_CHAR_SCRIPT.sub(r"\1\2", text)
 
 
 def normalise_answer(answer: pl.Expr) -> pl.Expr:
@@ -45,7 +49,7 @@ def normalise_answer(answer: pl.Expr) -> pl.Expr:
 
 # --- presentation: what an answer says, apart from how it is written ----------------------
 # Bumped whenever a rule below changes a verdict: cached verdicts carry it (VerdictCache).
-RULES_VERSION = "3"
+RULES_VERSION = "4"
 
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
 # \text{...}, \textbf{...}, \mbox{...}, \mathrm{...} with no nested braces.
@@ -58,10 +62,11 @@ _PERCENT = re.compile(r"\\?%")
 _SIMPLE_FRAC = re.compile(r"\\frac\{(\d+)\}\{(\d+)\}")
 _DIGIT_FRAC = re.compile(r"\\frac(\d)(\d)")
 _MEMBER_OF = re.compile(r"^[A-Za-z]\s*\\in\s*")  # "x \in (0, 9)": the set is the answer
-_PLAIN_NUMBER = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _CHOICE = re.compile(r"^\(?([A-J])\)?$")
-# Text answers: a word of two or more letters outside a LaTeX command, or a clock time.
-_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}|\d:\d\d")
+# Text answers: a word of two or more letters outside a LaTeX command, or a clock time. A
+# run of letters glued to an operator, a digit or a brace is a product of variables in a
+# formula ("s^2+bs+1", "dM/dt", "\\frac{dM}{dt}"), not a word.
+_WORD = re.compile(r"(?<![\\A-Za-z+\-*/^_={])[A-Za-z]{2,}(?![A-Za-z+\-*/^_=}(])|\d:\d\d")
 _LETTER_LIST = re.compile(r"^[A-J](?:\s*(?:,|and)\s*[A-J])+$")
 
 
@@ -100,10 +105,31 @@ def presented(answer: str) -> str:
     return _SIMPLE_FRAC.sub(r"\1/\2", _DIGIT_FRAC.sub(r"\1/\2", text))
 
 
-def plain_number(answer: str) -> float | None:
-    """The value of a presented answer that is a plain decimal number ("1,000" and ".5" too)."""
-    text = answer.replace(",", "") if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", answer) else answer
-    return float(text) if _PLAIN_NUMBER.match(text) else None
+# A number and a unit after it: "6630.65 Å", "3.2 m/s", "9 customers". A unit is one or two words
+# of two or more characters, or a symbol letter (Å µ Ω °), and Latin letters stand apart from the
+# number: one letter, or letters glued to it, may be a variable ("3 x", "2ab").
+_QUANTITY = re.compile(
+    r"([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+)"
+    r"(?:((?:\s|\\[,;! ]|~)*)((?:\\(?:text|mathrm|mbox)\{[^{}]*\}|\\AA|\\mu|[A-Za-zÅµΩ°])"
+    r"(?:\\(?:text|mathrm|mbox)\{[^{}]*\}|\\AA|\\mu|[A-Za-zÅµΩ°/^{}\d.\s-])*))?"
+)
+_UNIT_SYMBOL = re.compile(r"[ÅµΩ°/]|\\AA|\\mu|[A-Za-z].*[A-Za-z]")
+
+
+def quantity(answer: str) -> tuple[float, str] | None:
+    """A presented answer that is a number, with the unit after it if any:
+    "6630.65 Å" -> (6630.65, "Å"), "1,000" -> (1000.0, ""); None for anything else."""
+    match = _QUANTITY.fullmatch(answer.strip())
+    if match is None:
+        return None
+    words = (match.group(3) or "").split()
+    unit = "".join(words)
+    letters = re.sub(r"\\(?:text|mathrm|mbox)\{([^{}]*)\}", r"\1", unit)
+    if unit and (not _UNIT_SYMBOL.search(letters) or (letters[:1].isascii() and not match.group(2))):
+        return None  # "3 x", "2ab": a variable, not a unit
+    if len(words) > 2:
+        return None  # "3 more than x": a phrase, not a unit
+    return float(match.group(1).replace(",", "")), unit
 
 
 def choice_of(answer: str) -> str | None:
@@ -115,7 +141,7 @@ def choice_of(answer: str) -> str | None:
 def is_text_answer(answer: str) -> bool:
     """A presented answer in words, a clock time or a list of letters ("June 20", "1:03 PM",
     "A, D"): compared as text, never by a math parser (which reads "June 20" as 20)."""
-    stripped = re.sub(r"\\(?:begin|end)\{[^{}]*\}|\\[A-Za-z]+", " ", answer)
+    stripped = re.sub(r"\\(?:begin|end)\{[^{}]*\}|\\[A-Za-z]+", " ", re.sub(_TEXT_COMMAND, r" \1 ", answer))
     return bool(_WORD.search(stripped) or _LETTER_LIST.match(answer))
 
 
