@@ -221,11 +221,11 @@ def test_arithmetic_check_operator_marks_rows_and_keeps_earlier_rejections(tmp_p
         trace("bad_but_wrong", "q", "3 * 4 = 13", correct=False),
     )
     out, ctx = run(ArithmeticCheck, frame, tmp_path, only_correct=True)
-    assert out["reject_reason"].to_list() == [None, "false_arithmetic", None]
+    assert out["reject_reason"].to_list() == [None, "false_step_correct_answer", None]
     assert json.loads(out["reject_detail"][1]) == {"false_equations": ["3 * 4 = 13"], "count": 1}
     assert ctx.metrics["checked"] == 2
     everything, _ = run(ArithmeticCheck, frame, tmp_path)
-    assert everything["reject_reason"].to_list() == [None, "false_arithmetic", "false_arithmetic"]
+    assert everything["reject_reason"].to_list() == [None, "false_step_correct_answer", "false_arithmetic"]
 
 
 def test_audit_shows_where_judge_and_rules_disagree(tmp_path):
