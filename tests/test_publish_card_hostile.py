@@ -82,3 +82,22 @@ def test_hostile_names_are_text_in_the_card_and_the_yaml_header_holds(tmp_path):
         assert " ".join(name.split()) in " ".join(page.text.split()), name
     # A brace in the author cannot end its BibTeX field early.
     assert "  author       = {" + HOSTILE[1] + "\\}},\n" in text
+
+
+def test_escaping_leaves_ordinary_markdown_as_written(tmp_path):
+    """A pipe in a model name shows as written in prose and in tables; the recipe's own
+    description keeps its Markdown and shows '<think>' inside code as written."""
+    from huggingface_hub import DatasetCard
+    from markdown_it import MarkdownIt
+
+    def piped_teacher(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(teacher=pl.lit("org/model|v2"), model=pl.lit("org/model|v2"))
+
+    run = make_run(tmp_path, "piped", transform=piped_teacher)
+    description = "Traces with `<think>` blocks, **verified**. <img src=x onerror=alert(1)>"
+    folder = publish_run(run, PublishConfig(output_dir=tmp_path / "pub", description=description)).folder
+    page = _Tags()
+    page.feed(MarkdownIt("commonmark").enable("table").render(DatasetCard((folder / "README.md").read_text()).text))
+    assert "org/model\\|v2" not in page.text and page.text.count("org/model|v2") >= 2
+    assert "<think>" in page.text and "&lt;think" not in page.text
+    assert ("strong", []) in page.tags and not any(tag == "img" for tag, _ in page.tags)

@@ -97,6 +97,8 @@ def test_push_refuses_a_damaged_version_before_reaching_the_hub(published, monke
 def test_intact_versions_list_diff_and_republish_as_before(published):
     from curate.publish import list_versions
 
+    (published / "v1" / "data" / ".DS_Store").write_bytes(b"\0")  # hidden: datasets' globs skip it
+
     assert list_versions(published)["damaged"].to_list() == [None, None]
     assert _invoke(["versions", "pub"], published.parent)[0] == 0
     assert _invoke(["diff", "pub", "v1", "v2"], published.parent)[0] == 0

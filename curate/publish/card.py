@@ -90,7 +90,7 @@ def render_card(run: Run, frame: pl.DataFrame, config: PublishConfig, facts: Car
     sections = [
         f"---\n{header.to_yaml()}\n---",
         f"# {_text(_title(run, config))}",
-        config.description.replace("<", "&lt;") if config.description else _summary(run, config),  # Markdown, no HTML
+        _markdown_without_html(config.description) if config.description else _summary(run, config),
         _facts_table(run, config, facts),
         _load_section(config, facts),
         _format_section(frame, config),
@@ -574,8 +574,8 @@ def _text(text) -> str:
 
 def _code(text) -> str:
     """Data as a code span on one line: fenced by more backticks than it holds, so it cannot
-    close the span early; inside a span HTML is shown, not read. Pipes are escaped for tables."""
-    body = _one_line(text).replace("|", "\\|")
+    close the span early; inside a span HTML is shown, not read."""
+    body = _one_line(text)
     if not body:
         return ""
     fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
@@ -606,5 +606,17 @@ def _fence(body: str) -> str:
 
 def _table(headers: list[str], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    # A pipe in a cell (a code span's too) would end the cell; tables read an escaped one as text.
+    lines += ["| " + " | ".join(_UNESCAPED_PIPE.sub(r"\\|", cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+# Code (fenced blocks, inline spans) or a '<' outside it.
+_CODE_OR_TAG = re.compile(r"(```.*?```|`[^`\n]*`)|<", re.DOTALL)
+
+
+def _markdown_without_html(text: str) -> str:
+    """The recipe's own Markdown with raw HTML shown, not read: '<' is escaped outside code,
+    where Markdown already shows it as written."""
+    return _CODE_OR_TAG.sub(lambda match: match.group(1) or "&lt;", text)

@@ -289,7 +289,9 @@ def check_version(dataset_dir: Path, version: str, lineage: dict | None = None,
                                           "was changed after it was published")
         known = {str(entry.get("path")) for entry in files}
         shard_folder = folder / CONFIGS[config][0]
-        extra = sorted(p for p in shard_folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in known)
+        # datasets' globs skip hidden files (a '.DS_Store'), so they cannot change what loads
+        extra = sorted(p for p in shard_folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in known
+                       and not any(part.startswith(".") for part in p.relative_to(shard_folder).parts))
         if extra:
             raise DamagedVersionError(f"{extra[0]}: not recorded in {recorded}, yet `load_dataset` would read it; "
                                       "the version was changed after it was published")
