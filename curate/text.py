@@ -130,13 +130,11 @@ NUMBER_WORDS = {
 }
 # A number followed by these words is multiplied ("two hundred" = 200, "1.5 million", "3 dozen").
 MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "dozen": 12}
-_PRONOUN_ONE = (r"\b(no|any|some|every|each|which|this|that|the|another|loved) one\b"
-                r"|\bone( of| another|'s)\b")
+_PRONOUN_ONE = (r"\b(no|any|some|every|each|which|this|that|the|another|loved)\s+one\b"
+                r"|\bone(\s+of|\s+another|'s)\b")
 _NUMBER = r"\d+ \d+/\d+|\d*\.?\d+(?:/\d+(?:\.\d+)?)?"
 _WORD = r"\b(?:" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")\b"
 _NUMBER_OR_WORD = rf"(?:{_NUMBER}|{_WORD})(?:[ -](?:{'|'.join(MULTIPLIERS)})\b)*"
-# Sentence ends (a stop, ? or ! before white space): numbers are also compared sentence by sentence.
-_SENTENCE_END = r"[.?!]\s+"
 
 
 def _number_ready(text: pl.Expr) -> pl.Expr:
@@ -194,27 +192,10 @@ def number_values(text: pl.Expr) -> pl.Expr:
     return number_sequence(text).list.unique().list.sort()
 
 
-def number_sentences(text: pl.Expr) -> pl.Expr:
-    """number_sequence as a string, sentence by sentence ("48 3|2|" ...: "|" ends a
-    sentence). Two texts state the same numbers in the same order when these are equal."""
-    sentences = _number_ready(text).str.replace_all(_SENTENCE_END, " | ")
-    tokens = sentences.str.extract_all(rf"{_NUMBER_OR_WORD}|\|")
-    values = tokens.list.eval(pl.when(pl.element() == "|").then(pl.lit("|"))
-                              .otherwise(_number_value(pl.element()).cast(pl.String)))
-    return values.list.join(" ").str.replace_all(r"\s*\|\s*", "|")
-
-
 def number_key(text: pl.Expr) -> pl.Expr:
     """number_sequence as one string ("" when the text states no number): equal keys, the
     same numbers in the same order."""
-    return number_sentences(text).str.replace_all(r"\|+", " ").str.strip_chars()
-
-
-def sentence_numbers_key(text: pl.Expr) -> pl.Expr:
-    """The numbers of each sentence (number_sentences), sentences sorted: equal for texts
-    whose sentences state the same numbers in another order of sentences."""
-    sentences = number_sentences(text).str.split("|")
-    return sentences.list.eval(pl.element().filter(pl.element() != "").sort()).list.join("|")
+    return number_sequence(text).cast(pl.List(pl.String)).list.join(" ")
 
 
 def template_text(text: pl.Expr) -> pl.Expr:
@@ -246,9 +227,9 @@ def template_tokens(text: pl.Expr) -> pl.Expr:
 
 
 def question_sentence(text: pl.Expr) -> pl.Expr:
-    """The sentence a problem asks in: the last sentence with a question mark, else the last
-    sentence (lower-cased, numbers as _number_ready writes them)."""
+    """The sentences a problem asks in: those with a question mark, else the last sentence
+    (lower-cased, numbers as _number_ready writes them)."""
     sentences = _number_ready(text).str.replace_all(r"([.?!])\s+", "${1}\x1f").str.split("\x1f")
-    asked = sentences.list.eval(pl.element().filter(pl.element().str.contains("?", literal=True)).last())
-    return pl.coalesce(asked.list.first(), sentences.list.eval(pl.element().filter(
-        pl.element().str.strip_chars() != "").last()).list.first())
+    asked = sentences.list.eval(pl.element().filter(pl.element().str.contains("?", literal=True))).list.join(" ")
+    last = sentences.list.eval(pl.element().filter(pl.element().str.strip_chars() != "").last()).list.first()
+    return pl.when(asked != "").then(asked).otherwise(last)

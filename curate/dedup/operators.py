@@ -40,8 +40,8 @@ from curate.text import (
     number_contexts_key,
     number_key,
     number_values,
-    sentence_numbers_key,
     template_id,
+    template_text,
     template_tokens,
     word_tokens,
 )
@@ -55,9 +55,11 @@ MODEL_DESCRIPTION = (
 REPORT_FILE = "decontamination_report.parquet"
 GUARD_FILE = "number_guard_pairs.parquet"
 GUARD_DESCRIPTION = (
-    "Number guard: two texts are duplicates only if the numbers they state agree after "
-    "normalisation (1,000 = 1000 = 1000.0; 1/2 = \\frac{1}{2} = 0.5; small number words): a changed "
-    "number makes a different problem. auto: on for math rows (domain 'math', or no domain "
+    "Number and question guard: two texts are duplicates only if they state the same numbers in the same "
+    "order after normalisation (1,000 = 1000 = 1000.0; 1/2 = \\frac{1}{2} = 0.5 = half; 3\\frac{4}{5} = 3 4/5; "
+    "number words: twenty-five, one, two hundred; sentences may be reordered) and ask the same question (no "
+    "trading 'more' for 'in total', profit for revenue, minimum for maximum, one person for another): a changed "
+    "number or question makes a different problem. auto: on for math rows (domain 'math', or no domain "
     "column), off for other domains; on: every row; off: never."
 )
 NumberGuard = Literal["auto", "on", "off"]
@@ -299,21 +301,21 @@ def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
                   ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The edges whose two texts are the same problem by the guard (or that it does not
     cover); the others are counted and written to GUARD_FILE. Same problem: the same
-    numbers in the same order (or the same numbers per sentence, sentences reordered) and
+    numbers in the same order (or, when the words around them changed too, each number before
+    the same word: statements reordered; numbers trading places in the same words differ) and
     the same question (curate.dedup.questions). An edge below `threshold` stays only when
     the guard covers it and finds the same problem with at least one number, at or above
     same_numbers_threshold."""
     left, right, similarity = edges
     text = pl.col("text").str.slice(0, config.max_chars)
     # Both texts of an edge are distinct node texts: one unit per node stands for it.
-    keys = valid[best_unit].select(*question_keys(text), numbers=number_key(text),
-                                   sentences=sentence_numbers_key(text), contexts=number_contexts_key(text))
+    keys = valid[best_unit].select(*question_keys(text), numbers=number_key(text), contexts=number_contexts_key(text),
+                                   template=template_text(text))
     pairs = pl.concat([keys[left].select(pl.all().name.prefix("left_")),
                        keys[right].select(pl.all().name.prefix("right_"))], how="horizontal")
     verdict = pairs.select(
         numbers=(pl.col("left_numbers") == pl.col("right_numbers"))
-        | (pl.col("left_sentences") == pl.col("right_sentences"))
-        | (pl.col("left_contexts") == pl.col("right_contexts")),
+        | (pl.col("left_contexts") == pl.col("right_contexts")) & (pl.col("left_template") != pl.col("right_template")),
         question=same_question(),
     )
     guarded = np.ones(len(best_unit), dtype=bool)
@@ -564,9 +566,9 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
     )
     same_template: Literal["reject", "report"] = Field(
         "reject",
-        description="A match whose numbers differ from the eval item's (same template, other numbers): reject "
-        "as `same_template`, or only list it in the report. Matches stating all the eval item's numbers are "
-        "`contaminated` (same problem).",
+        description="A match whose numbers or question differ from the eval item's (same template, other "
+        "numbers or question): reject as `same_template`, or only list it in the report. Matches stating the eval "
+        "item's numbers in order and asking the same question are `contaminated` (same problem).",
     )
 
 
@@ -592,8 +594,10 @@ class Decontaminate(Filter[DecontaminateConfig]):
     """Reject problems that appear in an eval set. Candidates come from rare shared word
     n-grams (numbers masked, boilerplate n-grams weigh nothing, a minimum share of the
     shorter text), equal templates (the text with numbers masked) or embedding
-    similarity; a candidate stating every number of its eval item is the same problem
-    (`contaminated`), otherwise the same template with other numbers (`same_template`).
+    similarity; a candidate stating the numbers of its eval item in the same order, one
+    after another, and asking the same question (curate.dedup.questions) is the same problem
+    (`contaminated`), otherwise the same template with other numbers or another question
+    (`same_template`).
     reject_detail gives the matched eval problem, method, score and evidence;
     `decontamination_report.parquet` in the step folder lists every candidate pair with
     its evidence (what a later confirmation step reads)."""

@@ -25,7 +25,7 @@ _CONCEPTS = {
     "less": "less fewer smaller lower shorter younger lighter cheaper",
     "max": "maximum max largest greatest biggest highest most maximize maximal longest tallest oldest",
     "min": "minimum min smallest least lowest fewest minimize minimal shortest youngest",
-    "total": "total overall altogether combined together sum",
+    "total": "total overall altogether combined together sum all",
     "product": "product multiply multiplied",
     "difference": "difference",
     "quotient": "quotient",
@@ -56,21 +56,25 @@ QUESTION_WORDS = {word: concept for concept, words in _CONCEPTS.items() for word
 STOP_WORDS = frozenset("""a an the of in on at to for with by from and or but if then that this these those it
 its he she they them his her hers their him we us you your i my me our as so than there here which who whom whose
 what when where why how many much number is are was were be been being do does did done have has had will would
-can could shall should may might must all any some such own same other another also just only very too s t let
+can could shall should may might must any some such own same other another also just only very too s t let
 given money dollar make made find compute determine calculate evaluate simplify express answer value possible
 time into out up down over about one un""".split())
 
 
 def _stems(words: pl.Expr) -> pl.Expr:
-    """Content words (stop words dropped), a final "s" of 4+ letter words dropped, distinct."""
+    """Content words (stop words dropped), a final "s" of 4+ letter words dropped, repeats kept."""
     content = pl.element().filter(~pl.element().is_in(list(STOP_WORDS)))
     plural = pl.element().str.len_chars() >= 4
     stem = pl.when(plural).then(pl.element().str.replace(r"([^s])s$", "${1}")).otherwise(pl.element())
-    return words.list.eval(content).list.eval(stem).list.eval(content).list.unique()
+    return words.list.eval(content).list.eval(stem).list.eval(content)
 
 
 def _concepts(words: pl.Expr) -> pl.Expr:
-    return words.list.eval(pl.element().replace_strict(QUESTION_WORDS, default=None).drop_nulls()).list.unique()
+    """The concepts of these words, each occurrence numbered ("total#1", "total#2"): set
+    operations on them compare counts, so trading one of two "profit"s for "revenue" shows."""
+    concepts = words.list.eval(pl.element().replace_strict(QUESTION_WORDS, default=None).drop_nulls())
+    occurrence = pl.element().cum_count().over(pl.element()).cast(pl.String)
+    return concepts.list.eval(pl.concat_str(pl.element(), pl.lit("#"), occurrence))
 
 
 def question_keys(text: pl.Expr) -> list[pl.Expr]:
@@ -82,8 +86,8 @@ def question_keys(text: pl.Expr) -> list[pl.Expr]:
     plain = pl.element().filter(~pl.element().is_in(list(QUESTION_WORDS)))
     return [
         _concepts(question).alias("question_concepts"),
-        question.list.eval(plain).alias("question_words"),
-        words.list.eval(plain).alias("content_words"),
+        question.list.eval(plain).list.unique().alias("question_words"),
+        words.list.eval(plain).list.unique().alias("content_words"),
     ]
 
 
