@@ -308,11 +308,14 @@ def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
     same_numbers_threshold."""
     left, right, similarity = edges
     text = pl.col("text").str.slice(0, config.max_chars)
-    # Both texts of an edge are distinct node texts: one unit per node stands for it.
-    keys = valid[best_unit].select(*question_keys(text), numbers=number_key(text), contexts=number_contexts_key(text),
-                                   template=template_text(text))
-    pairs = pl.concat([keys[left].select(pl.all().name.prefix("left_")),
-                       keys[right].select(pl.all().name.prefix("right_"))], how="horizontal")
+    # Both texts of an edge are distinct node texts: one unit per node stands for it. Only
+    # nodes on an edge are read (the keys cost ~1 ms a text); `at` is a node's row among them.
+    on_edge = np.unique(np.concatenate([left, right]))
+    keys = valid[best_unit[on_edge]].select(*question_keys(text), numbers=number_key(text),
+                                            contexts=number_contexts_key(text), template=template_text(text))
+    left_at, right_at = np.searchsorted(on_edge, left), np.searchsorted(on_edge, right)
+    pairs = pl.concat([keys[left_at].select(pl.all().name.prefix("left_")),
+                       keys[right_at].select(pl.all().name.prefix("right_"))], how="horizontal")
     verdict = pairs.select(
         numbers=(pl.col("left_numbers") == pl.col("right_numbers"))
         | (pl.col("left_contexts") == pl.col("right_contexts")) & (pl.col("left_template") != pl.col("right_template")),
@@ -327,7 +330,7 @@ def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
     same_numbers, same_question_ = verdict["numbers"].to_numpy(), verdict["question"].to_numpy()
     apart = covered & ~(same_numbers & same_question_)
     stated = (keys["numbers"].str.len_chars() > 0).to_numpy()
-    relaxed = covered & ~apart & stated[left] & (similarity < config.threshold)
+    relaxed = covered & ~apart & stated[left_at] & (similarity < config.threshold)
     weak = (similarity < config.threshold) & ~relaxed
     ctx.count("same_numbers_pairs", int(relaxed.sum()))
     ids = valid["id"].gather(best_unit)
@@ -338,12 +341,17 @@ def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
     write_parquet(pl.DataFrame({
         config.id_column: ids.gather(left[listed]), f"other_{config.id_column}": ids.gather(right[listed]),
         "similarity": similarity[listed].astype(np.float64).round(4),
-        "numbers": keys["numbers"].gather(left[listed]), "other_numbers": keys["numbers"].gather(right[listed]),
-        "question": keys["question_concepts"].gather(left[listed]).list.sort().list.join(" "),
-        "other_question": keys["question_concepts"].gather(right[listed]).list.sort().list.join(" "),
+        "numbers": keys["numbers"].gather(left_at[listed]), "other_numbers": keys["numbers"].gather(right_at[listed]),
+        "question": _concept_list(keys["question_concepts"].gather(left_at[listed])),
+        "other_question": _concept_list(keys["question_concepts"].gather(right_at[listed])),
     }), ctx.step_dir / GUARD_FILE)
     keep = ~apart & ~weak
     return left[keep], right[keep], similarity[keep]
+
+
+def _concept_list(concepts: pl.Series) -> pl.Series:
+    """A question's concepts as words ("total more"), without their occurrence numbers."""
+    return concepts.list.eval(pl.element().str.replace(r"#\d+$", "")).list.sort().list.join(" ")
 
 
 def _row_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, batch: int = 8192) -> np.ndarray:
