@@ -112,45 +112,90 @@ def ngram_hashes(frame: pl.DataFrame, key: str, tokens: str, n: int) -> pl.DataF
 
 # --- numbers stated in a problem (dedup's number guard, template ids) --------------------------
 
-# Small number words read as numbers ("one" is left out: it is as often a pronoun, "one of
-# them", and a paraphrase may drop it).
+# Number words read as numbers. "one" counts except where it is a pronoun ("one of them",
+# "no one", "each one": _PRONOUN_ONE), so "one apple" and "1 apple" agree.
+_UNITS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+         "ninety": 90}
 NUMBER_WORDS = {
-    "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
-    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14",
-    "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
-    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
-    "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000", "half": "1/2",
-    "twice": "2", "double": "2", "triple": "3", "dozen": "12",
+    **{word: str(value) for value, word in enumerate(_UNITS, 1)},
+    "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14", "fifteen": "15",
+    "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
+    **{word: str(value) for word, value in _TENS.items()},
+    **{f"{tens}{joint}{unit}": str(value + units) for tens, value in _TENS.items()
+       for units, unit in enumerate(_UNITS, 1) for joint in ("-", " ")},
+    "zero": "0", "one half": "1/2", "one-half": "1/2", "hundred": "100", "thousand": "1000", "million": "1000000",
+    "half": "1/2", "twice": "2", "double": "2",
+    "triple": "3", "dozen": "12",
 }
-_NUMBER = r"\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?"
-_NUMBER_OR_WORD = _NUMBER + r"|\b(?:" + "|".join(NUMBER_WORDS) + r")\b"
+# A number followed by these words is multiplied ("two hundred" = 200, "1.5 million", "3 dozen").
+MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "dozen": 12}
+_PRONOUN_ONE = (r"\b(no|any|some|every|each|which|this|that|the|another|loved)\s+one\b"
+                r"|\bone(\s+of|\s+another|'s)\b")
+_NUMBER = r"\d+ \d+/\d+|\d*\.?\d+(?:/\d+(?:\.\d+)?)?"
+_WORD = r"\b(?:" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")\b"
+_NUMBER_OR_WORD = rf"(?:{_NUMBER}|{_WORD})(?:[ -](?:{'|'.join(MULTIPLIERS)})\b)*"
 
 
 def _number_ready(text: pl.Expr) -> pl.Expr:
     """Lower-cased text where every stated number reads as digits: thousands separators
-    (`1,000`, LaTeX `1{,}000`) dropped, `\\frac{a}{b}` / `\\dfrac12` written `a/b`."""
-    text = nfkc(text).str.to_lowercase().str.replace_all(r"\{,\}", ",", literal=False)
+    (`1,000`, LaTeX `1{,}000`, `1\\,000`) dropped, `\\frac{a}{b}` / `\\dfrac12` written `a/b`,
+    a mixed number `3\\frac{4}{5}` as `3 4/5`, unicode fractions (`½`) as `1/2`, `.5` as
+    `0.5`, and "one" as a pronoun hidden."""
+    text = nfkc(text).str.to_lowercase().str.replace_all(r"\{,\}", ",")
+    text = text.str.replace_all("\u2044", "/", literal=True)
+    text = text.str.replace_all(r"(\d)\\,(\d{3})\b", "${1}${2}").str.replace_all(_PRONOUN_ONE, "${1} un${2}")
     text = _without_thousands_separators(text.str.replace_all(_LATEX_SPACING, " "))
-    text = text.str.replace_all(r"\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}", "${1}/${2}")
-    return text.str.replace_all(r"\\[dt]?frac\s*(\d)\s*(\d)", "${1}/${2}")
+    fraction = r"\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}"
+    text = text.str.replace_all(r"(\d)\s*" + fraction, "${1} ${2}/${3}").str.replace_all(fraction, " ${1}/${2}")
+    text = text.str.replace_all(r"\\[dt]?frac\s*(\d)\s*(\d)", " ${1}/${2}")
+    return text.str.replace_all(r"(^|[^\d.])\.(\d)", "${1}0.${2}")
+
+
+def _number_value(match: pl.Expr) -> pl.Expr:
+    """Inside list.eval over matches of _NUMBER_OR_WORD: each one's value (10 significant
+    digits): a mixed number's whole part plus its fraction, times its multipliers."""
+    number = match.str.replace_all(r"[ -](?:" + "|".join(MULTIPLIERS) + r")\b", "").replace(NUMBER_WORDS)
+    whole = number.str.extract(r"^(\d+) ", 1).cast(pl.Float64).fill_null(0.0)
+    numerator = number.str.extract(r"(\d*\.?\d+)(?:/|$)", 1).cast(pl.Float64)
+    denominator = number.str.extract(r"/(\d+(?:\.\d+)?)$", 1).cast(pl.Float64).fill_null(1.0)
+    value = whole + pl.when(denominator != 0).then(numerator / denominator).otherwise(numerator)
+    for word, factor in MULTIPLIERS.items():
+        times = match.str.count_matches(rf"[ -]{word}\b")
+        value = value * pl.lit(float(factor)).pow(times)
+    return value.round_sig_figs(10)
+
+
+def number_sequence(text: pl.Expr) -> pl.Expr:
+    """The values of the numbers a text states, in order of appearance, repeats kept, as
+    floats (10 significant digits): `1,000`, `1000` and `1000.0` are one value;
+    `\\frac{1}{2}`, `1/2`, `0.5`, `½` and "half" another; `3\\frac{4}{5}` and `3 4/5` are
+    3.8; number words count ("twenty-five", "one", "two hundred", "a dozen"). Signs are
+    ignored ("3-4" reads as 3 and 4)."""
+    return _number_ready(text).str.extract_all(_NUMBER_OR_WORD).list.eval(_number_value(pl.element()))
+
+
+def number_contexts_key(text: pl.Expr) -> pl.Expr:
+    """Each stated number with the word right after it ("3 pages" -> "3.0 page"), sorted,
+    joined: equal for texts that state the same numbers of the same things in another
+    order ("a 3-page letter to 2 friends" vs "to 2 friends, a letter of 3 pages"), unequal
+    when two numbers trade places ("20 pizzas ... 70%" vs "70 pizzas ... 20%")."""
+    matches = _number_ready(text).str.extract_all(rf"(?:{_NUMBER_OR_WORD})(?:[ -]*[a-z]+|%)?")
+    number = pl.element().str.extract(rf"^({_NUMBER_OR_WORD})", 1)
+    after = pl.element().str.slice(number.str.len_chars()).str.strip_chars(" -").str.replace(r"([^s])s$", "${1}")
+    pairs = matches.list.eval(pl.concat_str(_number_value(number).cast(pl.String), pl.lit(" "), after))
+    return pairs.list.sort().list.join("|")
 
 
 def number_values(text: pl.Expr) -> pl.Expr:
-    """The distinct values of the numbers a text states, sorted, as a list of floats (10
-    significant digits): `1,000`, `1000` and `1000.0` are one value, `\\frac{1}{2}`, `1/2`,
-    `0.5` and "half" another; small number words ("two" .. "twenty", tens) count. Signs
-    are ignored ("3-4" reads as 3 and 4)."""
-    words = pl.element().replace(NUMBER_WORDS)
-    numerator = words.str.extract(r"^(\d+(?:\.\d+)?)", 1).cast(pl.Float64)
-    denominator = words.str.extract(r"/(\d+(?:\.\d+)?)$", 1).cast(pl.Float64).fill_null(1.0)
-    value = pl.when(denominator != 0).then(numerator / denominator).otherwise(numerator)
-    values = _number_ready(text).str.extract_all(_NUMBER_OR_WORD).list.eval(value.round_sig_figs(10))
-    return values.list.unique().list.sort()
+    """The distinct values of number_sequence, sorted."""
+    return number_sequence(text).list.unique().list.sort()
 
 
 def number_key(text: pl.Expr) -> pl.Expr:
-    """number_values as one string ("" when the text states no number): equal keys, equal numbers."""
-    return number_values(text).cast(pl.List(pl.String)).list.join(" ")
+    """number_sequence as one string ("" when the text states no number): equal keys, the
+    same numbers in the same order."""
+    return number_sequence(text).cast(pl.List(pl.String)).list.join(" ")
 
 
 def template_text(text: pl.Expr) -> pl.Expr:
@@ -179,3 +224,12 @@ def template_tokens(text: pl.Expr) -> pl.Expr:
     tokens = word_tokens(_number_ready(text).str.replace_all(_NUMBER_OR_WORD, " 0 "))
     repeated_number = (pl.element() == "0") & (pl.element().shift(1) == "0")
     return tokens.list.eval(pl.element().filter(~repeated_number.fill_null(False)))
+
+
+def question_sentence(text: pl.Expr) -> pl.Expr:
+    """The sentences a problem asks in: those with a question mark, else the last sentence
+    (lower-cased, numbers as _number_ready writes them)."""
+    sentences = _number_ready(text).str.replace_all(r"([.?!])\s+", "${1}\x1f").str.split("\x1f")
+    asked = sentences.list.eval(pl.element().filter(pl.element().str.contains("?", literal=True))).list.join(" ")
+    last = sentences.list.eval(pl.element().filter(pl.element().str.strip_chars() != "").last()).list.first()
+    return pl.when(asked != "").then(asked).otherwise(last)

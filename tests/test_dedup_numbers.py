@@ -141,3 +141,78 @@ def test_rows_per_band_keeps_recall_at_the_threshold():
         rows = _rows_per_band(128, threshold)
         assert 1 - (1 - threshold**rows) ** (128 // rows) >= 0.99
         assert 1 - (1 - threshold ** (rows + 1)) ** (128 // (rows + 1)) < 0.99 or rows == 128
+
+
+# --- issue 35: numbers in order, number words and LaTeX, the question ---------------------------
+
+def keys_of(texts: list[str]) -> list[str]:
+    return pl.DataFrame({"t": texts}).select(number_key(pl.col("t")))["t"].to_list()
+
+
+def test_number_words_and_latex_forms_read_as_their_digits():
+    same = [["He has twenty-five apples, one pear and two hundred plums.", "He has 25 apples, 1 pear and 200 plums."],
+            ["Add $3\\frac{4}{5}$ and $\\dfrac{1}{2}$ to $1\\,000$.", "Add 3 4/5 and 1/2 to 1000.",
+             "Add 3.8 and .5 to 1,000."],
+            ["It costs $1.5 million for 2 dozen, a thousand and ½.", "It costs $1,500,000 for 24, 1000 and 0.5."]]
+    for texts in same:
+        assert len(set(keys_of(texts))) == 1, texts
+    # "one" as a pronoun is no number.
+    assert keys_of(["One of the 3 boys left.", "No one of the 3 boys left."]) == ["3.0", "3.0"]
+
+
+def test_number_key_is_the_numbers_in_order_with_repeats():
+    original = "Ann buys 5 pens at $3 each and 3 books. How many items?"
+    to_stated = "Ann buys 5 pens at $3 each and 5 books. How many items?"
+    swapped = "Ann buys 3 pens at $5 each and 3 books. How many items?"
+    keys = keys_of([original, to_stated, swapped])
+    assert keys[0] == "5.0 3.0 3.0" and len(set(keys)) == 3
+    assert values([original, to_stated])[0] == values([original, to_stated])[1] == [3.0, 5.0]  # sets agree
+
+
+EDGE_PAIRS = [  # (original, variant, duplicate?)
+    ("Robert has 5 cherries and Jerry has 3 more cherries than Robert. How many more cherries does Jerry have than "
+     "Robert?", "Robert has 5 cherries and Jerry has 3 more cherries than Robert. How many cherries do they have in "
+     "total?", False),
+    ("Find the minimum value of $x^2-14x+3$.", "Find the maximum value of $x^2-14x+3$.", False),
+    ("Tom sells 20 cups of lemonade for $2 each. Each cup costs him $0.5 to make. How much profit does he make?",
+     "Tom sells 20 cups of lemonade for $2 each. Each cup costs him $0.5 to make. How much revenue does he make?",
+     False),
+    ("Jack had $100. Sophia gave him 1/5 of her $60. How many dollars does Jack have now?",
+     "Jack had $100. Sophia gave him 1/5 of her $60. How many dollars does Sophia have now?", False),
+    ("The glee club ordered 20 pizzas and ate 70% of them. The team ordered twice as many pizzas and ate 80% of "
+     "them. How many pizzas are left?", "The glee club ordered 70 pizzas and ate 20% of them. The team ordered "
+     "twice as many pizzas and ate 80% of them. How many pizzas are left?", False),
+    ("Mia has 12 apples and 5 pears. She gives 5 apples to Leo. How many apples does Mia have left?",
+     "Mia has 12 apples and 5 pears. She gives 12 apples to Leo. How many apples does Mia have left?", False),
+    ("Mia has 12 apples and 5 pears. She gives 3 apples to Leo. How many apples does Mia have left?",
+     "Mia has twelve apples and five pears. She gives three apples to Leo. How many apples does Mia have left?",
+     True),
+    ("A recipe needs $3\\frac{1}{2}$ cups of flour for every $\\dfrac{4}{7}$ of a batch. How many cups of flour are "
+     "needed for 2 batches?", "A recipe needs 3 1/2 cups of flour for every 4/7 of a batch. How many cups of flour "
+     "are needed for 2 batches?", True),
+]
+
+
+def test_semantic_dedup_keeps_apart_other_questions_and_moved_numbers(ctx):
+    op = SemanticDedup(SemanticDedup.Config(threshold=0.85))
+    op.setup(ctx)
+    for original, variant, duplicate in EDGE_PAIRS:
+        out = op.apply(frame_of([original, variant], domain=["math", "math"]), ctx)
+        assert (out["reject_reason"][1] is not None) == duplicate, (original, variant)
+    pairs = pl.read_parquet(ctx.step_dir / GUARD_FILE)
+    assert pairs.height == 0 or {"question", "other_question"} <= set(pairs.columns)
+
+
+def test_decontaminate_needs_the_numbers_in_order_and_the_same_question(ctx, tmp_path):
+    evals = ["Find the remainder when $2^{10}$ is divided by 3.", EDGE_PAIRS[0][0], EDGE_PAIRS[2][0]]
+    path = tmp_path / "evals.jsonl"
+    path.write_text("".join(json.dumps({"problem": p, "id": i}) + "\n" for i, p in enumerate(evals)))
+    pool = ["Find the remainder when $3^{10}$ is divided by 2.", EDGE_PAIRS[0][1], EDGE_PAIRS[2][1],
+            "Problem 7: " + EDGE_PAIRS[2][0].lower()]
+    op = Decontaminate(Decontaminate.Config(eval_sets=[str(path)], methods=["ngram", "template"]))
+    op.setup(ctx)
+    out = op.apply(frame_of(pool), ctx)
+    reasons = out["reject_reason"].to_list()
+    assert reasons[0] == "same_template" and reasons[3] == "contaminated"
+    # Another question: at most the same template (an n-gram match may or may not find it), never the same problem.
+    assert reasons[2] == "same_template" and reasons[1] != "contaminated"

@@ -20,6 +20,7 @@ from curate.core.operator import Filter, OperatorConfig, StepContext, register
 from curate.dedup.embed import DEFAULT_MAX_CHARS, Embedder, check_embedding_model
 from curate.dedup.evalsets import EvalSetSpec, check_eval_sets, load_eval_sets
 from curate.dedup.neighbours import IndexKind, SearchKind, components, greedy_keep, similar_pairs
+from curate.dedup.questions import question_keys, same_question
 from curate.dedup.units import (
     KEEP_DESCRIPTION,
     UNIT_DESCRIPTION,
@@ -36,9 +37,11 @@ from curate.dedup.units import (
 from curate.text import (
     ngram_hashes,
     normalised_text,
+    number_contexts_key,
     number_key,
     number_values,
     template_id,
+    template_text,
     template_tokens,
     word_tokens,
 )
@@ -52,9 +55,11 @@ MODEL_DESCRIPTION = (
 REPORT_FILE = "decontamination_report.parquet"
 GUARD_FILE = "number_guard_pairs.parquet"
 GUARD_DESCRIPTION = (
-    "Number guard: two texts are duplicates only if the numbers they state agree after "
-    "normalisation (1,000 = 1000 = 1000.0; 1/2 = \\frac{1}{2} = 0.5; small number words): a changed "
-    "number makes a different problem. auto: on for math rows (domain 'math', or no domain "
+    "Number and question guard: two texts are duplicates only if they state the same numbers in the same "
+    "order after normalisation (1,000 = 1000 = 1000.0; 1/2 = \\frac{1}{2} = 0.5 = half; 3\\frac{4}{5} = 3 4/5; "
+    "number words: twenty-five, one, two hundred; sentences may be reordered) and ask the same question (no "
+    "trading 'more' for 'in total', profit for revenue, minimum for maximum, one person for another): a changed "
+    "number or question makes a different problem. auto: on for math rows (domain 'math', or no domain "
     "column), off for other domains; on: every row; off: never."
 )
 NumberGuard = Literal["auto", "on", "off"]
@@ -294,37 +299,59 @@ class SemanticDedup(Filter[SemanticDedupConfig]):
 def _number_guard(valid: pl.DataFrame, node: np.ndarray, best_unit: np.ndarray,
                   edges: tuple[np.ndarray, np.ndarray, np.ndarray], config: SemanticDedupConfig,
                   ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The edges whose two texts state the same numbers (or that the guard does not
-    cover); the others are counted and written to GUARD_FILE. An edge below `threshold`
-    stays only when the guard covers it and both texts state the same numbers (at least
-    one), at or above same_numbers_threshold."""
+    """The edges whose two texts are the same problem by the guard (or that it does not
+    cover); the others are counted and written to GUARD_FILE. Same problem: the same
+    numbers in the same order (or, when the words around them changed too, each number before
+    the same word: statements reordered; numbers trading places in the same words differ) and
+    the same question (curate.dedup.questions). An edge below `threshold` stays only when
+    the guard covers it and finds the same problem with at least one number, at or above
+    same_numbers_threshold."""
     left, right, similarity = edges
     text = pl.col("text").str.slice(0, config.max_chars)
-    unit_numbers = valid.select(numbers=number_key(text))["numbers"]
-    # Both texts of an edge are distinct node texts: one unit per node stands for it.
-    numbers = unit_numbers.gather(best_unit)
-    numbers_id = numbers.rank("dense").to_numpy()
+    # Both texts of an edge are distinct node texts: one unit per node stands for it. Only
+    # nodes on an edge are read (the keys cost ~1 ms a text); `at` is a node's row among them.
+    on_edge = np.unique(np.concatenate([left, right]))
+    keys = valid[best_unit[on_edge]].select(*question_keys(text), numbers=number_key(text),
+                                            contexts=number_contexts_key(text), template=template_text(text))
+    left_at, right_at = np.searchsorted(on_edge, left), np.searchsorted(on_edge, right)
+    pairs = pl.concat([keys[left_at].select(pl.all().name.prefix("left_")),
+                       keys[right_at].select(pl.all().name.prefix("right_"))], how="horizontal")
+    verdict = pairs.select(
+        numbers=(pl.col("left_numbers") == pl.col("right_numbers"))
+        | (pl.col("left_contexts") == pl.col("right_contexts")) & (pl.col("left_template") != pl.col("right_template")),
+        question=same_question(),
+    )
     guarded = np.ones(len(best_unit), dtype=bool)
     if "domain" in valid.columns:
         math_unit = valid.select(pl.col("domain").is_null() | (pl.col("domain") == "math"))["domain"].to_numpy()
         guarded = np.zeros(len(best_unit), dtype=bool)
         guarded[node[math_unit]] = True
     covered = guarded[left] & guarded[right]
-    apart = covered & (numbers_id[left] != numbers_id[right])
-    stated = (numbers.str.len_chars() > 0).to_numpy()
-    weak = (similarity < config.threshold) & ~(covered & ~apart & stated[left])
-    ctx.count("same_numbers_pairs", int((covered & ~apart & stated[left] & (similarity < config.threshold)).sum()))
+    same_numbers, same_question_ = verdict["numbers"].to_numpy(), verdict["question"].to_numpy()
+    apart = covered & ~(same_numbers & same_question_)
+    stated = (keys["numbers"].str.len_chars() > 0).to_numpy()
+    relaxed = covered & ~apart & stated[left_at] & (similarity < config.threshold)
+    weak = (similarity < config.threshold) & ~relaxed
+    ctx.count("same_numbers_pairs", int(relaxed.sum()))
     ids = valid["id"].gather(best_unit)
     # The file lists the pairs that would be duplicates without the guard.
     listed = apart & (similarity >= config.threshold)
     ctx.count("number_guard_pairs", int(listed.sum()))
+    ctx.count("question_guard_pairs", int((listed & same_numbers).sum()))
     write_parquet(pl.DataFrame({
         config.id_column: ids.gather(left[listed]), f"other_{config.id_column}": ids.gather(right[listed]),
         "similarity": similarity[listed].astype(np.float64).round(4),
-        "numbers": numbers.gather(left[listed]), "other_numbers": numbers.gather(right[listed]),
+        "numbers": keys["numbers"].gather(left_at[listed]), "other_numbers": keys["numbers"].gather(right_at[listed]),
+        "question": _concept_list(keys["question_concepts"].gather(left_at[listed])),
+        "other_question": _concept_list(keys["question_concepts"].gather(right_at[listed])),
     }), ctx.step_dir / GUARD_FILE)
     keep = ~apart & ~weak
     return left[keep], right[keep], similarity[keep]
+
+
+def _concept_list(concepts: pl.Series) -> pl.Series:
+    """A question's concepts as words ("total more"), without their occurrence numbers."""
+    return concepts.list.eval(pl.element().str.replace(r"#\d+$", "")).list.sort().list.join(" ")
 
 
 def _row_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, batch: int = 8192) -> np.ndarray:
@@ -547,13 +574,24 @@ class DecontaminateConfig(_EmbeddingConfig, _UnitConfig):
     )
     same_template: Literal["reject", "report"] = Field(
         "reject",
-        description="A match whose numbers differ from the eval item's (same template, other numbers): reject "
-        "as `same_template`, or only list it in the report. Matches stating all the eval item's numbers are "
-        "`contaminated` (same problem).",
+        description="A match whose numbers or question differ from the eval item's (same template, other "
+        "numbers or question): reject as `same_template`, or only list it in the report. Matches stating the eval "
+        "item's numbers in order and asking the same question are `contaminated` (same problem).",
     )
 
 
 CONTAMINATED, SAME_TEMPLATE = "contaminated", "same_template"
+QUESTION_KEYS = ("question_concepts", "question_words", "content_words")
+
+
+def _same_problem() -> pl.Expr:
+    """A candidate pair of (pool text, eval item) is the same problem when the pool text
+    states the eval item's numbers in the same order, one after another (a prefix or suffix
+    may add numbers around them), and asks the same question."""
+    padded = pl.concat_str(pl.lit(" "), pl.col("number_order"), pl.lit(" "))
+    in_order = padded.str.contains(pl.concat_str(pl.lit(" "), pl.col("eval_number_order"), pl.lit(" ")),
+                                   literal=True) | (pl.col("eval_number_order") == "")
+    return in_order & same_question()
 # An eval item, its copies and its same-template variants in the pool share n-grams (numbers
 # are masked): an n-gram is boilerplate only when more texts than these hold it.
 COMMON_MIN_TEXTS = 10
@@ -564,8 +602,10 @@ class Decontaminate(Filter[DecontaminateConfig]):
     """Reject problems that appear in an eval set. Candidates come from rare shared word
     n-grams (numbers masked, boilerplate n-grams weigh nothing, a minimum share of the
     shorter text), equal templates (the text with numbers masked) or embedding
-    similarity; a candidate stating every number of its eval item is the same problem
-    (`contaminated`), otherwise the same template with other numbers (`same_template`).
+    similarity; a candidate stating the numbers of its eval item in the same order, one
+    after another, and asking the same question (curate.dedup.questions) is the same problem
+    (`contaminated`), otherwise the same template with other numbers or another question
+    (`same_template`).
     reject_detail gives the matched eval problem, method, score and evidence;
     `decontamination_report.parquet` in the step folder lists every candidate pair with
     its evidence (what a later confirmation step reads)."""
@@ -589,7 +629,10 @@ class Decontaminate(Filter[DecontaminateConfig]):
         if evals.is_empty():
             raise ValueError("decontaminate: the eval sets hold no problems")
         problem = pl.col("eval_problem")
-        self.evals = evals.with_columns(eval_numbers=number_values(problem), eval_template=template_id(problem))
+        self.evals = evals.with_columns(
+            *(column.name.prefix("right_") for column in question_keys(problem)),
+            eval_numbers=number_values(problem), eval_number_order=number_key(problem),
+            eval_template=template_id(problem))
         tokens = self.evals.select("eval_row", tokens=template_tokens(problem))
         self.eval_grams = ngram_hashes(tokens, "eval_row", "tokens", config.ngram)
         self.embedder = None
@@ -601,7 +644,9 @@ class Decontaminate(Filter[DecontaminateConfig]):
         config = self.config
         key, frame = unit_key(frame, config.id_column, config.unit), keyed(frame)
         unit_frame = units(frame, config.column, config.id_column, "first", key)
-        valid = unit_frame.filter(_valid_text()).with_columns(numbers=number_values(pl.col("text")))
+        text = pl.col("text")
+        valid = unit_frame.filter(_valid_text()).with_columns(
+            *question_keys(text), numbers=number_values(text), number_order=number_key(text))
         matches = []
         if "ngram" in config.methods:
             matches.append(self._ngram_matches(valid, ctx))
@@ -612,13 +657,12 @@ class Decontaminate(Filter[DecontaminateConfig]):
         evidence = {"shared_ngrams": pl.UInt32, "common_ngrams": pl.UInt32}
         matches = [m.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in evidence.items() if c not in m.columns)
                    .select("unit", "eval_row", "method", "score", *evidence) for m in matches]
-        # Same problem when the training text states every number of the eval item.
-        missing_numbers = pl.col("eval_numbers").list.set_difference(pl.col("numbers")).list.len()
         report = (
             pl.concat(matches)
-            .join(valid.select("unit", key, "id", "text", "numbers"), on="unit")
+            .join(valid.select("unit", key, "id", "text", "numbers", "number_order",
+                               *(pl.col(c).name.prefix("left_") for c in QUESTION_KEYS)), on="unit")
             .join(self.evals.drop("eval_template"), on="eval_row")
-            .with_columns(match=pl.when(missing_numbers == 0).then(pl.lit("same_problem"))
+            .with_columns(match=pl.when(_same_problem()).then(pl.lit("same_problem"))
                           .otherwise(pl.lit("same_template")))
             .sort("unit", "method", pl.col("score"), descending=[False, False, True])
         )
