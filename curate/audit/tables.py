@@ -43,8 +43,8 @@ _CONTAMINATION_DETAIL = pl.Struct({"match": pl.String, "method": pl.String, "sco
                                    "eval_set": pl.String, "eval_id": pl.String, "eval_problem": pl.String,
                                    "shared_ngrams": pl.Int64, "common_ngrams": pl.Int64})
 # Step metrics of the dedup number guard, templates and decontamination matches.
-_GUARD_METRICS = ("number_guard_pairs", "same_numbers_pairs", "templates", "template_duplicates", "contaminated",
-                  "same_template", "common_ngrams")
+_GUARD_METRICS = ("number_guard_pairs", "question_guard_pairs", "same_numbers_pairs", "templates",
+                  "template_duplicates", "contaminated", "same_template", "common_ngrams")
 _TEACHER_PASS_RATES = pl.List(pl.Struct({"teacher": pl.String, "pass_rate": pl.Float64, "n_samples": pl.Int64}))
 
 
