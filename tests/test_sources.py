@@ -221,3 +221,14 @@ def test_python_reads_only_the_lines_that_may_hide_a_bad_key(tmp_path, monkeypat
         load_problems(Source(name="d", path=str(path), fields={"problem": "question"}), tmp_path)
     assert str(caught.value).startswith(f"{path}:1500: ")
     assert parsed == [100, 1500]  # the chat turns repeat "role": a false alarm, parsed and passed
+
+
+def test_a_failure_inside_polars_names_the_mapped_fields_only(tmp_path, monkeypatch):
+    from curate.sources import problems
+
+    monkeypatch.setattr(problems, "problem_id_expr", lambda text: text.str.to_integer())
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"q": "not a number", "a": "1"}) + "\n")
+    with pytest.raises(SourceError) as caught:
+        load_problems(Source(name="p", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
+    assert str(caught.value).startswith(f"{path}: mapping fields (problem 'q', answer 'a'): polars failed: ")

@@ -382,6 +382,19 @@ def test_the_dumps_own_token_counts_win_over_the_tokenizer(tmp_path, monkeypatch
     assert traces["prompt_tokens"].to_list() == [5, 6]
 
 
+def test_tokens_are_counted_batch_by_batch_as_in_one_batch(monkeypatch):
+    from tokenizers import Tokenizer
+
+    from curate.sources import traces as traces_module
+    from curate.sources.traces import count_tokens
+
+    texts = [f"<think>{'Étape 中文 ' * i}{i} + 30</think> The answer is {i + 30}." for i in range(7)] + [None, ""]
+    whole = Tokenizer.from_file(str(traces_module.SHIPPED_TOKENIZERS["bundled:smollm2"]))
+    expected = [len(whole.encode(text or "", add_special_tokens=False).ids) for text in texts]
+    monkeypatch.setattr(traces_module, "TOKENIZE_BATCH", 2)  # 9 texts: four full batches and one of one
+    assert count_tokens(pl.Series(texts), "bundled:smollm2", None).to_list() == expected
+
+
 def test_the_shipped_tokenizer_counts_as_the_bundled_models_own():
     """curate/data/tokenizers/smollm2/tokenizer.json was extracted from the bundled GGUF."""
     from transformers import AutoTokenizer

@@ -2,10 +2,13 @@
 
 Readers take the fast path (Arrow, polars) and, when it fails, find the offending record
 themselves so the error names the file, the line or record and the field. polars reads
-JSON Lines fastest but turns a problem `42` or `["a", "b"]` in a text column into the
-strings "42" and '["a", "b"]'. Only a checked text value that reads like such a string
-(`_looks_coerced`, rare in real text) costs a pass over the raw bytes to tell them apart
-(`_json_values_not_text`).
+JSON Lines fastest, but keeps the first of two values of one key without a word and turns
+a problem `42` or `["a", "b"]` in a text column into the strings "42" and '["a", "b"]'. So a
+JSON Lines file costs, before polars reads it, either a polars scan of its lines that hands
+Python's parser only the few that may hide a duplicate key or deep nesting (short records:
+`_check_suspect_lines`) or Python's parser on every line (long records, where it is the
+cheaper of the two); and a checked text value that reads like a coerced one (`_looks_coerced`,
+rare in real text) costs a pass over the raw bytes to tell them apart (`_json_values_not_text`).
 """
 
 from __future__ import annotations
