@@ -247,10 +247,13 @@ class _Run:
         if imported is not None:
             write_parquet(imported, imported_path)
         rejected = pl.concat(skipped, how="diagonal_relaxed") if skipped else frame.clear()
+        # rows_in and rows_out count the frame's rows: skipped traces count in only when the
+        # traces are the frame (next to problem sources, the traces wait in imported.parquet).
+        skipped_in_frame = rejected.height if imported is None else 0
+        metrics = {"imported_traces": sum(f.height for f in traces), "skipped_traces": rejected.height}
         record = StepRecord(id="load", op="load", config={"sources": [s["config"] for s in sources]},
-                            fingerprint=fingerprint, rows_in=frame.height + rejected.height, rows_out=frame.height,
-                            metrics={"imported_traces": sum(f.height for f in traces)} if traces else {},
-                            reject_reasons=["empty_completion"] if skipped else [])
+                            fingerprint=fingerprint, rows_in=frame.height + skipped_in_frame, rows_out=frame.height,
+                            metrics=metrics if traces else {}, reject_reasons=["empty_completion"] if skipped else [])
         self._finish(step_dir, record, frame, rejected, started)
         return frame, imported, fingerprint
 

@@ -190,3 +190,45 @@ def test_a_mapped_field_first_seen_after_the_inferred_records_is_read(tmp_path, 
                             for i in range(6)))
     frame = load_problems(Source(name="late", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
     assert frame["reference_answer"].to_list() == [None, None, None, None, "4", "5"]
+
+
+# Lines that hide a duplicate key or deep nesting from polars, each among 2,000 short records.
+HIDDEN = {
+    "nested duplicate": ('{"question": "q", "meta": {"x": 1, "x": 2}}', "'x' appears twice"),
+    "white space before a colon": ('{"question": "q", "question" : "r"}', "'question' appears twice"),
+    "escaped key": ('{"question": "q", "\\u0071uestion": "r"}', "'question' appears twice"),
+    "key starting with a colon": ('{"question": "q", "m": ["v", ":k"], ":k": 1, ":k": 2}', "':k' appears twice"),
+    "nested 20,000 deep": ('{"question": "q", "m": ' + "[" * 20_000 + "]" * 20_000 + "}", "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", list(HIDDEN))
+def test_python_reads_only_the_lines_that_may_hide_a_bad_key(tmp_path, monkeypatch, case):
+    from curate.sources import readers
+
+    parsed = []
+    parse_line = readers._parse_line
+    monkeypatch.setattr(readers, "_parse_line", lambda path, number, raw: parsed.append(number)
+                        or parse_line(path, number, raw))
+    line, expected = HIDDEN[case]
+    chat = '{"question": "q", "turns": [{"role": "user", "text": "\\"a\\": 1, \\"a\\": 2"}, {"role": "assistant"}]}'
+    lines = [json.dumps({"question": f"What is {i} + 1?", "answer": "#### 1", "note": "say \"a\": 1"})
+             for i in range(2000)]
+    lines[99], lines[1499] = chat, line
+    path = tmp_path / "dump.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError, match=expected) as caught:
+        load_problems(Source(name="d", path=str(path), fields={"problem": "question"}), tmp_path)
+    assert str(caught.value).startswith(f"{path}:1500: ")
+    assert parsed == [100, 1500]  # the chat turns repeat "role": a false alarm, parsed and passed
+
+
+def test_a_failure_inside_polars_names_the_mapped_fields_only(tmp_path, monkeypatch):
+    from curate.sources import problems
+
+    monkeypatch.setattr(problems, "problem_id_expr", lambda text: text.str.to_integer())
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"q": "not a number", "a": "1"}) + "\n")
+    with pytest.raises(SourceError) as caught:
+        load_problems(Source(name="p", path=str(path), fields={"problem": "q", "answer": "a"}), tmp_path)
+    assert str(caught.value).startswith(f"{path}: mapping fields (problem 'q', answer 'a'): polars failed: ")

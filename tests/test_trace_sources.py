@@ -302,6 +302,27 @@ def test_skipped_empty_traces_reach_the_runs_funnel_and_rejections(tmp_path):
     load = RunDir(result.run_dir).read_manifest().step("load")
     assert load is not None
     assert (load.id, load.rows_in, load.rows_out) == ("load", 6, 3)
+    assert load.metrics == {"imported_traces": 3, "skipped_traces": 3}
+    rejections = pl.read_parquet(result.run_dir / "rejections.parquet")
+    assert rejections.filter(pl.col("step") == "load")["reject_reason"].to_list() == ["empty_completion"] * 3
+
+
+def test_next_to_problem_sources_the_load_step_counts_problems_and_skipped_traces_apart(tmp_path, server):  # noqa: F811
+    problems = write_jsonl(tmp_path / "problems.jsonl", [{"problem": f"q{i}", "answer": "1"} for i in range(2)])
+    records = [{"problem": f"p{i}", "answer": "1", "gens": ["<think>r</think>#### 1", ""]} for i in range(3)]
+    dump = write_jsonl(tmp_path / "dump.jsonl", records)
+    path = recipe_file(tmp_path, {
+        "name": "mixed", "output": {"dir": str(tmp_path / "run")}, "cache_dir": str(tmp_path / "cache"),
+        "sources": [{"name": "p", "path": str(problems)},
+                    {"name": "d", "kind": "traces", "path": str(dump),
+                     "traces": {"shape": "generations", "completion": "gens", "on_empty": "skip",
+                                "tokenizer": "chars/4"}}],
+        "steps": [{"op": "generate", "teachers": [teacher(server.url)]}, {"op": "verify", "workers": 1}]})
+    result = run_recipe(load_recipe(path), tmp_path / "run")
+    load = RunDir(result.run_dir).read_manifest().step("load")
+    assert load is not None
+    assert (load.rows_in, load.rows_out) == (2, 2)  # problems in, problems out: no traces mixed in
+    assert load.metrics == {"imported_traces": 3, "skipped_traces": 3}
     rejections = pl.read_parquet(result.run_dir / "rejections.parquet")
     assert rejections.filter(pl.col("step") == "load")["reject_reason"].to_list() == ["empty_completion"] * 3
 
@@ -359,6 +380,19 @@ def test_the_dumps_own_token_counts_win_over_the_tokenizer(tmp_path, monkeypatch
     assert (traces["reasoning_tokens"] + traces["answer_tokens"]).to_list() == [100, 3]
     assert traces["reasoning_tokens"].to_list() == [95, 0]  # shared out by characters: 19 of 20
     assert traces["prompt_tokens"].to_list() == [5, 6]
+
+
+def test_tokens_are_counted_batch_by_batch_as_in_one_batch(monkeypatch):
+    from tokenizers import Tokenizer
+
+    from curate.sources import traces as traces_module
+    from curate.sources.traces import count_tokens
+
+    texts = [f"<think>{'Étape 中文 ' * i}{i} + 30</think> The answer is {i + 30}." for i in range(7)] + [None, ""]
+    whole = Tokenizer.from_file(str(traces_module.SHIPPED_TOKENIZERS["bundled:smollm2"]))
+    expected = [len(whole.encode(text or "", add_special_tokens=False).ids) for text in texts]
+    monkeypatch.setattr(traces_module, "TOKENIZE_BATCH", 2)  # 9 texts: four full batches and one of one
+    assert count_tokens(pl.Series(texts), "bundled:smollm2", None).to_list() == expected
 
 
 def test_the_shipped_tokenizer_counts_as_the_bundled_models_own():

@@ -31,7 +31,8 @@ def load_problems(source: Source, recipe_dir: Path) -> pl.DataFrame:
     if source.limit:
         raw = raw.head(source.limit)
     where = str(path) if path else f"hub dataset {source.hub!r}"
-    mapping = ", ".join(f"{role} {name!r}" for role, name in source.fields.model_dump().items() if name)
+    mapping = ", ".join(f"{role} {name!r}" for role, name in source.fields.model_dump(exclude={"tests_format"}).items()
+                        if name)
     with polars_errors_named(where, f"mapping fields ({mapping})"):
         return map_fields(raw, source, where)
 
@@ -73,6 +74,13 @@ def first_true(mask: pl.Series) -> int:
     return mask.arg_max() or 0
 
 
+def record_number(mask: pl.Series, records: pl.Series | None = None) -> int:
+    """The 1-based record number of the mask's first True: its position in the file, or its
+    entry in `records` when the rows are not the file's records in order (exploded lists)."""
+    row = first_true(mask)
+    return records[row] if records is not None else row + 1
+
+
 def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null: bool) -> None:
     column = require_field(raw, name, role, where)
     if column.dtype != pl.String:
@@ -80,8 +88,8 @@ def require_text(raw: pl.DataFrame, name: str, role: str, where: str, allow_null
             raise SourceError(f"{where}: field {name!r} (mapped to {role}) is null in every record")
         _wrong_type(column, name, role, where, "text")
     if not allow_null and column.null_count():
-        record = first_true(column.is_null()) + 1
-        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is null or missing")
+        raise SourceError(f"{where}: record {record_number(column.is_null())}: field {name!r} (mapped to {role}) "
+                          "is null or missing")
     require_not_blank(column, name, role, where)
 
 
@@ -105,9 +113,7 @@ def with_options(problem: pl.Expr, raw: pl.DataFrame, source: Source, where: str
         bad = (column.list.len() > len(OPTION_LETTERS)) | column.list.eval(pl.element().is_null()).list.any()
         why = f"must hold at most {len(OPTION_LETTERS)} options, none of them null"
     if bad.any():
-        row = first_true(bad)
-        record = records[row] if records is not None else row + 1
-        raise SourceError(f"{where}: record {record}: field {name!r} (mapped to options) {why}")
+        raise SourceError(f"{where}: record {record_number(bad, records)}: field {name!r} (mapped to options) {why}")
     letter = pl.int_range(pl.len()).replace_strict(dict(enumerate(OPTION_LETTERS)), return_dtype=pl.String)
     lines = pl.col(name).list.eval(pl.concat_str(letter, pl.lit(". "), pl.element())).list.join("\n")
     return pl.when(pl.col(name).list.len() > 0).then(pl.concat_str(problem, pl.lit("\n\n"), lines)).otherwise(problem)
@@ -118,8 +124,7 @@ def require_not_blank(column: pl.Series, name: str, role: str, where: str, recor
     the record numbers of the rows, when they are not the row order)."""
     blank = column.str.strip_chars() == ""
     if blank.any():
-        row = first_true(blank)
-        record = records[row] if records is not None else row + 1
+        record = record_number(blank, records)
         raise SourceError(f"{where}: record {record}: field {name!r} (mapped to {role}) is empty")
 
 
@@ -163,7 +168,7 @@ def reference_expr(raw: pl.DataFrame, source: Source, where: str) -> pl.Expr:
     parsed = pl.Series([parse(text) for text in column.to_list()], dtype=pl.String)
     unparsed = parsed.is_null() & column.is_not_null()
     if unparsed.any():
-        record = first_true(unparsed) + 1
+        record = record_number(unparsed)
         marker = "'####'" if source.answer_format == "gsm8k" else "\\boxed{}"
         raise SourceError(
             f"{where}: record {record}: field {source.fields.answer!r} has no {marker} answer "

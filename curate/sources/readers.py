@@ -2,10 +2,13 @@
 
 Readers take the fast path (Arrow, polars) and, when it fails, find the offending record
 themselves so the error names the file, the line or record and the field. polars reads
-JSON Lines fastest but turns a problem `42` or `["a", "b"]` in a text column into the
-strings "42" and '["a", "b"]'. Only a checked text value that reads like such a string
-(`_looks_coerced`, rare in real text) costs a pass over the raw bytes to tell them apart
-(`_json_values_not_text`).
+JSON Lines fastest, but keeps the first of two values of one key without a word and turns
+a problem `42` or `["a", "b"]` in a text column into the strings "42" and '["a", "b"]'. So a
+JSON Lines file costs, before polars reads it, either a polars scan of its lines that hands
+Python's parser only the few that may hide a duplicate key or deep nesting (short records:
+`_check_suspect_lines`) or Python's parser on every line (long records, where it is the
+cheaper of the two); and a checked text value that reads like a coerced one (`_looks_coerced`,
+rare in real text) costs a pass over the raw bytes to tell them apart (`_json_values_not_text`).
 """
 
 from __future__ import annotations
@@ -71,9 +74,12 @@ def read_source(source: Source, path: Path | None, checked: Mapping[str, FieldKi
 
 
 def _read_jsonl(path: Path, checked: Mapping[str, FieldKind]) -> pl.DataFrame:
-    # Python's parser checks every line first: polars keeps the first of two values of one
-    # key (silently), and polars 1.x crashes the process on a record nested ~20,000 deep.
-    _check_lines(path)
+    # Python's parser checks the lines first: polars keeps the first of two values of one key
+    # (silently), and polars 1.x crashes the process on a record nested ~20,000 deep.
+    if _mean_line_bytes(path) < LONG_LINE:
+        _check_suspect_lines(path)
+    else:
+        _check_lines(path)
     frame = _fast_jsonl(path, checked)
     if frame is not None:
         return frame
@@ -213,6 +219,51 @@ def _check_lines(path: Path) -> None:
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             _parse_line(path, line_number, raw)
+
+
+# Python's parser costs ~10 us a line plus ~5 ns a byte, the scan for suspect lines ~15 ns a
+# byte (bench/RESULTS.md): short records (problems) take the scan, long ones (traces) Python.
+LONG_LINE = 2048
+
+
+def _mean_line_bytes(path: Path) -> float:
+    """The mean length of the lines in the file's first MiB."""
+    with open(path, "rb") as handle:
+        head = handle.read(2**20)
+    return len(head) / head.count(b"\n") if b"\n" in head else float("inf")
+
+
+# A key as json.dumps writes it: a JSON string and a colon. Every quote inside a JSON string
+# is escaped, so matched left to right from the line's start this finds each such key once, at
+# any depth. A line ODD_KEYS matches may hold keys it misses: a key with white space before
+# its colon, or a string whose text starts with a colon (after `{`, `[` or `,`: the one place
+# where KEY matches across two strings and may swallow the key after them).
+KEY = r'"(?:[^"\\]|\\.)*":'
+ODD_KEYS = r'"\s+:|[\[{,]\s*"\s*:'
+# Opening brackets in a line before Python's parser checks how deep they nest (it refuses
+# past its recursion limit, ~1,000; polars 2 past 1,024, polars 1 crashes).
+DEEP_SUSPECT = 500
+
+
+def _check_suspect_lines(path: Path) -> None:
+    """`_check_lines` for the lines that may hold a duplicate key or deep nesting, found by
+    polars streaming the lines on all cores: a line where one key appears twice (in one object
+    or, a false alarm, in two: chat turns), a key with an escape (`"\\u0061"` is `"a"`), odd
+    keys (ODD_KEYS) or more than DEEP_SUSPECT opening brackets. Python's parser reads only
+    those lines: ~2.5x cheaper than parsing every line of short records (bench/RESULTS.md)."""
+    line, keys = pl.col("line"), pl.col("keys")
+    try:
+        suspect = pl.scan_lines(path, row_index_name="number", row_index_offset=1).with_columns(
+            keys=line.str.extract_all(KEY)  # a column of its own: the filter would extract it thrice
+        ).filter(
+            (keys.list.n_unique() < keys.list.len()) | keys.list.join("").str.contains("\\", literal=True)
+            | line.str.contains(ODD_KEYS) | (line.str.count_matches(r"[\[{]") > DEEP_SUSPECT)
+        ).select("number", "line").collect(engine="streaming")
+    except pl.exceptions.PolarsError:  # not UTF-8: Python's parser names the line
+        _check_lines(path)
+        return
+    for number, text in suspect.iter_rows():
+        _parse_line(path, number, text.encode())
 
 
 def _parse_line(path: Path, line_number: int, raw: bytes) -> dict | None:
