@@ -198,6 +198,34 @@ def publish(
         _push(published.folder, config.hub_repo_id, config.private, config.hub_branch)
 
 
+class ExportFormat(StrEnum):
+    llama_factory = "llama-factory"  # dataset_info.json + ShareGPT JSONL
+    axolotl = "axolotl"  # chat_template JSONL + a config snippet
+    openai = "openai"  # fine-tuning JSONL (messages; DPO form for pairs)
+
+
+@app.command(name="export")
+def export_command(
+    version_folder: Annotated[Path, typer.Argument(help="A published version folder, e.g. published/quickstart/v1.")],
+    format_: Annotated[ExportFormat, typer.Option("--format", help="The trainer to write for.")],
+    to: Annotated[Optional[str], typer.Option("--to", help="Export folder (default: DATASET/exports/VERSION/FORMAT).")] = None,  # noqa: UP045,E501
+) -> None:
+    """Write a published version for another trainer: LLaMA-Factory, axolotl or OpenAI fine-tuning;
+    preference pairs too, in each one's preference format."""
+    from curate.errors import UserError
+    from curate.publish.exports import describe_export, export_version
+
+    folder = _folder_option(to, "--to")
+    if not (version_folder / "lineage.json").is_file():
+        raise UserError(str(version_folder), "is not a published version (no lineage.json)",
+                        "pass a version folder written by `curate publish`, e.g. published/NAME/v1")
+    try:
+        result = export_version(version_folder, format_.value, folder)
+    except FileNotFoundError as error:
+        raise UserError(str(version_folder), str(error), "list the versions with `curate versions DIR`") from None
+    console.print(describe_export(result), highlight=False, soft_wrap=True)
+
+
 @app.command(name="push")
 def push_command(
     version_folder: Annotated[Path, typer.Argument(help="A published version folder, e.g. published/quickstart/v1.")],
