@@ -384,6 +384,41 @@ def ablate(recipe: RecipeArg, set_: SetOption = None) -> None:
     out.print(markdown_table(report), markup=False, highlight=False)
 
 
+class ReviewPick(StrEnum):
+    disagree = "disagree"  # verify and the dump's label differ (correct != source_correct)
+    judge = "judge"  # the LLM judge said wrong, or differs from verify
+    random = "random"  # any trace
+
+
+@app.command()
+def review(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (its output's traces are sampled).")],
+    to: Annotated[Path, typer.Option("--to", help="Label Studio tasks file to write (JSON).")],
+    pick: Annotated[ReviewPick, typer.Option(help="Which traces to sample.")] = ReviewPick.disagree,
+    n: Annotated[int, typer.Option("--n", min=1, help="At most this many traces.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+) -> None:
+    """Sample traces for human review in Label Studio (JSON tasks and a labeling config);
+    read the verdicts back with a `review_filter` step on the project's JSON export."""
+    import polars as pl
+
+    from curate.core.rundir import RunDir
+    from curate.errors import UserError
+    from curate.review.labelstudio import pick_rows, write_tasks
+
+    output = RunDir(run_dir).output
+    if not output.is_file():
+        raise UserError(str(run_dir), "has no output.parquet", "pass the directory of a finished run")
+    try:
+        rows = pick_rows(pl.read_parquet(output), pick.value, n, seed)
+    except ValueError as error:
+        raise UserError(str(output), str(error), "pick another --pick, or run the steps that add the columns") from None
+    config = write_tasks(rows, to)
+    console.print(f"{rows.height} traces ({pick.value}) for review: [bold]{to}[/bold]; labeling config: {config}. "
+                  "Import both into a Label Studio project, export it as JSON, and add a `review_filter` step "
+                  "with `file:` the export.", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def audit(
     path: Annotated[Path, typer.Argument(help="A run directory, or a published dataset (version) folder.")],
