@@ -248,7 +248,11 @@ def _push(folder: Path, repo_id: str | None, private: bool, branch: str) -> None
     except HubPushError as error:
         console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"pushed {pushed.version} to {pushed.url} (commit {pushed.commit})")
+    if pushed.created:
+        console.print(f"pushed {pushed.version} to {pushed.url} (commit {pushed.commit})")
+    else:
+        console.print(f"nothing uploaded: {pushed.version} is already on {pushed.url} (tag {pushed.version}, "
+                      f"commit {pushed.commit})")
 
 
 @app.command()
@@ -375,6 +379,11 @@ def ablate(recipe: RecipeArg, set_: SetOption = None) -> None:
     from curate.evals.ablate import markdown_table
 
     loaded = _load(recipe, set_)
+    if loaded.ablate is None:
+        from curate.errors import UserError
+
+        raise UserError(str(recipe), "has no `ablate:` section",
+                        "add one (dataset variants and seeds; as in recipes/study-cpu.yaml)")
     _preflight(loaded)
     try:
         report = run_ablation(loaded, console)
@@ -444,12 +453,17 @@ def _print_label_agreement(path: Path) -> None:
 
 
 @app.command()
-def validate(recipe: RecipeArg, set_: SetOption = None) -> None:
+def validate(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Contact no server or Hub; the notes say what that "
+                                                             "skipped.")] = False,
+) -> None:
     """Check a recipe without running it: operators, config fields and types, columns, the
     publish section; sources readable, output and cache folders writable; models resolvable
-    (bundled names, local paths, Hub ids, OpenAI-compatible servers)."""
+    (bundled names, local paths, Hub ids, OpenAI-compatible servers; not with --offline)."""
     loaded = _load(recipe, set_)
-    for note in _preflight(loaded, reach=True).notes:
+    for note in _preflight(loaded, reach=not offline).notes:
         console.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     steps = " -> ".join(["load"] + [s.id for s in loaded.steps])
     out.print(f"{recipe}: ok ({len(loaded.sources)} sources; {steps})")
@@ -457,32 +471,58 @@ def validate(recipe: RecipeArg, set_: SetOption = None) -> None:
 
 @app.command()
 def operators(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable listing.")] = False,
+    name: Annotated[Optional[str], typer.Argument(help="One operator: its description and config fields.")] = None,  # noqa: UP045,E501
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable listing, with every field.")] = False,
 ) -> None:
-    """List the operators a recipe can name, with their config fields."""
-    from curate.catalogue import registry
+    """List the operators a recipe can name, one line each; `curate operators NAME` for one's fields."""
+    import difflib
 
-    listing: dict[str, dict[str, Any]] = {}
-    for name, cls in registry().items():
-        fields = {
-            field_name: {
-                "type": _type_name(info.annotation),
-                "default": None if info.is_required() else repr(info.get_default(call_default_factory=True)),
-                "required": info.is_required(),
-                "description": info.description or "",
-            }
-            for field_name, info in cls.Config.model_fields.items()
-        }
-        listing[name] = {"doc": " ".join((cls.__doc__ or "").split()), "scope": cls.scope, "fields": fields}
+    from curate.catalogue import registry
+    from curate.errors import UserError
+
+    listing = {op: _operator_entry(cls) for op, cls in registry().items()}
+    if name is not None:
+        if name not in listing:
+            close = difflib.get_close_matches(name, listing, n=3)
+            raise UserError(f"operator {name!r}", "is not known",
+                            f"did you mean {' or '.join(close)}?" if close else "`curate operators` lists them")
+        listing = {name: listing[name]}
     if as_json:
         out.print_json(json.dumps(listing))
-        return
-    for name, entry in listing.items():
-        out.print(f"{name} ({entry['scope']}): {entry['doc']}", style="bold cyan", highlight=False, markup=False)
-        for field_name, info in entry["fields"].items():
-            default = "required" if info["required"] else f"default {info['default']}"
-            out.print(f"    {field_name}: {info['type']} ({default}) {info['description']}", highlight=False,
-                      markup=False)
+    elif name is not None:
+        _print_operator(name, listing[name])
+    else:
+        table = Table(box=None, pad_edge=False)
+        for column in ("operator", "scope", "what it does"):
+            table.add_column(column, no_wrap=column != "what it does")
+        for op, entry in listing.items():
+            table.add_row(op, entry["scope"], entry["doc"].split(". ")[0].rstrip("."))
+        out.print(table, markup=False, highlight=False)
+        out.print("details: curate operators NAME (or --json)", highlight=False)
+
+
+def _operator_entry(cls) -> dict[str, Any]:
+    fields = {
+        field_name: {
+            "type": _type_name(info.annotation),
+            "default": None if info.is_required() else repr(info.get_default(call_default_factory=True)),
+            "required": info.is_required(),
+            "description": info.description or "",
+        }
+        for field_name, info in cls.Config.model_fields.items()
+    }
+    return {"doc": " ".join((cls.__doc__ or "").split()), "scope": cls.scope, "fields": fields}
+
+
+def _print_operator(name: str, entry: dict[str, Any]) -> None:
+    out.print(f"{name} ({entry['scope']}): {entry['doc']}", highlight=False, markup=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("field", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for field_name, info in entry["fields"].items():
+        table.add_row(field_name, info["type"], "required" if info["required"] else info["default"],
+                      info["description"])
+    out.print(table, markup=False, highlight=False)
 
 
 def _type_name(annotation) -> str:
