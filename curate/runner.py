@@ -15,6 +15,7 @@ import inspect
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +124,7 @@ class _Run:
         self.attempt_clock = time.perf_counter()
         self.attempt_counts: Counter = Counter()  # finished steps of this attempt
         self.live_metrics: Counter = Counter()  # the step running now
+        self.counts_written = 0.0  # perf_counter of the last run.json write
 
     def _update_attempt(self) -> None:
         counts = self.attempt_counts + Counter({k: v for k, v in self.live_metrics.items() if k in ATTEMPT_COUNTERS})
@@ -258,7 +260,8 @@ class _Run:
             progress.update(task, completed=max(frame.height, 1), description=f"{step.id} (cached)")
             return pl.read_parquet(step_dir / "output.parquet"), fingerprint
         started = time.perf_counter()
-        ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir)
+        ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir,
+                          metrics=_LiveCounts(self._counts_changed))
         ctx.on_progress = lambda advance: progress.advance(task, advance)
         ctx.subtask = lambda label, total: _subtask(progress, label, total)
         self.attempt.steps_run.append(step.id)
@@ -321,6 +324,12 @@ class _Run:
         self.live_metrics = Counter()
         self._write_manifest(finished=False)
 
+    def _counts_changed(self) -> None:
+        """A request or token was counted: run.json follows, at most once per interval, so
+        an attempt killed mid-step has counted what it spent up to then."""
+        if time.perf_counter() - self.counts_written >= _COUNTS_INTERVAL_S:
+            self._write_manifest(finished=False)
+
     def _write_rejections(self) -> None:
         frames = [pl.read_parquet(self.run_dir / r.rejections) for r in self.records if r.rejections]
         frames = [f for f in frames if f.height]
@@ -332,6 +341,7 @@ class _Run:
 
     def _write_manifest(self, finished: bool) -> None:
         recipe = self.recipe
+        self.counts_written = time.perf_counter()
         self._update_attempt()
         attempts = [*self.previous, self.attempt]
         self.dir.write_manifest(RunManifest(
@@ -349,6 +359,24 @@ class _Run:
             attempts=attempts,
             totals=attempt_totals(attempts),
         ))
+
+
+# How often, at most, a running step's request and token counts are written to run.json.
+_COUNTS_INTERVAL_S = 1.0
+
+
+class _LiveCounts(Counter):
+    """A step's metrics that call `on_count` whenever an attempt counter (requests, tokens,
+    cache hits) changes."""
+
+    def __init__(self, on_count: Callable[[], None]):
+        self.on_count = on_count
+        super().__init__()
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        if key in ATTEMPT_COUNTERS:
+            self.on_count()
 
 
 def _progress(console: Console) -> Progress:
