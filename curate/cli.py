@@ -177,7 +177,9 @@ def publish(
     from curate.publish import PublishConfig, publish_run
 
     dataset_dir = _folder_option(to, "--to")
-    recipe_text = RunDir(run_dir).read_manifest().recipe.text
+    manifest = RunDir(run_dir).read_manifest()
+    _refuse_empty_output(run_dir, manifest)
+    recipe_text = manifest.recipe.text
     if recipe_text is None:
         raise UserError(f"{run_dir / 'run.json'}", "records no recipe text", "rerun the recipe with this curate")
     fields = dict((load_yaml(recipe_text, "run.json's recipe").data or {}).get("publish") or {})
@@ -224,6 +226,17 @@ def export_command(
     except FileNotFoundError as error:
         raise UserError(str(version_folder), str(error), "list the versions with `curate versions DIR`") from None
     console.print(describe_export(result), highlight=False, soft_wrap=True)
+
+
+def _refuse_empty_output(run_dir: Path, manifest) -> None:
+    import polars as pl
+
+    from curate.core.rundir import RunDir
+    from curate.runner import nothing_to_publish
+
+    output = RunDir(run_dir).output
+    if manifest.finished_at and output.is_file() and pl.scan_parquet(output).select(pl.len()).collect().item() == 0:
+        raise nothing_to_publish(run_dir, manifest.steps)
 
 
 @app.command(name="push")

@@ -45,6 +45,7 @@ from curate.core.rundir import (
     write_step_marker,
 )
 from curate.core.versions import package_versions
+from curate.errors import UserError
 from curate.preflight import output_dir_problems
 from curate.recipe import EvalSection, Recipe, RecipeError, Step, makes_traces
 from curate.schema import PROBLEM_COLUMNS
@@ -125,6 +126,7 @@ class _Run:
         self.attempt_counts: Counter = Counter()  # finished steps of this attempt
         self.live_metrics: Counter = Counter()  # the step running now
         self.counts_written = 0.0  # perf_counter of the last run.json write
+        self.steps_done = False  # output.parquet and rejections written
 
     def _update_attempt(self) -> None:
         counts = self.attempt_counts + Counter({k: v for k, v in self.live_metrics.items() if k in ATTEMPT_COUNTERS})
@@ -135,7 +137,8 @@ class _Run:
     def _end_attempt(self, status: str) -> None:
         self.attempt.status = status
         self.attempt.finished_at = _now()
-        self._write_manifest(finished=status == "done" and self.dir.output.exists())
+        # The steps' output stays finished when what follows them (publish, train) fails.
+        self._write_manifest(finished=(status == "done" or self.steps_done) and self.dir.output.exists())
 
     def _execute(self) -> RunResult:
         started = time.perf_counter()
@@ -151,10 +154,13 @@ class _Run:
         write_parquet(frame, output)
         self._write_rejections()
         self._write_manifest(finished=True)
+        self.steps_done = True
         result = RunResult(self.run_dir, output, self.records, time.perf_counter() - started)
         if self.recipe.publish is not None:
             from curate.publish import publish_run
 
+            if frame.height == 0:
+                raise nothing_to_publish(self.run_dir, self.records)
             result.published = publish_run(self.run_dir, self.recipe.publish)
         if self.recipe.train is not None:
             result.trained = self._train(self.recipe.train, result.published)
@@ -359,6 +365,16 @@ class _Run:
             attempts=attempts,
             totals=attempt_totals(attempts),
         ))
+
+
+def nothing_to_publish(run_dir: Path, steps: list[StepRecord]) -> UserError:
+    """The error for a run that finished with every row rejected: which steps rejected them."""
+    rejecting = [(step.id, sum(step.rejected.values()), max(step.rejected, key=step.rejected.__getitem__))
+                 for step in steps if step.rejected]
+    where = "; ".join(f"{step} rejected {count:,} (mostly {reason})" for step, count, reason in rejecting)
+    return UserError(str(run_dir), f"the run finished, but no row is left to publish ({where or 'no input rows'})",
+                     f"see why in {run_dir / 'rejections.parquet'} or `curate audit {run_dir}`, then loosen "
+                     "those steps; finished steps are reused")
 
 
 # How often, at most, a running step's request and token counts are written to run.json.

@@ -14,8 +14,8 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error "), result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error ")]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     return lines[0]
 
 
@@ -71,3 +71,15 @@ def test_operators_is_a_table_of_one_line_each_with_details_by_name():
     single = json.loads(run_cli("operators", "sample", "--json").stdout)
     assert list(single) == ["sample"] and single["sample"]["fields"]["seed"]["type"] == "int"
     assert "did you mean sample" in one_error_line(run_cli("operators", "sampel"))
+
+
+def test_a_finished_run_with_every_row_rejected_says_which_steps_rejected_them(tmp_path):
+    from tests.test_runner import make_recipe
+
+    recipe, _ = make_recipe(tmp_path, max_length=0)
+    recipe.write_text(recipe.read_text() + f"publish:\n  messages: false\n  output_dir: {tmp_path / 'published'}\n")
+    for command in (("run", recipe), ("publish", tmp_path / "run")):
+        line = one_error_line(run_cli(*command))
+        assert "the run finished, but no row is left to publish" in line, command
+        assert "drop_long rejected 12 (mostly too_long)" in line and "rerun" not in line, command
+    assert not (tmp_path / "published").exists()
