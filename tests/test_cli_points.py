@@ -38,18 +38,21 @@ def test_validate_offline_checks_an_openai_recipe_without_its_server_and_says_wh
     assert "http://127.0.0.1:9/v1 not contacted" in offline.stderr
 
 
-def test_a_repeated_push_says_nothing_was_uploaded(monkeypatch, capsys, tmp_path):
+def test_a_repeated_push_says_nothing_was_uploaded(monkeypatch, tmp_path):
+    import io
+
     import curate.publish
-    from curate.cli import app
+    from curate import cli
 
     def already_there(folder, repo_id, **options):
         return HubPushResult(repo_id, "v1", "main", "abc123", f"https://hub/{repo_id}", created=False)
 
     monkeypatch.setattr(curate.publish, "push_to_hub", already_there)
+    monkeypatch.setattr(cli.console, "file", io.StringIO())
     with pytest.raises(SystemExit) as exit_info:
-        app(["push", str(tmp_path), "--repo", "me/data"])
+        cli.app(["push", str(tmp_path), "--repo", "me/data"])
     assert exit_info.value.code in (0, None)
-    printed = capsys.readouterr().err
+    printed = cli.console.file.getvalue()
     assert "nothing uploaded" in printed and "pushed" not in printed
 
 
@@ -58,13 +61,14 @@ def test_operators_is_a_table_of_one_line_each_with_details_by_name():
     import subprocess
     import sys
 
-    from curate.catalogue import registry
+    def curate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "200"})
 
-    listing = subprocess.run([sys.executable, "-m", "curate.cli", "operators"], capture_output=True, text=True,
-                             env={**os.environ, "COLUMNS": "200"})
+    listing = curate("operators")
     assert listing.returncode == 0
     names = [line.split()[0] for line in listing.stdout.splitlines()[1:-1] if line and not line.startswith(" ")]
-    assert names == list(registry())
+    assert names == list(json.loads(curate("operators", "--json").stdout))
     assert len(listing.stdout.splitlines()) < 2 * len(names) + 3
     details = run_cli("operators", "sample")
     assert details.returncode == 0 and "seed" in details.stdout and "'problem_id'" in details.stdout
