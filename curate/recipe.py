@@ -207,7 +207,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     before = len(problems)
     _collect(problems, _check_source_kinds, model, path.parent, lines, file)
     if len(problems) == before:  # a source that cannot be opened is not read for its fields
-        _collect(problems, _check_trace_fields, model.sources, path.parent, lines, file)
+        _collect(problems, _check_mapped_fields, model.sources, path.parent, lines, file)
     if model.publish is not None and produced is not None:
         _collect(problems, _check_publish, model.publish, produced, lines, file)
     if problems:
@@ -539,14 +539,29 @@ def _check_source_kinds(model: RecipeSections, recipe_dir: Path, lines: _LineInd
         raise RecipeError(problems)
 
 
-def _check_trace_fields(sources: list[Source], recipe_dir: Path, lines: _LineIndex, file: str) -> None:
-    """A trace source's mapped fields are in its file (its first record is read)."""
-    from curate.sources.problems import resolve_path
+# Problem files up to this size are read by `validate` as the run reads them; larger ones
+# are left to the run (a validate should stay quick).
+_READ_AHEAD_BYTES = 64 << 20
+
+
+def _check_mapped_fields(sources: list[Source], recipe_dir: Path, lines: _LineIndex, file: str) -> None:
+    """A source's mapped fields are in its file, as the run requires: a problem file (up to
+    _READ_AHEAD_BYTES) is read as the run reads it, a trace file's first record is read."""
+    from curate.sources.problems import load_problems, resolve_path
 
     problems = []
     for index, source in enumerate(sources):
         path = resolve_path(source, recipe_dir)
-        if source.kind != "traces" or path is None:  # a Hub dataset: no file to read ahead
+        if path is None or not path.is_file():  # a Hub dataset, a folder, or missing (preflight names it)
+            continue
+        if source.kind != "traces":
+            if path.stat().st_size <= _READ_AHEAD_BYTES:
+                try:
+                    load_problems(source, recipe_dir)
+                except SourceError as error:
+                    problems.append(Problem(file, lines.line(("sources", index, "path")),
+                                            f"sources[{index}] ({source.name}): {error}",
+                                            "fix the source file, or the source's `fields:` / `format:`"))
             continue
         try:
             present = first_record_fields(source, path)

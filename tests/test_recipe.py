@@ -167,3 +167,13 @@ def test_problems_found_after_parsing_are_reported_together(tmp_path):
     assert len(problems) == 2, problems
     assert "needs column(s) length" in problems[0].message
     assert "no-such-model" in str(problems[1])
+
+
+def test_validate_refuses_a_problem_source_mapped_to_a_field_its_file_lacks(tmp_path):
+    path = write_recipe(tmp_path, HEADER.replace("    path: data/p.jsonl", "    path: data/p.jsonl\n"
+                                                 "    fields: {problem: question, answer: answer}")
+                        + "  - op: sample\n    n: 1\n")
+    [problem] = error_of(path)
+    assert problem.line == 4  # the source's path
+    assert "'question'" in problem.message and "missing" in problem.message
+    assert "problem, answer" in problem.message  # the fields the file has
