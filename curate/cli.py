@@ -82,7 +82,9 @@ def _preflight(loaded, output: Path | None = None, reach: bool = False):
 def run(
     recipe: RecipeArg,
     set_: SetOption = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run directory.")] = None,  # noqa: UP045
+    output: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--output", "-o", help="Run directory; the published dataset goes to OUTPUT/published unless the recipe's "
+                               "publish.output_dir says where.")] = None,
     executor: Annotated[Executor, typer.Option(help="Where batch steps run.")] = Executor.local,
     ray_address: Annotated[
         Optional[str],  # noqa: UP045
@@ -96,6 +98,9 @@ def run(
 
     run_dir = _folder_option(output, "--output/-o")
     loaded = _load(recipe, set_)
+    if run_dir is not None and loaded.publish is not None and "output_dir" not in loaded.publish.model_fields_set:
+        loaded = dataclasses.replace(loaded, publish=loaded.publish.model_copy(
+            update={"output_dir": run_dir / "published"}))
     _preflight(loaded, run_dir)
     try:
         result = run_recipe(loaded, run_dir, console, make_executor(executor.value, ray_address, workers))

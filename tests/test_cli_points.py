@@ -87,3 +87,18 @@ def test_a_finished_run_with_every_row_rejected_says_which_steps_rejected_them(t
         assert "the run finished, but no row is left to publish" in line, command
         assert "drop_long rejected 12 (mostly too_long)" in line and "rerun" not in line, command
     assert not (tmp_path / "published").exists()
+
+
+def test_output_option_moves_the_published_dataset_with_the_run(tmp_path):
+    from tests.test_runner import make_recipe
+
+    recipe, _ = make_recipe(tmp_path)
+    recipe.write_text(recipe.read_text() + "publish:\n  messages: false\n")
+    result = run_cli("run", recipe, "-o", tmp_path / "elsewhere", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "elsewhere" / "published" / "v1" / "lineage.json").is_file()
+    assert not (tmp_path / "published").exists() and not (tmp_path / "run").exists()
+    placed = tmp_path / "placed"
+    recipe.write_text(recipe.read_text() + f"  output_dir: {placed}\n")  # the recipe's own choice wins
+    assert run_cli("run", recipe, "-o", tmp_path / "other", cwd=tmp_path).returncode == 0
+    assert (placed / "v1").is_dir() and not (tmp_path / "other" / "published").exists()
