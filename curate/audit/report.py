@@ -70,6 +70,8 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
         f"<h1>Audit: {html.escape(audit.title)}</h1>"
         f"<p class=\"meta\">{facts} · generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>"
         + (f"<div class=\"notes\"><b>Missing data</b><ul>{notes}</ul></div>" if notes else "")
+        + (f"<p class=\"meta\">Not in this recipe: {html.escape('; '.join(dict.fromkeys(audit.absent)))}</p>"
+           if audit.absent else "")
         + "".join(sections) + "</body></html>\n"
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
