@@ -309,16 +309,21 @@ class Audit:
         table = pl.concat([per_teacher, total.cast(per_teacher.schema)]) if labelled.height else per_teacher
         return table.with_columns(agreement=(pl.col("agree") / pl.col("traces")).round(4))
 
-    def label_disagreements(self, limit: int = 50) -> pl.DataFrame:
-        """The imported traces whose label and verify's verdict differ, to read by hand."""
+    def label_disagreements(self, limit: int | None = None) -> pl.DataFrame:
+        """Every imported trace whose label and verify's verdict differ (or the first
+        `limit`), to read by hand: where it came from (source, record when the import kept
+        it, trace_id), the problem, both verdicts and why verify decided as it did."""
         rows = self.rows("all")
         if "source_correct" not in rows.columns or "correct" not in rows.columns:
             return pl.DataFrame()
-        columns = [c for c in ("source", "teacher", "problem_id", "sample_index", "source_correct", "correct",
-                               "verify_status", "reference_answer", "extracted_answer", "finish_reason")
+        columns = [c for c in ("source", "source_record", "teacher", "problem_id", "trace_id", "sample_index",
+                               "source_correct", "correct", "verify_status", "verify_detail", "reference_answer",
+                               "extracted_answer", "finish_reason", "problem")
                    if c in rows.columns]
         differ = pl.col("source_correct").is_not_null() & ~pl.col("correct").eq_missing(pl.col("source_correct"))
-        return rows.filter(differ).sort("source", "teacher", "problem_id").select(columns).head(limit)
+        order = [c for c in ("source", "teacher", "problem_id", "sample_index") if c in rows.columns]
+        found = rows.filter(differ).sort(order, nulls_last=True, maintain_order=True).select(columns)
+        return found.head(limit) if limit is not None else found
 
     def judge(self) -> pl.DataFrame:
         """Verify's LLM judge against the rules, over every trace it was asked about:
