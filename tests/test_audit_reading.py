@@ -1,4 +1,5 @@
-"""The audit's "Missing data" notes name only data a step of the recipe should have made;
+"""Audits people read (issue 36, items 5 and 7): the "Missing data" notes name only data a step
+of the recipe should have made;
 a table whose step the recipe does not have is listed as not in this recipe (issue 36, item 7)."""
 
 from __future__ import annotations
