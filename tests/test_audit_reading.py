@@ -1,6 +1,6 @@
 """Audits people read (issue 36, items 5 and 7): the "Missing data" notes name only data a step
-of the recipe should have made;
-a table whose step the recipe does not have is listed as not in this recipe (issue 36, item 7)."""
+of the recipe should have made (a table whose step the recipe lacks is listed as not in this
+recipe), and the labels-vs-verify table lists every disagreement."""
 
 from __future__ import annotations
 
