@@ -423,7 +423,8 @@ class ReviewPick(StrEnum):
 
 @app.command()
 def review(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (its output's traces are sampled).")],
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (its traces are sampled, kept or "
+                                                  "rejected).")],
     to: Annotated[Path, typer.Option("--to", help="Label Studio tasks file to write (JSON).")],
     pick: Annotated[ReviewPick, typer.Option(help="Which traces to sample.")] = ReviewPick.disagree,
     n: Annotated[int, typer.Option("--n", min=1, help="At most this many traces.")] = 50,
@@ -431,19 +432,15 @@ def review(
 ) -> None:
     """Sample traces for human review in Label Studio (JSON tasks and a labeling config);
     read the verdicts back with a `review_filter` step on the project's JSON export."""
-    import polars as pl
-
-    from curate.core.rundir import RunDir
+    from curate.audit import Audit
     from curate.errors import UserError
     from curate.review.labelstudio import pick_rows, write_tasks
 
-    output = RunDir(run_dir).output
-    if not output.is_file():
-        raise UserError(str(run_dir), "has no output.parquet", "pass the directory of a finished run")
-    try:
-        rows = pick_rows(pl.read_parquet(output), pick.value, n, seed)
+    try:  # every trace the run made: a disagreement a later filter rejected is still worth a look
+        rows = pick_rows(Audit.open(run_dir).rows("all"), pick.value, n, seed)
     except ValueError as error:
-        raise UserError(str(output), str(error), "pick another --pick, or run the steps that add the columns") from None
+        raise UserError(str(run_dir), str(error),
+                        "pass a run directory; pick another --pick, or run the steps that add the columns") from None
     config = write_tasks(rows, to)
     console.print(f"{rows.height} traces ({pick.value}) for review: [bold]{to}[/bold]; labeling config: {config}. "
                   "Import both into a Label Studio project, export it as JSON, and add a `review_filter` step "

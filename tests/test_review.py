@@ -135,8 +135,14 @@ def test_review_command_writes_tasks_and_refuses_a_pick_the_run_cannot_serve(tmp
     result = run_cli("review", str(FIXTURE_RUN), "--to", str(tmp_path / "tasks.json"), "--pick", "random", "--n", "4")
     assert result.returncode == 0, result.stderr
     tasks = json.loads((tmp_path / "tasks.json").read_text())
-    assert len(tasks) == 4 and set(t["data"]["trace_id"] for t in tasks) <= set(fixture_output()["trace_id"])
+    rejected = pl.read_parquet(FIXTURE_RUN / "rejections.parquet")["trace_id"].drop_nulls()
+    every_trace = set(fixture_output()["trace_id"]) | set(rejected)
+    assert len(tasks) == 4 and {t["data"]["trace_id"] for t in tasks} <= every_trace
     assert (tmp_path / "tasks.label_config.xml").is_file()
+    # rejected traces are candidates too: a large enough sample holds every trace
+    assert run_cli("review", str(FIXTURE_RUN), "--to", str(tmp_path / "all.json"), "--pick", "random").returncode == 0
+    assert {t["data"]["trace_id"] for t in json.loads((tmp_path / "all.json").read_text())} == every_trace
+    assert set(rejected) - set(fixture_output()["trace_id"])
 
     refused = run_cli("review", str(FIXTURE_RUN), "--to", str(tmp_path / "other.json"))  # default: disagree
     assert refused.returncode == 2 and "source_correct" in refused.stderr
