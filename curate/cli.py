@@ -82,7 +82,9 @@ def _preflight(loaded, output: Path | None = None, reach: bool = False):
 def run(
     recipe: RecipeArg,
     set_: SetOption = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run directory.")] = None,  # noqa: UP045
+    output: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--output", "-o", help="Run directory; the published dataset goes to OUTPUT/published unless the recipe's "
+                               "publish.output_dir says where.")] = None,
     executor: Annotated[Executor, typer.Option(help="Where batch steps run.")] = Executor.local,
     ray_address: Annotated[
         Optional[str],  # noqa: UP045
@@ -96,6 +98,9 @@ def run(
 
     run_dir = _folder_option(output, "--output/-o")
     loaded = _load(recipe, set_)
+    if run_dir is not None and loaded.publish is not None and "output_dir" not in loaded.publish.model_fields_set:
+        loaded = dataclasses.replace(loaded, publish=loaded.publish.model_copy(
+            update={"output_dir": run_dir / "published"}))
     _preflight(loaded, run_dir)
     try:
         result = run_recipe(loaded, run_dir, console, make_executor(executor.value, ray_address, workers))
@@ -177,7 +182,9 @@ def publish(
     from curate.publish import PublishConfig, publish_run
 
     dataset_dir = _folder_option(to, "--to")
-    recipe_text = RunDir(run_dir).read_manifest().recipe.text
+    manifest = RunDir(run_dir).read_manifest()
+    _refuse_empty_output(run_dir, manifest)
+    recipe_text = manifest.recipe.text
     if recipe_text is None:
         raise UserError(f"{run_dir / 'run.json'}", "records no recipe text", "rerun the recipe with this curate")
     fields = dict((load_yaml(recipe_text, "run.json's recipe").data or {}).get("publish") or {})
@@ -196,6 +203,49 @@ def publish(
     _print_published(published)
     if push:
         _push(published.folder, config.hub_repo_id, config.private, config.hub_branch)
+
+
+class ExportFormat(StrEnum):
+    llama_factory = "llama-factory"  # dataset_info.json + ShareGPT JSONL
+    axolotl = "axolotl"  # chat_template JSONL + a config snippet
+    openai = "openai"  # fine-tuning JSONL (messages; DPO form for pairs)
+
+
+@app.command(name="export")
+def export_command(
+    version_folder: Annotated[Path, typer.Argument(help="A published version folder, e.g. published/quickstart/v1.")],
+    format_: Annotated[ExportFormat, typer.Option("--format", help="The trainer to write for.")],
+    to: Annotated[Optional[str], typer.Option("--to", help="Export folder (default: DATASET/exports/VERSION/FORMAT).")] = None,  # noqa: UP045,E501
+) -> None:
+    """Write a published version for another trainer: LLaMA-Factory, axolotl or OpenAI fine-tuning;
+    preference pairs too, in each one's preference format."""
+    from curate.errors import UserError
+    from curate.publish.exports import describe_export, export_version
+
+    folder = _folder_option(to, "--to")
+    if not (version_folder / "lineage.json").is_file():
+        raise UserError(str(version_folder), "is not a published version (no lineage.json)",
+                        "pass a version folder written by `curate publish`, e.g. published/NAME/v1")
+    try:
+        result = export_version(version_folder, format_.value, folder)
+    except FileNotFoundError as error:
+        raise UserError(str(version_folder), str(error), "list the versions with `curate versions DIR`") from None
+    console.print(describe_export(result), highlight=False, soft_wrap=True)
+
+
+def _refuse_empty_output(run_dir: Path, manifest) -> None:
+    import polars as pl
+
+    from curate.core.rundir import RunDir
+    from curate.runner import nothing_to_publish
+
+    output = RunDir(run_dir).output
+    try:
+        empty = pl.scan_parquet(output).select(pl.len()).collect().item() == 0
+    except (OSError, pl.exceptions.PolarsError):  # publish names what is wrong with the file
+        return
+    if manifest.finished_at and empty:
+        raise nothing_to_publish(run_dir, manifest.steps)
 
 
 @app.command(name="push")
@@ -220,7 +270,11 @@ def _push(folder: Path, repo_id: str | None, private: bool, branch: str) -> None
     except HubPushError as error:
         console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"pushed {pushed.version} to {pushed.url} (commit {pushed.commit})")
+    if pushed.created:
+        console.print(f"pushed {pushed.version} to {pushed.url} (commit {pushed.commit})")
+    else:
+        console.print(f"nothing uploaded: {pushed.version} is already on {pushed.url} (tag {pushed.version}, "
+                      f"commit {pushed.commit})")
 
 
 @app.command()
@@ -347,6 +401,11 @@ def ablate(recipe: RecipeArg, set_: SetOption = None) -> None:
     from curate.evals.ablate import markdown_table
 
     loaded = _load(recipe, set_)
+    if loaded.ablate is None:
+        from curate.errors import UserError
+
+        raise UserError(str(recipe), "has no `ablate:` section",
+                        "add one (dataset variants and seeds; as in recipes/study-cpu.yaml)")
     _preflight(loaded)
     try:
         report = run_ablation(loaded, console)
@@ -354,6 +413,38 @@ def ablate(recipe: RecipeArg, set_: SetOption = None) -> None:
         console.print("[yellow]interrupted[/yellow]: finished arms are kept; run the same command to resume.")
         raise typer.Exit(130) from None
     out.print(markdown_table(report), markup=False, highlight=False)
+
+
+class ReviewPick(StrEnum):
+    disagree = "disagree"  # verify and the dump's label differ (correct != source_correct)
+    judge = "judge"  # the LLM judge said wrong, or differs from verify
+    random = "random"  # any trace
+
+
+@app.command()
+def review(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (its traces are sampled, kept or "
+                                                  "rejected).")],
+    to: Annotated[Path, typer.Option("--to", help="Label Studio tasks file to write (JSON).")],
+    pick: Annotated[ReviewPick, typer.Option(help="Which traces to sample.")] = ReviewPick.disagree,
+    n: Annotated[int, typer.Option("--n", min=1, help="At most this many traces.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+) -> None:
+    """Sample traces for human review in Label Studio (JSON tasks and a labeling config);
+    read the verdicts back with a `review_filter` step on the project's JSON export."""
+    from curate.audit import Audit
+    from curate.errors import UserError
+    from curate.review.labelstudio import pick_rows, write_tasks
+
+    try:  # every trace the run made: a disagreement a later filter rejected is still worth a look
+        rows = pick_rows(Audit.open(run_dir).rows("all"), pick.value, n, seed)
+    except ValueError as error:
+        raise UserError(str(run_dir), str(error),
+                        "pass a run directory; pick another --pick, or run the steps that add the columns") from None
+    config = write_tasks(rows, to)
+    console.print(f"{rows.height} traces ({pick.value}) for review: [bold]{to}[/bold]; labeling config: {config}. "
+                  "Import both into a Label Studio project, export it as JSON, and add a `review_filter` step "
+                  "with `file:` the export.", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -381,12 +472,17 @@ def _print_label_agreement(path: Path) -> None:
 
 
 @app.command()
-def validate(recipe: RecipeArg, set_: SetOption = None) -> None:
+def validate(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Contact no server or Hub; the notes say what that "
+                                                             "skipped.")] = False,
+) -> None:
     """Check a recipe without running it: operators, config fields and types, columns, the
     publish section; sources readable, output and cache folders writable; models resolvable
-    (bundled names, local paths, Hub ids, OpenAI-compatible servers)."""
+    (bundled names, local paths, Hub ids, OpenAI-compatible servers; not with --offline)."""
     loaded = _load(recipe, set_)
-    for note in _preflight(loaded, reach=True).notes:
+    for note in _preflight(loaded, reach=not offline).notes:
         console.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     steps = " -> ".join(["load"] + [s.id for s in loaded.steps])
     out.print(f"{recipe}: ok ({len(loaded.sources)} sources; {steps})")
@@ -394,32 +490,58 @@ def validate(recipe: RecipeArg, set_: SetOption = None) -> None:
 
 @app.command()
 def operators(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable listing.")] = False,
+    name: Annotated[Optional[str], typer.Argument(help="One operator: its description and config fields.")] = None,  # noqa: UP045,E501
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable listing, with every field.")] = False,
 ) -> None:
-    """List the operators a recipe can name, with their config fields."""
-    from curate.catalogue import registry
+    """List the operators a recipe can name, one line each; `curate operators NAME` for one's fields."""
+    import difflib
 
-    listing: dict[str, dict[str, Any]] = {}
-    for name, cls in registry().items():
-        fields = {
-            field_name: {
-                "type": _type_name(info.annotation),
-                "default": None if info.is_required() else repr(info.get_default(call_default_factory=True)),
-                "required": info.is_required(),
-                "description": info.description or "",
-            }
-            for field_name, info in cls.Config.model_fields.items()
-        }
-        listing[name] = {"doc": " ".join((cls.__doc__ or "").split()), "scope": cls.scope, "fields": fields}
+    from curate.catalogue import registry
+    from curate.errors import UserError
+
+    listing = {op: _operator_entry(cls) for op, cls in registry().items()}
+    if name is not None:
+        if name not in listing:
+            close = difflib.get_close_matches(name, listing, n=3)
+            raise UserError(f"operator {name!r}", "is not known",
+                            f"did you mean {' or '.join(close)}?" if close else "`curate operators` lists them")
+        listing = {name: listing[name]}
     if as_json:
         out.print_json(json.dumps(listing))
-        return
-    for name, entry in listing.items():
-        out.print(f"{name} ({entry['scope']}): {entry['doc']}", style="bold cyan", highlight=False, markup=False)
-        for field_name, info in entry["fields"].items():
-            default = "required" if info["required"] else f"default {info['default']}"
-            out.print(f"    {field_name}: {info['type']} ({default}) {info['description']}", highlight=False,
-                      markup=False)
+    elif name is not None:
+        _print_operator(name, listing[name])
+    else:
+        table = Table(box=None, pad_edge=False)
+        for column in ("operator", "scope", "what it does"):
+            table.add_column(column, no_wrap=column != "what it does")
+        for op, entry in listing.items():
+            table.add_row(op, entry["scope"], entry["doc"].split(". ")[0].rstrip("."))
+        out.print(table, markup=False, highlight=False)
+        out.print("details: curate operators NAME (or --json)", highlight=False)
+
+
+def _operator_entry(cls) -> dict[str, Any]:
+    fields = {
+        field_name: {
+            "type": _type_name(info.annotation),
+            "default": None if info.is_required() else repr(info.get_default(call_default_factory=True)),
+            "required": info.is_required(),
+            "description": info.description or "",
+        }
+        for field_name, info in cls.Config.model_fields.items()
+    }
+    return {"doc": " ".join((cls.__doc__ or "").split()), "scope": cls.scope, "fields": fields}
+
+
+def _print_operator(name: str, entry: dict[str, Any]) -> None:
+    out.print(f"{name} ({entry['scope']}): {entry['doc']}", highlight=False, markup=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("field", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for field_name, info in entry["fields"].items():
+        table.add_row(field_name, info["type"], "required" if info["required"] else info["default"],
+                      info["description"])
+    out.print(table, markup=False, highlight=False)
 
 
 def _type_name(annotation) -> str:

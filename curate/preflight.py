@@ -159,10 +159,12 @@ def _check_model(report: Preflight, file: str, line: int, where: str, backend: s
         report.problems.append(Problem(file, line, f"{where}: {what}", hint))
 
     if backend == "openai":
+        base_url = options.get("base_url") or "http://127.0.0.1:8000/v1"
         if reach:
-            _check_server(options.get("base_url") or "http://127.0.0.1:8000/v1", problem)
+            _check_server(base_url, problem)
         else:
-            report.notes.append(f"{where}: the server at {options.get('base_url')} is checked by `curate validate`")
+            report.notes.append(f"{where}: server {base_url} not contacted "
+                                f"(`curate validate` without --offline checks that it answers and serves {model!r})")
         return
     if model.startswith(BUNDLED_PREFIX):
         name = model[len(BUNDLED_PREFIX):]
@@ -185,7 +187,8 @@ def _check_model(report: Preflight, file: str, line: int, where: str, backend: s
     elif reach:
         _check_hub(model, where, problem, report)
     else:
-        report.notes.append(f"{where}: Hub model {model!r} is not cached; the run will download it")
+        report.notes.append(f"{where}: Hub model {model!r} is not cached and the Hub was not asked whether it "
+                            "exists; the run will download it")
 
 
 def _offline() -> bool:
@@ -219,4 +222,4 @@ def _check_server(base_url: str, problem) -> None:
         httpx.get(base_url.rstrip("/") + "/models", timeout=5.0)
     except httpx.HTTPError as error:
         problem(f"the OpenAI-compatible server at {base_url} does not answer ({type(error).__name__})",
-                "start the server, or fix options.base_url")
+                "start the server, fix options.base_url, or check the rest with `curate validate --offline`")

@@ -8,16 +8,17 @@ types, the columns each step needs) before any step runs.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from curate.catalogue import registry
 from curate.core.io import NotRegularFileError, file_kind, read_regular
@@ -191,22 +192,26 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError([Problem(file, 1, "a recipe is a mapping with name, sources and steps")])
     lines = _LineIndex(node)
-    _apply_overrides(data, overrides, file)
+    overridden = _apply_overrides(data, overrides, file)
     _check_operator_names(data, lines, file)
     try:
         model = recipe_model().model_validate(data)
     except ValidationError as error:
-        raise RecipeError(
-            [Problem(file, lines.line(e["loc"]), f"{_dotted(e['loc'], data)}: {e['msg']}") for e in error.errors()]
-        ) from None
-    _check_names(model, lines, file)
+        raise RecipeError([_validation_problem(e, data, lines, file, overridden) for e in error.errors()]) from None
     steps = _build_steps(model, lines, file)
-    produced = _check_columns(steps, model.sources, lines, file)
-    _check_source_kinds(model, path.parent, lines, file)
-    _check_trace_fields(model.sources, path.parent, lines, file)
-    if model.publish is not None:
-        _check_publish(model.publish, produced, lines, file)
-    _check_configs(steps, path.parent, file)
+    # The checks below are independent: all their problems are reported at once.
+    problems: list[Problem] = []
+    produced = _collect(problems, _check_columns, steps, model.sources, lines, file)
+    _collect(problems, _check_names, model, lines, file)
+    _collect(problems, _check_configs, steps, path.parent, file)
+    before = len(problems)
+    _collect(problems, _check_source_kinds, model, path.parent, lines, file)
+    if len(problems) == before:  # a source that cannot be opened is not read for its fields
+        _collect(problems, _check_mapped_fields, model.sources, path.parent, lines, file)
+    if model.publish is not None and produced is not None:
+        _collect(problems, _check_publish, model.publish, produced, lines, file)
+    if problems:
+        raise RecipeError(problems)
     output_dir = model.output.dir.replace("{name}", model.name)
     return Recipe(
         path=path,
@@ -255,6 +260,63 @@ class _LineIndex:
         return None
 
 
+def _collect(problems: list[Problem], check, *args):
+    """`check(*args)`, its RecipeError's problems added to `problems` (then None)."""
+    try:
+        return check(*args)
+    except RecipeError as error:
+        problems.extend(error.problems)
+        return None
+
+
+def _validation_problem(error: Any, data: dict, lines: _LineIndex, file: str, overridden: dict[str, str]) -> Problem:
+    """One pydantic error at its recipe line, or at the --set that wrote the value; an
+    unknown field gets the closest known name."""
+    dotted = _dotted(error["loc"], data)
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = _unknown_field(str(error["loc"][-1]), _known_fields(error["loc"], data))
+    for location, text in overridden.items():
+        if dotted == location or dotted.startswith((f"{location}.", f"{location}[")):
+            return Problem(f"{file} (--set {text!r})", 0, f"{dotted}: {message}", "fix the --set value")
+    return Problem(file, lines.line(error["loc"]), f"{dotted}: {message}")
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field {name!r}; did you mean {close[0]!r}?"
+    return f"unknown field {name!r} (known: {', '.join(known)})" if known else f"unknown field {name!r}"
+
+
+def _known_fields(loc: tuple, data: dict) -> list[str]:
+    """The field names allowed where `loc`'s last key was written (empty when not found)."""
+    parent = list(loc[:-1])
+    model: Any = recipe_model()
+    if parent[:1] == ["steps"] and len(parent) >= 2:
+        step = (data.get("steps") or [])[parent[1]]
+        model = step_models().get(str(step.get("op"))) if isinstance(step, dict) else None
+        parent = [key for key in parent[2:] if not (isinstance(step, dict) and key == step.get("op"))]
+    for key in parent:
+        if model is None:
+            return []
+        if isinstance(key, str):
+            info = model.model_fields.get(key)
+            model = _model_in(info.annotation) if info is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model a field holds, directly or inside Optional, list or dict; else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
 def _dotted(loc: tuple, data: dict) -> str:
     parts: list[str] = []
     current: Any = data
@@ -280,16 +342,24 @@ def _check_operator_names(data: dict, lines: _LineIndex, file: str) -> None:
                 Problem(
                     file,
                     lines.line(("steps", index, "op")),
-                    f"steps[{index}].op: unknown operator {step['op']!r} (known: {', '.join(known)})",
+                    f"steps[{index}].op: {_unknown_operator(str(step['op']), list(known))}",
                 )
             )
     if problems:
         raise RecipeError(problems)
 
 
-def _apply_overrides(data: dict, overrides: Sequence[str], file: str) -> None:
-    """`--set STEP_ID.FIELD=VALUE` (or a top-level `FIELD.SUB=VALUE`); values are YAML."""
+def _unknown_operator(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return (f"unknown operator {name!r}; did you mean {close[0]!r}?" if close
+            else f"unknown operator {name!r} (known: {', '.join(known)})")
+
+
+def _apply_overrides(data: dict, overrides: Sequence[str], file: str) -> dict[str, str]:
+    """`--set STEP_ID.FIELD=VALUE` (or a top-level `FIELD.SUB=VALUE`); values are YAML.
+    Returns the recipe location each override wrote (as `_dotted` names it) -> its text."""
     sections = set(recipe_model().model_fields)
+    written: dict[str, str] = {}
     for text in overrides:
         where = f"{file} (--set {text!r})"
         try:
@@ -303,10 +373,15 @@ def _apply_overrides(data: dict, overrides: Sequence[str], file: str) -> None:
                 if source is None:
                     raise OverrideError(f"no source named {override.path[1]!r}")
                 set_path(source, override, override.path[2:])
+                index = next(i for i, s in enumerate(data["sources"]) if s is source)
+                written[".".join([f"sources[{index}]", *override.path[2:]])] = text
             elif step is not None:
                 set_path(step, override, override.path[1:])
+                index = next(i for i, s in enumerate(data["steps"]) if s is step)
+                written[".".join([f"steps[{index}]", *override.path[1:]])] = text
             elif head in sections:
                 set_path(data, override)
+                written[".".join(override.path)] = text
             else:
                 steps = [s.get("id", s.get("op")) for s in data.get("steps") or [] if isinstance(s, dict)]
                 raise OverrideError(f"no step {head!r} in the recipe (steps: {', '.join(map(str, steps)) or 'none'}; "
@@ -315,6 +390,7 @@ def _apply_overrides(data: dict, overrides: Sequence[str], file: str) -> None:
             raise RecipeError([Problem(where, 0, str(error).removeprefix(f"{text!r}: "),
                                        "write --set STEP_ID.FIELD=VALUE (VALUE in YAML) with a step id or "
                                        "section of this recipe")]) from None
+    return written
 
 
 def _find_source(data: dict, name: str) -> dict | None:
@@ -463,14 +539,29 @@ def _check_source_kinds(model: RecipeSections, recipe_dir: Path, lines: _LineInd
         raise RecipeError(problems)
 
 
-def _check_trace_fields(sources: list[Source], recipe_dir: Path, lines: _LineIndex, file: str) -> None:
-    """A trace source's mapped fields are in its file (its first record is read)."""
-    from curate.sources.problems import resolve_path
+# Problem files up to this size are read by `validate` as the run reads them; larger ones
+# are left to the run (a validate should stay quick).
+_READ_AHEAD_BYTES = 64 << 20
+
+
+def _check_mapped_fields(sources: list[Source], recipe_dir: Path, lines: _LineIndex, file: str) -> None:
+    """A source's mapped fields are in its file, as the run requires: a problem file (up to
+    _READ_AHEAD_BYTES) is read as the run reads it, a trace file's first record is read."""
+    from curate.sources.problems import load_problems, resolve_path
 
     problems = []
     for index, source in enumerate(sources):
         path = resolve_path(source, recipe_dir)
-        if source.kind != "traces" or path is None:  # a Hub dataset: no file to read ahead
+        if path is None or not path.is_file():  # a Hub dataset, a folder, or missing (preflight names it)
+            continue
+        if source.kind != "traces":
+            if path.stat().st_size <= _READ_AHEAD_BYTES:
+                try:
+                    load_problems(source, recipe_dir)
+                except SourceError as error:
+                    problems.append(Problem(file, lines.line(("sources", index, "path")),
+                                            f"sources[{index}] ({source.name}): {error}",
+                                            "fix the source file, or the source's `fields:` / `format:`"))
             continue
         try:
             present = first_record_fields(source, path)

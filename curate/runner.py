@@ -15,6 +15,7 @@ import inspect
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from curate.core.rundir import (
     write_step_marker,
 )
 from curate.core.versions import package_versions
+from curate.errors import UserError
 from curate.preflight import output_dir_problems
 from curate.recipe import EvalSection, Recipe, RecipeError, Step, makes_traces
 from curate.schema import PROBLEM_COLUMNS
@@ -123,6 +125,8 @@ class _Run:
         self.attempt_clock = time.perf_counter()
         self.attempt_counts: Counter = Counter()  # finished steps of this attempt
         self.live_metrics: Counter = Counter()  # the step running now
+        self.counts_written = 0.0  # perf_counter of the last run.json write
+        self.steps_done = False  # output.parquet and rejections written
 
     def _update_attempt(self) -> None:
         counts = self.attempt_counts + Counter({k: v for k, v in self.live_metrics.items() if k in ATTEMPT_COUNTERS})
@@ -133,7 +137,8 @@ class _Run:
     def _end_attempt(self, status: str) -> None:
         self.attempt.status = status
         self.attempt.finished_at = _now()
-        self._write_manifest(finished=status == "done" and self.dir.output.exists())
+        # The steps' output stays finished when what follows them (publish, train) fails.
+        self._write_manifest(finished=(status == "done" or self.steps_done) and self.dir.output.exists())
 
     def _execute(self) -> RunResult:
         started = time.perf_counter()
@@ -149,10 +154,13 @@ class _Run:
         write_parquet(frame, output)
         self._write_rejections()
         self._write_manifest(finished=True)
+        self.steps_done = True
         result = RunResult(self.run_dir, output, self.records, time.perf_counter() - started)
         if self.recipe.publish is not None:
             from curate.publish import publish_run
 
+            if frame.height == 0:
+                raise nothing_to_publish(self.run_dir, self.records)
             result.published = publish_run(self.run_dir, self.recipe.publish)
         if self.recipe.train is not None:
             result.trained = self._train(self.recipe.train, result.published)
@@ -266,7 +274,8 @@ class _Run:
             progress.update(task, completed=max(frame.height, 1), description=f"{step.id} (cached)")
             return pl.read_parquet(step_dir / "output.parquet"), fingerprint
         started = time.perf_counter()
-        ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir)
+        ctx = StepContext(step_id=step.id, step_dir=step_dir, cache_dir=self.cache_dir,
+                          metrics=_LiveCounts(self._counts_changed))
         ctx.on_progress = lambda advance: progress.advance(task, advance)
         ctx.subtask = lambda label, total: _subtask(progress, label, total)
         self.attempt.steps_run.append(step.id)
@@ -329,6 +338,12 @@ class _Run:
         self.live_metrics = Counter()
         self._write_manifest(finished=False)
 
+    def _counts_changed(self) -> None:
+        """A request or token was counted: run.json follows, at most once per interval, so
+        an attempt killed mid-step has counted what it spent up to then."""
+        if time.perf_counter() - self.counts_written >= _COUNTS_INTERVAL_S:
+            self._write_manifest(finished=False)
+
     def _write_rejections(self) -> None:
         frames = [pl.read_parquet(self.run_dir / r.rejections) for r in self.records if r.rejections]
         frames = [f for f in frames if f.height]
@@ -340,6 +355,7 @@ class _Run:
 
     def _write_manifest(self, finished: bool) -> None:
         recipe = self.recipe
+        self.counts_written = time.perf_counter()
         self._update_attempt()
         attempts = [*self.previous, self.attempt]
         self.dir.write_manifest(RunManifest(
@@ -357,6 +373,34 @@ class _Run:
             attempts=attempts,
             totals=attempt_totals(attempts),
         ))
+
+
+def nothing_to_publish(run_dir: Path, steps: list[StepRecord]) -> UserError:
+    """The error for a run that finished with every row rejected: which steps rejected them."""
+    rejecting = [(step.id, sum(step.rejected.values()), max(step.rejected, key=step.rejected.__getitem__))
+                 for step in steps if step.rejected]
+    where = "; ".join(f"{step} rejected {count:,} (mostly {reason})" for step, count, reason in rejecting)
+    return UserError(str(run_dir), f"the run finished, but no row is left to publish ({where or 'no input rows'})",
+                     f"see why in {run_dir / 'rejections.parquet'} or `curate audit {run_dir}`, then loosen "
+                     "those steps; finished steps are reused")
+
+
+# How often, at most, a running step's request and token counts are written to run.json.
+_COUNTS_INTERVAL_S = 1.0
+
+
+class _LiveCounts(Counter):
+    """A step's metrics that call `on_count` whenever an attempt counter (requests, tokens,
+    cache hits) changes."""
+
+    def __init__(self, on_count: Callable[[], None]):
+        self.on_count = on_count
+        super().__init__()
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        if key in ATTEMPT_COUNTERS:
+            self.on_count()
 
 
 def _progress(console: Console) -> Progress:

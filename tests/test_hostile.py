@@ -132,7 +132,8 @@ CASES = [
          ["r.yaml (--set 'nosuchstep.n=3')", "no step 'nosuchstep'", "steps: sample"]),
     Case("set-unclosed-list", ["validate", "r.yaml", "--set", "sample.n=[1,"], 2, ["sample.n=[1,", "not usable YAML"]),
     Case("set-without-equals", ["validate", "r.yaml", "--set", "sample.n"], 2, ["'sample.n'", "expected STEP.FIELD"]),
-    Case("set-bad-value", ["validate", "r.yaml", "--set", "sample.n=lots"], 2, ["r.yaml:", "steps[0].n"]),
+    Case("set-bad-value", ["validate", "r.yaml", "--set", "sample.n=lots"], 2,
+         ["r.yaml (--set 'sample.n=lots'): steps[0].n", "fix the --set value"]),
     Case("set-alias-bomb", ["validate", "r.yaml", "--set", "sample.seed=" + "{a: &a [x,x,x,x,x,x,x,x,x,x], b: &b ["
                             + ",".join(["*a"] * 10) + "], c: &c [" + ",".join(["*b"] * 10) + "], d: &d ["
                             + ",".join(["*c"] * 10) + "], e: &e [" + ",".join(["*d"] * 10) + "], f: &f ["

@@ -134,3 +134,46 @@ def test_validate_catches_a_bad_eval_set_field_and_an_unknown_embedding_model(tm
     fine = HEADER + ("  - op: decontaminate\n    eval_sets: [aime24]\n    model: bundled:minilm-static\n"
                      "  - op: semantic_dedup\n    model: sentence-transformers/all-MiniLM-L6-v2\n")
     assert len(load_recipe(write_recipe(tmp_path, fine)).steps) == 2
+
+
+def test_a_misspelt_field_or_operator_gets_the_closest_name(tmp_path):
+    path = write_recipe(tmp_path, HEADER.replace("    path:", "    limt: 1\n    path:")
+                        + "  - op: sample\n    n: 2\n    sed: 1\n  - op: exact_dedpu\n")
+    [operator] = error_of(path)  # operators are checked first
+    assert "unknown operator 'exact_dedpu'; did you mean 'exact_dedup'?" in operator.message
+    path.write_text(path.read_text().replace("exact_dedpu", "exact_dedup"))
+    problems = {p.line: p.message for p in error_of(path)}
+    assert problems == {4: "sources[0].limt: unknown field 'limt'; did you mean 'limit'?",
+                        9: "steps[0].sed: unknown field 'sed'; did you mean 'seed'?"}
+
+
+def test_a_bad_set_value_is_reported_at_the_set_not_the_recipe_line(tmp_path):
+    path = write_recipe(tmp_path, HEADER + "  - op: sample\n    n: 1\n")
+    [bad_value, typo] = error_of(path, ["sample.n=lots", "sample.sede=2"])
+    assert (bad_value.file, bad_value.line) == (f"{path} (--set 'sample.n=lots')", 0)
+    assert bad_value.message.startswith("steps[0].n:") and bad_value.hint == "fix the --set value"
+    assert typo.file == f"{path} (--set 'sample.sede=2')" and "did you mean 'seed'?" in typo.message
+    path.write_text(path.read_text().replace("n: 1", "n: many"))  # a good --set leaves file errors at their line
+    [file_error] = error_of(path, ["sample.seed=2"])
+    assert (file_error.file, file_error.line) == (str(path), 7)
+
+
+def test_problems_found_after_parsing_are_reported_together(tmp_path):
+    import slow_ops  # noqa: F401 - registers drop_long, which reads `length`
+
+    path = write_recipe(tmp_path, HEADER + "  - op: drop_long\n    max_length: 3\n"
+                        "  - op: semantic_dedup\n    model: bundled:no-such-model\n")
+    problems = error_of(path)
+    assert len(problems) == 2, problems
+    assert "needs column(s) length" in problems[0].message
+    assert "no-such-model" in str(problems[1])
+
+
+def test_validate_refuses_a_problem_source_mapped_to_a_field_its_file_lacks(tmp_path):
+    path = write_recipe(tmp_path, HEADER.replace("    path: data/p.jsonl", "    path: data/p.jsonl\n"
+                                                 "    fields: {problem: question, answer: answer}")
+                        + "  - op: sample\n    n: 1\n")
+    [problem] = error_of(path)
+    assert problem.line == 4  # the source's path
+    assert "'question'" in problem.message and "missing" in problem.message
+    assert "problem, answer" in problem.message  # the fields the file has

@@ -53,7 +53,7 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
                  f"<h3>Token length distribution ({audit.length_column()})</h3>", _table(audit.lengths()),
                  _image(plots.get("agreement"), "teacher agreement"), _table(audit.agreement())),
         _section("Labels vs verify", _table(audit.label_agreement()),
-                 "<h3>Disagreements (first 50)</h3>", _table(audit.label_disagreements())),
+                 "<h3>Disagreements</h3>", _pages(audit.label_disagreements())),
         _section("Difficulty", _table(audit.bands()), _image(plots.get("pass_rate"), "pass rates")),
         _section("Pruning", _image(plots.get("pruning"), "tokens saved by pruning"), _table(audit.pruning())),
         _section("Dedup clusters", _table(audit.clusters()),
@@ -70,6 +70,8 @@ def render_report(audit: Audit, out_path: str | Path, *, samples_per_band: int =
         f"<h1>Audit: {html.escape(audit.title)}</h1>"
         f"<p class=\"meta\">{facts} · generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>"
         + (f"<div class=\"notes\"><b>Missing data</b><ul>{notes}</ul></div>" if notes else "")
+        + (f"<p class=\"meta\">Not in this recipe: {html.escape('; '.join(dict.fromkeys(audit.absent)))}</p>"
+           if audit.absent else "")
         + "".join(sections) + "</body></html>\n"
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,18 @@ def _table(frame: pl.DataFrame) -> str:
     hidden = frame.height - shown.height
     more = f"<p class=\"meta\">{hidden:,} more rows not shown.</p>" if hidden > 0 else ""
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+
+
+def _pages(frame: pl.DataFrame, size: int = _MAX_TABLE_ROWS // 4) -> str:
+    """Every row, in pages of `size` that open one at a time (the first is open)."""
+    if frame.height <= size:
+        return _table(frame)
+    pages = []
+    for start in range(0, frame.height, size):
+        end = min(start + size, frame.height)
+        pages.append(f"<details{' open' if start == 0 else ''}><summary>rows {start + 1:,}–{end:,} of "
+                     f"{frame.height:,}</summary>{_table(frame.slice(start, size))}</details>")
+    return "".join(pages)
 
 
 def _cell(value) -> str:

@@ -63,6 +63,8 @@ class Audit:
     run: RunManifest
     hesitation_markers: list[str] = field(default_factory=lambda: list(DEFAULT_HESITATION_MARKERS))
     notes: list[str] = field(default_factory=list)
+    # Tables left empty because the recipe has no step that makes their data (not a warning).
+    absent: list[str] = field(default_factory=list)
 
     # --- loading -----------------------------------------------------------------------
 
@@ -157,7 +159,7 @@ class Audit:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             names = ", ".join(repr(c) for c in missing)
-            self.notes.append(f"{table}: no column {names} in {self.path}; table is empty.")
+            self._note_missing(table, missing, f"{table}: no column {names} in {self.path}; table is empty.")
         return not missing
 
     # --- tables ---------------------------------------------------------------------------
@@ -307,16 +309,21 @@ class Audit:
         table = pl.concat([per_teacher, total.cast(per_teacher.schema)]) if labelled.height else per_teacher
         return table.with_columns(agreement=(pl.col("agree") / pl.col("traces")).round(4))
 
-    def label_disagreements(self, limit: int = 50) -> pl.DataFrame:
-        """The imported traces whose label and verify's verdict differ, to read by hand."""
+    def label_disagreements(self, limit: int | None = None) -> pl.DataFrame:
+        """Every imported trace whose label and verify's verdict differ (or the first
+        `limit`), to read by hand: where it came from (source, record when the import kept
+        it, trace_id), the problem, both verdicts and why verify decided as it did."""
         rows = self.rows("all")
         if "source_correct" not in rows.columns or "correct" not in rows.columns:
             return pl.DataFrame()
-        columns = [c for c in ("source", "teacher", "problem_id", "sample_index", "source_correct", "correct",
-                               "verify_status", "reference_answer", "extracted_answer", "finish_reason")
+        columns = [c for c in ("source", "source_record", "teacher", "problem_id", "trace_id", "sample_index",
+                               "source_correct", "correct", "verify_status", "verify_detail", "reference_answer",
+                               "extracted_answer", "finish_reason", "problem")
                    if c in rows.columns]
         differ = pl.col("source_correct").is_not_null() & ~pl.col("correct").eq_missing(pl.col("source_correct"))
-        return rows.filter(differ).sort("source", "teacher", "problem_id").select(columns).head(limit)
+        order = [c for c in ("source", "teacher", "problem_id", "sample_index") if c in rows.columns]
+        found = rows.filter(differ).sort(order, nulls_last=True, maintain_order=True).select(columns)
+        return found.head(limit) if limit is not None else found
 
     def judge(self) -> pl.DataFrame:
         """Verify's LLM judge against the rules, over every trace it was asked about:
@@ -344,8 +351,9 @@ class Audit:
                     .select("problem_id", rates=pl.col("teacher_pass_rates").str.json_decode(_TEACHER_PASS_RATES))
                     .explode("rates").unnest("rates").select("problem_id", "teacher", "pass_rate")
                     .drop_nulls("pass_rate"))
-        self.notes.append("agreement: needs 'correct' (verify) or 'teacher_pass_rates' (grade) with "
-                          "'problem_id'; table is empty.")
+        self._note_missing("agreement", ["correct", "teacher_pass_rates"],
+                           "agreement: needs 'correct' (verify) or 'teacher_pass_rates' (grade) with "
+                           "'problem_id'; table is empty.")
         return None
 
     def pruning(self) -> pl.DataFrame:
@@ -354,8 +362,9 @@ class Audit:
         frame = self.rows("kept")
         parts = [(after, before) for after, before in PRUNED_TOKENS if {after, before} <= set(frame.columns)]
         if "teacher" not in frame.columns or not parts:
-            self.notes.append(f"pruning: needs 'teacher' and a '*_tokens_before' column (written by prune_steps or "
-                              f"rewrite_traces) in {self.path}; table is empty.")
+            self._note_missing("pruning", [before for _, before in PRUNED_TOKENS],
+                               f"pruning: needs 'teacher' and a '*_tokens_before' column (written by prune_steps or "
+                               f"rewrite_traces) in {self.path}; table is empty.")
             return pl.DataFrame(schema={"teacher": pl.String, "pruned": pl.UInt32, "tokens_saved": pl.Int64})
         before = pl.sum_horizontal(pl.coalesce(b, a).cast(pl.Int64) for a, b in parts)
         after = pl.sum_horizontal(pl.col(a).cast(pl.Int64) for a, _ in parts)
@@ -448,6 +457,17 @@ class Audit:
                 for s in self.steps if any(m in s.metrics for m in _GUARD_METRICS)]
         schema = {"step": pl.String, "op": pl.String, **dict.fromkeys(_GUARD_METRICS, pl.Int64)}
         return pl.DataFrame(rows, schema=schema)
+
+    def _note_missing(self, table: str, columns: list[str], note: str) -> None:
+        """A table without its data: a note when a step of this run should have written one
+        of `columns`; when no step of the recipe makes them, only that it has no such step."""
+        from curate.catalogue import registry
+
+        makers = sorted(name for name, op in registry().items() if set(columns) & set(op.adds))
+        if makers and not set(makers) & {step.op for step in self.steps}:
+            self.absent.append(f"{table} (made by {', '.join(makers)})")
+        else:
+            self.notes.append(note)
 
     def _rejected_by(self, reasons: tuple[str, ...], table: str) -> pl.DataFrame | None:
         """Rejected rows with one of `reasons`, or from a step whose operator declares one."""

@@ -102,8 +102,9 @@ ATTEMPT_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "cache_hit
 class AttemptRecord(_Record):
     """One `curate run` on the run directory: a resumed run is a second attempt. Counters
     sum the step metrics of this attempt's own work (steps it ran, chunks it finished;
-    steps reused from disk count nothing). Written after every chunk and step and when
-    the attempt stops; an attempt left 'running' was killed (counted up to its last chunk)."""
+    steps reused from disk count nothing). Written after every chunk and step, at most once a
+    second while a step counts requests or tokens, and when the attempt stops; an attempt left
+    'running' was killed (counted up to its last write, about a second before the kill)."""
 
     started_at: str
     finished_at: str | None = None

@@ -183,8 +183,8 @@ def diff_versions(dataset_dir: Path, v1: str, v2: str, config: str = "default") 
     compares the columns both share. A version without the config counts as empty."""
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; known: {', '.join(CONFIGS)}")
-    old = _read_version_rows(Path(dataset_dir), v1, config)
-    new = _read_version_rows(Path(dataset_dir), v2, config)
+    old = read_version_rows(Path(dataset_dir), v1, config)
+    new = read_version_rows(Path(dataset_dir), v2, config)
     candidates = (CONFIGS[config][1],) if CONFIGS[config][1] else ("trace_id", "problem_id")
     key = next((k for k in candidates if k and k in old.columns and k in new.columns), None)
     if key is None:
@@ -271,7 +271,7 @@ def check_version(dataset_dir: Path, version: str, lineage: dict | None = None,
     from the sha256 lineage.json records, or lies in a config's folder unrecorded (datasets
     would load it: the card's `data_files` are globs)."""
     folder = Path(dataset_dir) / version
-    lineage = lineage if lineage is not None else _read_lineage(Path(dataset_dir), version)
+    lineage = lineage if lineage is not None else read_lineage(Path(dataset_dir), version)
     recorded = folder / LINEAGE_FILE
     for config in configs:
         files = _config_files(lineage, config)
@@ -315,12 +315,12 @@ def _config_files(lineage: dict, config: str) -> list[dict] | None:
 
 def has_config(dataset_dir: Path, version: str, config: str) -> bool:
     """Whether `version` has the named config (every version has 'default')."""
-    return config == "default" or config in (_read_lineage(Path(dataset_dir), version).get("configs") or {})
+    return config == "default" or config in (read_lineage(Path(dataset_dir), version).get("configs") or {})
 
 
-def _read_version_rows(dataset_dir: Path, version: str, config: str = "default") -> pl.DataFrame:
+def read_version_rows(dataset_dir: Path, version: str, config: str = "default") -> pl.DataFrame:
     folder = dataset_dir / version
-    lineage = _read_lineage(dataset_dir, version)
+    lineage = read_lineage(dataset_dir, version)
     files = _config_files(lineage, config)
     if files is None:  # an older version, or one whose run formed no pairs: nothing to match
         return pl.DataFrame(schema={CONFIGS[config][1] or "pair_id": pl.String})
@@ -328,7 +328,7 @@ def _read_version_rows(dataset_dir: Path, version: str, config: str = "default")
     return pl.concat([pl.read_parquet(folder / f["path"]) for f in files], how="vertical")
 
 
-def _read_lineage(dataset_dir: Path, version: str) -> dict:
+def read_lineage(dataset_dir: Path, version: str) -> dict:
     lineage_path = dataset_dir / version / LINEAGE_FILE
     if not lineage_path.is_file():
         known = ", ".join(_read_lineages(dataset_dir)) or "none"
