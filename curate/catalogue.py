@@ -26,6 +26,7 @@ import curate.prune.filters
 import curate.prune.process
 import curate.prune.rewrite
 import curate.prune.steps
+import curate.review.operators
 import curate.select.operators
 import curate.select.pairs
 import curate.verify.operators  # noqa: F401 - imported for their @register side effect

@@ -40,6 +40,7 @@ def describe(error: BaseException) -> tuple[int, list[str]]:
     from curate.core.yamlsafe import YamlInputError
     from curate.publish.versions import DamagedVersionError
     from curate.recipe import RecipeError
+    from curate.review.labelstudio import ReviewFileError
     from curate.sources.readers import SourceError
 
     if isinstance(error, UserError):
@@ -54,6 +55,7 @@ def describe(error: BaseException) -> tuple[int, list[str]]:
         (OverrideError, "write --set FIELD=VALUE, VALUE in YAML"),
         (YamlInputError, "fix the YAML"),
         (DamagedVersionError, "restore the file, or delete the version folder and publish the run again"),
+        (ReviewFileError, "export the Label Studio project as JSON (the tasks `curate review` wrote)"),
     )
     for kind, hint in hints:
         if isinstance(error, kind):

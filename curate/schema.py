@@ -127,6 +127,9 @@ STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
            nullable=True),
     Column("answer_tokens_before", pl.Int32(), "Prune: answer tokens before rewrite_traces (text: answer_text) "
            "shortened the solution (null = untouched).", nullable=True),
+    Column("review_verdict", pl.String(), "Human review (review_filter): the reviewer's verdict, correct, wrong or "
+           "unclear (null = not reviewed).", nullable=True),
+    Column("review_note", pl.String(), "Human review (review_filter): the reviewer's note, if any.", nullable=True),
 )
 
 TABLES: dict[str, tuple[Column, ...]] = {"problem": PROBLEM_COLUMNS, "trace": TRACE_COLUMNS}

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 CURATE = Path(__file__).resolve().parent.parent / "curate"
-STAGES = ("sources", "select", "dedup", "generate", "verify", "grade", "prune", "publish", "train")
+STAGES = ("sources", "select", "dedup", "generate", "verify", "grade", "prune", "publish", "review", "train")
 SHARED = ("curate.core", "curate.schema", "curate.text", "curate.answers", "curate.models",
           "curate.llm", "curate.passrate",
           # Reading data: one reader per format, also for decontamination eval sets.

@@ -165,4 +165,4 @@ def test_validate_command_checks_without_running(tmp_path):
     assert result.returncode == 0 and "slow_copy -> drop_long" in result.stdout
     assert not (tmp_path / "run").exists() and not log.exists()
     bad = run_cli("validate", recipe, "--set", "drop_long.max_length=long")
-    assert bad.returncode == 2 and f"{recipe}:11: steps[1].max_length" in bad.stderr
+    assert bad.returncode == 2 and f"{recipe} (--set 'drop_long.max_length=long'): steps[1].max_length" in bad.stderr
