@@ -111,7 +111,8 @@ def test_a_solution_redefining_the_prompts_helper_does_not_change_it_for_the_tes
 
 def test_a_function_named_like_a_builtin_is_still_tested_when_the_tests_call_nothing_else():
     """MBPP 126 asks for a `sum` (of common divisors): with no other function called, it is the one tested."""
-    code = "def sum(a, b):\n    return __builtins__['sum'](d for d in range(1, min(a, b)) if a % d == 0 and b % d == 0)\n"
+    code = ("import builtins\ndef sum(a, b):\n"
+            "    return builtins.sum(d for d in range(1, min(a, b)) if a % d == 0 and b % d == 0)\n")
     assert run_tests(code, "assert sum(10, 15) == 6\nassert sum(100, 150) == 93\n", None).status == "correct"
 
 

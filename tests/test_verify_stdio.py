@@ -32,12 +32,31 @@ printf("%.6f\\n", s); }
     ("0.3", "0.3001", False),
     ("1e9", "1000000000.5", True),  # relative
     ("100000000000000000000", "100000000000000000001", False),  # integers compare exactly
+    ("1000000", "1000000.5", False), ("100000000000000000001", "1e20", False),  # no tolerance for an integer
+    ("6", "6.000000", True), ("100000000000000000000", "1e20", True),  # only exactly its value
+    ("1000000.0", "1000000.5", True),  # a real number: within the relative tolerance
     ("YES", "yes", False),
     ("1 2", "1 2 3", False),
     ("nan", "nan", True), ("nan", "0", False), ("inf", "1e308", False),
 ])
 def test_tolerant_checker(expected, got, match):
     assert tokens_match(expected, got, 1e-6) is match
+
+
+@pytest.mark.parametrize("tag", ["cpp", "c++", "C++", "CPP", "cc", "cxx", ""])
+def test_a_cpp_block_is_found_under_each_alias(tag):
+    from curate.answers.extract import extract_code
+
+    text = f"Reasoning.\n```python\nprint(1)\n```\nFinal:\n```{tag}\n{CPP_SUM}```\n"
+    assert extract_code(text, "cpp") == (CPP_SUM, "code_block")
+    assert extract_code(text.replace("python", tag.upper() or "text"), "c++")[0] == CPP_SUM
+
+
+@pytest.mark.parametrize("tag", ["python", "py", "Python3", "PY"])
+def test_a_python_block_is_found_under_each_alias(tag):
+    from curate.answers.extract import extract_code
+
+    assert extract_code(f"```{tag}\nprint(1)\n```\n```cpp\nint main() {{}}\n```\n") == ("print(1)\n", "code_block")
 
 
 def test_tests_shapes():
@@ -113,14 +132,15 @@ def test_cpp_program_on_cases():
 def test_verify_operator_on_stdin_stdout_rows(tmp_path):
     tests = json.dumps({"cases": [{"input": c.input, "output": c.output} for c in CASES], "time_limit_s": 5})
     frame = pl.DataFrame({
-        "domain": ["code"] * 3, "problem": ["sum"] * 3, "reference_answer": pl.Series([None] * 3, dtype=pl.String),
-        "tests": [tests] * 3,
-        "answer_text": [f"```cpp\n{CPP_SUM}```", f"```cpp\n{CPP_SUM.replace('s += x', 's = x')}```", "```cpp\nx\n```"],
-        "completion": [""] * 3,
+        "domain": ["code"] * 4, "problem": ["sum"] * 4, "reference_answer": pl.Series([None] * 4, dtype=pl.String),
+        "tests": [tests] * 4,
+        "answer_text": [f"```cpp\n{CPP_SUM}```", f"```cpp\n{CPP_SUM.replace('s += x', 's = x')}```", "```cpp\nx\n```",
+                        f"Plan.\n```C++\n{CPP_SUM}```\nDone."],
+        "completion": [""] * 4,
     })
     ctx = StepContext(step_id="verify", step_dir=tmp_path, cache_dir=tmp_path / "cache")
     verified = Verify(Verify.Config(code_language="cpp")).apply(frame, ctx)
-    assert verified["verify_status"].to_list() == ["correct", "wrong", "wrong"]
+    assert verified["verify_status"].to_list() == ["correct", "wrong", "wrong", "correct"]
     assert json.loads(verified["verify_detail"][2])["message"].startswith("does not compile")
 
 

@@ -1,8 +1,9 @@
 """Competitive-programming tests: run a Python or C++ program on each case's stdin in a
 fresh box (`sandbox_box`) and compare its stdout with the expected output here, outside
 the box, with a tolerant checker: tokens split on white space; two tokens match when
-equal, or when both are numbers, at least one of them not an integer, within the float
-tolerance (absolute or relative). Integers compare exactly (no 10**20 + 1 == 10**20).
+equal, or when both are numbers, the expected one not an integer, within the float
+tolerance (absolute or relative). An expected integer matches only a number of exactly its
+value (6.000000 for 6; not 1000000.5 for 1000000, nor 1e20 for 10**20 + 1).
 
 A case passes, fails (other output, exit status not 0, output over the cap) or times out:
 its time limit is CPU seconds (RLIMIT_CPU, whole seconds, rounded up), so the machine's load
@@ -14,12 +15,14 @@ time limit; a program that does not compile is wrong.
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from curate.answers.extract import fence_tags
 from curate.answers.sandbox import SandboxResult
 from curate.answers.sandbox_box import (
     BOX_DIR,
@@ -32,7 +35,7 @@ from curate.answers.sandbox_box import (
     run_capped,
 )
 
-LANGUAGES = {"python": "main.py", "cpp": "main.cpp", "c++": "main.cpp"}
+LANGUAGES = {"python": "main.py", "cpp": "main.cpp"}  # and their aliases (`extract.fence_tags`)
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
@@ -60,8 +63,8 @@ def tokens_match(expected: str, got: str, tolerance: float) -> bool:
 def _token_match(want: str, have: str, tolerance: float) -> bool:
     if want == have:
         return True
-    if _INTEGER.fullmatch(want) and _INTEGER.fullmatch(have):
-        return False
+    if _INTEGER.fullmatch(want):  # exact: 6.000000 is 6, but 1000000.5 is not 1000000 nor 1e20 10**20 + 1
+        return _exact_number(have) == int(want)
     try:
         a, b = float(want), float(have)
     except ValueError:
@@ -69,11 +72,19 @@ def _token_match(want: str, have: str, tolerance: float) -> bool:
     return math.isfinite(a) and math.isfinite(b) and math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
 
 
+def _exact_number(token: str) -> decimal.Decimal | None:
+    try:
+        return decimal.Decimal(token)
+    except decimal.InvalidOperation:
+        return None
+
+
 def run_cases(code: str, language: str, cases: list[Case], limits: CaseLimits | None = None,
               isolation: Isolation = Isolation.BWRAP) -> SandboxResult:
     """Judge `code` on `cases` (module doc)."""
     require(isolation)
     limits = limits or CaseLimits()
+    language = next((name for name in LANGUAGES if language.lower() in fence_tags(name) - {""}), language)
     if language not in LANGUAGES:
         return SandboxResult("error", message=f"no stdin/stdout runner for language {language!r} "
                              f"(one of {', '.join(LANGUAGES)})", mode=isolation.value)
