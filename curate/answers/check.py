@@ -246,10 +246,8 @@ def _isolation(sandbox: str) -> Isolation:
     try:
         require(isolation)
     except IsolationUnavailable as error:
-        raise IsolationUnavailable(
-            f"verify: code rows need the bubblewrap sandbox, which this machine cannot give ({error}); install "
-            "bubblewrap (apt-get install bubblewrap) or, to run model code unisolated, set "
-            "`sandbox: unsafe-no-isolation` in the verify step") from None
+        raise IsolationUnavailable(  # curate.errors adds what to do: install bwrap or name the unsafe mode
+            f"verify: code rows need the bubblewrap sandbox, which this machine cannot give ({error})") from None
     return isolation
 
 
