@@ -170,6 +170,13 @@ def test_per_test_and_whole_program_cpu_limits_stop_a_long_loop():
     assert _run(CPU_1_5S, test_timeout_s=120, cpu_seconds=1).status == "timeout"
 
 
+def test_code_that_catches_the_cpu_timeout_is_stopped_at_the_next_one():
+    body = ("    while True:\n        try:\n            while True:\n                pass\n"
+            "        except BaseException:\n            pass")
+    result = _run(body, test_timeout_s=0.5, cpu_seconds=30)
+    assert result.status == "timeout", result
+
+
 def test_a_slow_machine_does_not_make_a_correct_solution_timeout():
     """A stalled machine, simulated by a solution that waits 1.5 s of wall clock with no CPU: the
     per-test limit (0.5 s) is CPU time, so it passes; wall clock was the limit before."""
