@@ -5,7 +5,8 @@ use it too, so a stage can check answers without importing another stage.
 
 Every row gets a `verify_status`; `correct` is null when the verifier could not decide (a
 math timeout, an unparsable answer, a missing reference), so grading never counts those as
-failures. Code that runs past its time limit counts as failed (HumanEval's convention).
+failures. Code that runs past its CPU-time limit counts as failed (HumanEval's convention);
+hitting the wall-clock backstop, which load can cause, leaves the row undecided.
 """
 
 from __future__ import annotations
