@@ -331,7 +331,7 @@ def run_test(name, nodes, namespace):
     except CpuTimeLimit as error:
         record(name, "timeout", str(error))
     except WallBackstop:
-        record(name, "backstop", "over %ss of wall clock, CPU time left (load, or code that waits)" % spec["test_wall_s"])
+        record(name, "backstop", "over %ss of wall clock, CPU time left (load?)" % spec["test_wall_s"])
     except Unsupported as error:
         record(name, "unsupported", str(error))
     except SolutionExited as error:
