@@ -109,6 +109,14 @@ def test_a_solution_redefining_the_prompts_helper_does_not_change_it_for_the_tes
     assert reference.status == "correct", reference
 
 
+def test_a_module_the_solution_imports_is_the_tests_own_copy():
+    """MBPP tests use `math` without importing it (its harness shares the solution's namespace):
+    the test box imports the real module, never the solution's `cmath as math`."""
+    test = "assert f(4) == math.sqrt(4)\n"
+    assert run_tests("import math\ndef f(x):\n    return math.sqrt(x)\n", test, None).status == "correct"
+    assert run_tests("import cmath as math\ndef f(x):\n    return 2\n", test, None).status == "wrong"
+
+
 def test_a_function_named_like_a_builtin_is_still_tested_when_the_tests_call_nothing_else():
     """MBPP 126 asks for a `sum` (of common divisors): with no other function called, it is the one tested."""
     code = ("import builtins\ndef sum(a, b):\n"

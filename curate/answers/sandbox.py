@@ -13,6 +13,8 @@ two pipes:
   problem's prompt (`prelude`: HumanEval's `poly`), which run in the test box as the
   problem wrote them. Without an entry point (MBPP) a function named like a builtin is
   proxied only when the tests call no other function of the solution (`sum` of task 126).
+  A module the tests use without importing (MBPP's `math`), imported by the solution under
+  its own name, is imported by the test box itself.
   The test box reports each assert's outcome on its stdout, which only curate reads.
 
 So the model's code never shares an interpreter, a process or a PID namespace with the
@@ -164,7 +166,8 @@ except CpuTimeout:
 except BaseException as error:
     send({"load_error": f"{type(error).__name__}: {error}"[:300]})
     raise SystemExit(1)
-send({"names": [n for n, v in namespace.items() if callable(v) and not inspect.ismodule(v) and not n.startswith("__")]})
+send({"names": [n for n, v in namespace.items() if callable(v) and not inspect.ismodule(v) and not n.startswith("__")],
+      "modules": [n for n, v in namespace.items() if inspect.ismodule(v) and v.__name__ == n]})
 for line in calls:
     call = json.loads(line)
     budgeted.used = 0.0
@@ -312,6 +315,17 @@ def prelude():
                 pass  # a prompt import this Python lacks: the solution may still not need it
     return namespace
 
+def shared_modules(wanted, modules):
+    """MBPP's tests use a module the solution imported (`math`, in one namespace in its harness):
+    the test box imports its own copy, and only under the module's own name (no `cmath as math`)."""
+    shared = {}
+    for name in wanted & modules:
+        try:
+            shared[name] = __import__(name)
+        except Exception:
+            pass  # not in this Python: the test fails on the name as it would anyway
+    return shared
+
 results = []
 def record(name, status, message=""):
     results.append({"name": name, "status": status, "message": message[:300]})
@@ -365,7 +379,8 @@ def hello():
         return "error: loading the solution: " + str(answer["load_error"])[:300]
     if not isinstance(answer.get("names"), list):
         return "error: loading the solution: it did not say which functions it defines"
-    return {str(name) for name in answer["names"]}
+    modules = answer.get("modules")
+    return {str(name) for name in answer["names"]}, {str(m) for m in modules} if isinstance(modules, list) else set()
 
 def main():
     try:
@@ -373,9 +388,10 @@ def main():
     except SyntaxError as error:
         return f"test program does not parse: {error}"
     setup, tests, check = split_tests(tree)
-    names = hello()
-    if isinstance(names, str):
-        return names
+    loaded = hello()
+    if isinstance(loaded, str):
+        return loaded
+    names, modules = loaded
     namespace = prelude()
     free = free_names(tree)
     entry = spec["entry_point"] or inferred_entry(tree, names, free)
@@ -383,6 +399,7 @@ def main():
     if entry in names:
         proxied.add(entry)
     namespace.update({name: proxy(name) for name in proxied})
+    namespace.update(shared_modules(free - set(namespace), modules))
     if check is not None and entry not in names:
         return f"error: the solution does not define {entry}"
     try:
