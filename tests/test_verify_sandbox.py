@@ -109,12 +109,12 @@ def test_a_solution_redefining_the_prompts_helper_does_not_change_it_for_the_tes
     assert reference.status == "correct", reference
 
 
-def test_a_module_the_solution_imports_is_the_tests_own_copy():
-    """MBPP tests use `math` without importing it (its harness shares the solution's namespace):
-    the test box imports the real module, never the solution's `cmath as math`."""
-    test = "assert f(4) == math.sqrt(4)\n"
-    assert run_tests("import math\ndef f(x):\n    return math.sqrt(x)\n", test, None).status == "correct"
-    assert run_tests("import cmath as math\ndef f(x):\n    return 2\n", test, None).status == "wrong"
+def test_a_standard_module_the_tests_use_without_importing_is_the_real_one():
+    """MBPP 98's test uses `math` (its `test_imports`, which the source leaves out) that the
+    solution never imports: the test box imports it, and never takes the solution's `cmath as math`."""
+    test = "assert math.isclose(f(4), math.sqrt(4))\n"
+    assert run_tests("def f(x):\n    return x ** 0.5\n", test, None).status == "correct"
+    assert run_tests("import cmath as math\ndef f(x):\n    return 3\n", test, None).status == "wrong"
 
 
 def test_a_function_named_like_a_builtin_is_still_tested_when_the_tests_call_nothing_else():

@@ -13,8 +13,8 @@ two pipes:
   problem's prompt (`prelude`: HumanEval's `poly`), which run in the test box as the
   problem wrote them. Without an entry point (MBPP) a function named like a builtin is
   proxied only when the tests call no other function of the solution (`sum` of task 126).
-  A module the tests use without importing (MBPP's `math`), imported by the solution under
-  its own name, is imported by the test box itself.
+  A standard module the tests use without importing (MBPP's `math`) is imported by the
+  test box itself.
   The test box reports each assert's outcome on its stdout, which only curate reads.
 
 So the model's code never shares an interpreter, a process or a PID namespace with the
@@ -166,8 +166,7 @@ except CpuTimeout:
 except BaseException as error:
     send({"load_error": f"{type(error).__name__}: {error}"[:300]})
     raise SystemExit(1)
-send({"names": [n for n, v in namespace.items() if callable(v) and not inspect.ismodule(v) and not n.startswith("__")],
-      "modules": [n for n, v in namespace.items() if inspect.ismodule(v) and v.__name__ == n]})
+send({"names": [n for n, v in namespace.items() if callable(v) and not inspect.ismodule(v) and not n.startswith("__")]})
 for line in calls:
     call = json.loads(line)
     budgeted.used = 0.0
@@ -315,16 +314,16 @@ def prelude():
                 pass  # a prompt import this Python lacks: the solution may still not need it
     return namespace
 
-def shared_modules(wanted, modules):
-    """MBPP's tests use a module the solution imported (`math`, in one namespace in its harness):
-    the test box imports its own copy, and only under the module's own name (no `cmath as math`)."""
-    shared = {}
-    for name in wanted & modules:
+def standard_modules(wanted):
+    """MBPP's tests use `math` without importing it (its `test_imports`, or the solution's own
+    import in a shared namespace): a standard module the tests name is imported here, the real one."""
+    modules = {}
+    for name in wanted & sys.stdlib_module_names:
         try:
-            shared[name] = __import__(name)
+            modules[name] = __import__(name)
         except Exception:
-            pass  # not in this Python: the test fails on the name as it would anyway
-    return shared
+            pass  # not built into this Python: the test fails on the name as it would anyway
+    return modules
 
 results = []
 def record(name, status, message=""):
@@ -379,8 +378,7 @@ def hello():
         return "error: loading the solution: " + str(answer["load_error"])[:300]
     if not isinstance(answer.get("names"), list):
         return "error: loading the solution: it did not say which functions it defines"
-    modules = answer.get("modules")
-    return {str(name) for name in answer["names"]}, {str(m) for m in modules} if isinstance(modules, list) else set()
+    return {str(name) for name in answer["names"]}
 
 def main():
     try:
@@ -388,10 +386,9 @@ def main():
     except SyntaxError as error:
         return f"test program does not parse: {error}"
     setup, tests, check = split_tests(tree)
-    loaded = hello()
-    if isinstance(loaded, str):
-        return loaded
-    names, modules = loaded
+    names = hello()
+    if isinstance(names, str):
+        return names
     namespace = prelude()
     free = free_names(tree)
     entry = spec["entry_point"] or inferred_entry(tree, names, free)
@@ -399,7 +396,7 @@ def main():
     if entry in names:
         proxied.add(entry)
     namespace.update({name: proxy(name) for name in proxied})
-    namespace.update(shared_modules(free - set(namespace), modules))
+    namespace.update(standard_modules(free - set(namespace)))
     if check is not None and entry not in names:
         return f"error: the solution does not define {entry}"
     try:
