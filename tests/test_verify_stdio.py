@@ -95,9 +95,18 @@ def test_per_case_time_limit_is_cpu_time():
 
 
 @needs_bwrap
-def test_a_program_that_waits_is_stopped_by_the_wall_clock():
-    result = run_cases("import time\ntime.sleep(60)", "python", CASES, CaseLimits(time_limit_s=1.0))
-    assert result.status == "timeout" and result.message == "over 3.0s of wall clock"
+def test_a_slow_machine_does_not_make_a_correct_case_timeout():
+    """A stalled machine, simulated by a program that waits 3.5 s of wall clock with no CPU: over
+    the 1 s CPU limit's old wall clock (3 s), within its backstop (8 s)."""
+    waits = "import time\ntime.sleep(3.5)\n" + PYTHON_SUM
+    assert run_cases(waits, "python", CASES[:1], CaseLimits(time_limit_s=1.0)).status == "correct"
+
+
+@needs_bwrap
+def test_a_program_that_waits_is_stopped_by_the_wall_clock_and_undecided():
+    """Waiting and a starved machine cannot be told apart: undecided, never a timeout verdict."""
+    result = run_cases("import time\ntime.sleep(60)", "python", CASES, CaseLimits(time_limit_s=1.0, backstop_factor=1))
+    assert result.status == "error" and result.message == "over 2.0s of wall clock", result
 
 
 @needs_bwrap

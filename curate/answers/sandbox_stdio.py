@@ -7,8 +7,9 @@ value (6.000000 for 6; not 1000000.5 for 1000000, nor 1e20 for 10**20 + 1).
 
 A case passes, fails (other output, exit status not 0, output over the cap) or times out:
 its time limit is CPU seconds (RLIMIT_CPU, whole seconds, rounded up), so the machine's load
-does not change a verdict; a program that waits without computing is stopped at twice the
-limit plus a second of wall clock (the box's start included). Judging stops at the first
+does not change a verdict; a program that waits without computing is stopped by a wall-clock
+backstop, 4 x (the limit + 1 s for the box's start), and the row is undecided (`error`): load
+and waiting cannot be told apart. Judging stops at the first
 case that does not pass, as judges do. C++ is compiled by g++ inside a box of its own, under a
 time limit; a program that does not compile is wrong.
 """
@@ -46,6 +47,7 @@ class CaseLimits:
     output_bytes: int = 16 << 20
     float_tolerance: float = 1e-6
     compile_timeout_s: float = 60.0
+    backstop_factor: float = 4.0  # wall clock per case: this times (the time limit + 1 s for the box's start)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def _judge(program: list[str], box_dir: Path, cases: list[Case], limits: CaseLim
     cpu_seconds = math.ceil(limits.time_limit_s)
     command = box_command(program, BoxLimits(memory_bytes=limits.memory_bytes, cpu_seconds=cpu_seconds),
                           isolation, box_dir)
-    wall_s = 2 * limits.time_limit_s + 1
+    wall_s = limits.backstop_factor * (limits.time_limit_s + 1)
     results = []
     for index, case in enumerate(cases):
         run = run_capped(command, case.input.encode(), wall_s, limits.output_bytes)
@@ -138,7 +140,7 @@ def _judge(program: list[str], box_dir: Path, cases: list[Case], limits: CaseLim
         if run.over_cap:
             results.append({"name": name, "status": "fail", "message": f"output over {limits.output_bytes} bytes"})
         elif run.timed_out:
-            results.append({"name": name, "status": "timeout", "message": f"over {wall_s}s of wall clock"})
+            results.append({"name": name, "status": "backstop", "message": f"over {wall_s}s of wall clock"})
         elif run.returncode in CPU_KILLS:
             results.append({"name": name, "status": "timeout", "message": f"over {cpu_seconds} CPU seconds"})
         elif run.returncode != 0:
@@ -150,5 +152,6 @@ def _judge(program: list[str], box_dir: Path, cases: list[Case], limits: CaseLim
             continue
         break
     statuses = {r["status"] for r in results}
-    status = "correct" if statuses == {"pass"} else "timeout" if "timeout" in statuses else "wrong"
+    status = ("correct" if statuses == {"pass"} else "timeout" if "timeout" in statuses
+              else "error" if "backstop" in statuses else "wrong")
     return SandboxResult(status, results, "" if status == "correct" else results[-1]["message"], isolation.value)
