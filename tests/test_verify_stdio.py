@@ -88,7 +88,7 @@ def test_python_program_on_cases():
 def test_per_case_time_limit_is_cpu_time():
     slow = ("import time\nn = int(input())\nif n == 2:\n    while time.process_time() < 2.5:\n        pass\n"
             + PYTHON_SUM.split("\n", 1)[1])
-    result = run_cases(slow, "python", CASES, CaseLimits(time_limit_s=1.0))
+    result = run_cases(slow, "python", CASES, CaseLimits(time_limit_s=1.0, backstop_factor=30))
     assert result.status == "timeout" and [t["status"] for t in result.tests] == ["pass", "timeout"]
     assert result.message == "over 1 CPU seconds"
     assert run_cases(slow, "python", CASES, CaseLimits(time_limit_s=10.0)).status == "correct"  # the control
@@ -133,7 +133,7 @@ def test_cpp_program_on_cases():
     broken = run_cases("int main() { return }", "cpp", CASES)
     assert broken.status == "wrong" and broken.message.startswith("does not compile")
     spin = CPP_SUM.replace("int main() {", "int main() { for (volatile long i = 0;; i++); ")
-    assert run_cases(spin, "cpp", CASES, CaseLimits(time_limit_s=1.0)).status == "timeout"
+    assert run_cases(spin, "cpp", CASES, CaseLimits(time_limit_s=1.0, backstop_factor=30)).status == "timeout"
 
 
 @needs_bwrap
