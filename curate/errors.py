@@ -34,6 +34,7 @@ def describe(error: BaseException) -> tuple[int, list[str]]:
     """(exit code, lines without the `error ` prefix) for an exception that reached the CLI."""
     from pydantic import ValidationError
 
+    from curate.answers.sandbox_box import IsolationUnavailable
     from curate.audit import AuditError
     from curate.core.overrides import OverrideError
     from curate.core.rundir import RunDirError
@@ -56,6 +57,8 @@ def describe(error: BaseException) -> tuple[int, list[str]]:
         (YamlInputError, "fix the YAML"),
         (DamagedVersionError, "restore the file, or delete the version folder and publish the run again"),
         (ReviewFileError, "export the Label Studio project as JSON (the tasks `curate review` wrote)"),
+        (IsolationUnavailable, "install bubblewrap (apt-get install bubblewrap), or set `sandbox: "
+                               "unsafe-no-isolation` in the verify config to run model code unisolated"),
     )
     for kind, hint in hints:
         if isinstance(error, kind):

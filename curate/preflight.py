@@ -54,10 +54,34 @@ def check_recipe(recipe: Recipe, output_dir: Path | None = None, cache_dir: Path
     for step in recipe.steps:
         for where, backend, model, options in _models(step.operator.config, f"step {step.id!r}"):
             _check_model(report, file, step.line, where, backend, model, options, reach)
+    _check_code_sandbox(report, recipe)
     if recipe.train is not None and recipe.train.student:
         _check_model(report, file, recipe.line("train", "student"), "train.student", "transformers",
                      recipe.train.student, {}, reach)
     return report
+
+
+def _check_code_sandbox(report: Preflight, recipe: Recipe) -> None:
+    """Code rows are run in bubblewrap boxes: a machine that cannot build one fails here, before
+    any generation, not at the verify step (a step's own `verify:` counts, as in adaptive_generate)."""
+    from curate.answers.check import VerifyConfig
+    from curate.answers.sandbox_box import Isolation, IsolationUnavailable, require
+
+    if not any(source.domain == "code" for _, source in _sources(recipe)):
+        return
+    held_out = [("eval", recipe.line("eval"), recipe.eval)] if recipe.eval is not None else []
+    for where, line, config in [*((f"step {s.id!r}", s.line, s.operator.config) for s in recipe.steps), *held_out]:
+        verify = config if isinstance(config, VerifyConfig) else getattr(config, "verify", None)
+        if isinstance(verify, VerifyConfig) and verify.sandbox == Isolation.BWRAP:
+            try:
+                require(Isolation.BWRAP)
+            except IsolationUnavailable as error:
+                report.problems.append(Problem(str(recipe.path), line, f"{where}: code rows need the bubblewrap "
+                                               f"sandbox, which this machine cannot give ({error})",
+                                               "install it (apt-get install bubblewrap), or set `sandbox: "
+                                               "unsafe-no-isolation` in the verify config to run model code "
+                                               "unisolated"))
+            return
 
 
 def _sources(recipe: Recipe):

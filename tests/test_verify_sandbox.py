@@ -79,21 +79,129 @@ def test_a_test_passing_what_cannot_cross_is_undecided_not_wrong():
     assert result.status == "error" and result.tests[0]["status"] == "unsupported"
 
 
+# --- What the tests call: only the solution's own functions are proxied ---------------------
+
+VALUES = {p["source"]: p for p in map(json.loads, (FIXTURES / "code_values.jsonl").read_text().splitlines())}
+MAD_TEST = ("def check(candidate):\n    assert abs(candidate([1.0, 2.0, 3.0]) - 2.0/3.0) < 1e-6\n"
+            "    assert abs(candidate([1.0, 2.0, 3.0, 4.0]) - 1.0) < 1e-6\n")
+
+
+@pytest.mark.parametrize("code, test, entry_point", [
+    ("def mean_absolute_deviation(n):\n    return 42.0\ndef abs(x):\n    return 0\n", MAD_TEST,
+     "mean_absolute_deviation"),
+    ("def f(x):\n    return None\ndef sorted(x):\n    return [1, 2]\ndef len(x):\n    return 2\n",
+     "assert sorted(f([2, 1])) == [1, 2]\nassert len(f('ab')) == 2\n", None),
+], ids=["abs_humaneval", "sorted_len_mbpp"])
+def test_a_solution_defining_a_builtin_does_not_change_it_for_the_tests(code, test, entry_point):
+    result = run_tests(code, test, entry_point)
+    assert result.status == "wrong", result
+
+
+def test_a_solution_redefining_the_prompts_helper_does_not_change_it_for_the_tests():
+    """HumanEval/32 checks find_zero with the prompt's `poly`: a solution's `poly` returning 0
+    would pass any find_zero. The prompt's helpers run with the tests."""
+    problem = VALUES["humaneval/32"]
+    tests = json.loads(problem["tests"])
+    forged = problem["problem"] + "    return 0.0\ndef poly(xs, x):\n    return 0\n"
+    result = run_tests(forged, tests["test"], tests["entry_point"], prelude=problem["problem"])
+    assert result.status == "wrong", result
+    reference = run_tests(problem["solution"], tests["test"], tests["entry_point"], prelude=problem["problem"])
+    assert reference.status == "correct", reference
+
+
+def test_a_standard_module_the_tests_use_without_importing_is_the_real_one():
+    """MBPP 98's test uses `math` (its `test_imports`, which the source leaves out) that the
+    solution never imports: the test box imports it, and never takes the solution's `cmath as math`."""
+    test = "assert math.isclose(f(4), math.sqrt(4))\n"
+    assert run_tests("def f(x):\n    return x ** 0.5\n", test, None).status == "correct"
+    assert run_tests("import cmath as math\ndef f(x):\n    return 3\n", test, None).status == "wrong"
+
+
+def test_a_function_named_like_a_builtin_is_still_tested_when_the_tests_call_nothing_else():
+    """MBPP 126 asks for a `sum` (of common divisors): with no other function called, it is the one tested."""
+    code = ("import builtins\ndef sum(a, b):\n"
+            "    return builtins.sum(d for d in range(1, min(a, b)) if a % d == 0 and b % d == 0)\n")
+    assert run_tests(code, "assert sum(10, 15) == 6\nassert sum(100, 150) == 93\n", None).status == "correct"
+
+
+# --- Values that cross as their base type, and those that cannot cross ---------------------
+
+def test_a_counter_crosses_as_a_dict():
+    problem = VALUES["mbpp/88"]
+    result = run_tests(problem["solution"], json.loads(problem["tests"])["test"], None)
+    assert result.status == "correct", result
+    code = ("import collections\nPoint = collections.namedtuple('Point', 'x y')\n"
+            "def f():\n    return collections.defaultdict(int, a=1), collections.OrderedDict(b=2), Point(1, 2)\n")
+    assert run_tests(code, "assert f() == ({'a': 1}, {'b': 2}, (1, 2))\n", None).status == "correct"
+
+
+def test_a_class_of_the_solution_the_tests_build_leaves_the_row_undecided():
+    """MBPP 601's tests build the solution's `Pair`: its objects cannot cross, so no verdict."""
+    problem = VALUES["mbpp/601"]
+    result = run_tests(problem["solution"], json.loads(problem["tests"])["test"], None)
+    assert result.status == "error" and result.tests[0]["status"] == "unsupported", result
+
+
+def test_an_integer_of_any_size_crosses():
+    code = "import math\ndef f(n):\n    return math.factorial(n)\n"
+    test = "import math\nassert f(1800) == math.factorial(1800)\nassert f(1800) != math.factorial(1799)\n"
+    assert run_tests(code, test, None).status == "correct"
+
+
+# --- A box that does not start is not the solution's fault ----------------------------------
+
+def test_a_solution_box_that_fails_to_start_leaves_the_row_undecided(monkeypatch):
+    """bwrap failing to set up the solution's box (simulated: a bind of a missing path)."""
+    from curate.answers import sandbox
+
+    def failing(argv, *args, **kwargs):
+        command = sandbox_box.box_command(argv, *args, **kwargs)
+        if sandbox._SOLUTION_HARNESS in argv:
+            command[1:1] = ["--ro-bind", "/nonexistent-curate-test", "/nonexistent"]
+        return command
+
+    monkeypatch.setattr(sandbox, "box_command", failing)
+    result = run_tests("def f():\n    return 1\n", "assert f() == 1\n", None)
+    assert result.status == "error", result
+    assert "did not start" in result.message or "exited before" in result.message
+    assert "nonexistent-curate-test" in result.message
+
+
 # CPU time, not wall time: on a loaded machine 3 s of wall clock can be well under 1 s of CPU
 CPU_1_5S = "    import time\n    while time.process_time() < 1.5:\n        pass\n    return 1"
 LOOP_3S = "    import time\n    end = time.time() + 3\n    while time.time() < end:\n        pass\n    return 1"
+SLEEP = "    import time\n    time.sleep({})\n    return 1"
 
 
-def test_per_test_wall_and_cpu_timeouts_stop_a_long_loop():
-    assert _run(LOOP_3S, test_timeout_s=0.5).status == "timeout"
-    wall = _run(LOOP_3S, test_timeout_s=30, wall_timeout_s=1.0)
-    assert wall.status == "timeout" and "wall time" in wall.message
-    assert _run(CPU_1_5S, test_timeout_s=120, wall_timeout_s=120, cpu_seconds=1).status == "timeout"
+def test_per_test_and_whole_program_cpu_limits_stop_a_long_loop():
+    # a generous backstop: on a loaded machine the CPU seconds may take many more of wall clock
+    assert _run(CPU_1_5S, test_timeout_s=0.5, backstop_factor=30).status == "timeout"
+    assert _run(CPU_1_5S, test_timeout_s=120, cpu_seconds=1, backstop_factor=30).status == "timeout"
+
+
+def test_code_that_catches_the_cpu_timeout_is_stopped_at_the_next_one():
+    body = ("    while True:\n        try:\n            while True:\n                pass\n"
+            "        except BaseException:\n            pass")
+    result = _run(body, test_timeout_s=0.5, cpu_seconds=30, backstop_factor=30)
+    assert result.status == "timeout", result
+
+
+def test_a_slow_machine_does_not_make_a_correct_solution_timeout():
+    """A stalled machine, simulated by a solution that waits 1.5 s of wall clock with no CPU: the
+    per-test limit (0.5 s) is CPU time, so it passes; wall clock was the limit before."""
+    assert _run(SLEEP.format(1.5), test_timeout_s=0.5).status == "correct"
+
+
+def test_the_wall_clock_backstop_leaves_the_row_undecided():
+    result = _run(SLEEP.format(30), test_timeout_s=0.5, backstop_factor=1)
+    assert result.status == "error" and result.tests[0]["status"] == "backstop", result
+    whole = _run(SLEEP.format(30), test_timeout_s=30, cpu_seconds=1, backstop_factor=1)
+    assert whole.status == "error" and "whole program" in whole.message, whole
 
 
 def test_the_same_loops_finish_without_the_timeouts():
-    assert _run(LOOP_3S, test_timeout_s=30, wall_timeout_s=30).status == "correct"
-    assert _run(CPU_1_5S, test_timeout_s=120, wall_timeout_s=120, cpu_seconds=10).status == "correct"
+    assert _run(LOOP_3S, test_timeout_s=30).status == "correct"
+    assert _run(CPU_1_5S, test_timeout_s=120, cpu_seconds=10).status == "correct"
 
 
 # --- Forged verdicts: the model's code cannot decide pass or fail ---------------------------
@@ -125,7 +233,8 @@ def test_forged_verdicts_are_wrong(attack, isolation):
     if attack == "kill_everything" and isolation is UNSAFE:
         pytest.skip("without isolation it would kill this test run")
     result = run_tests(code, FORGED_TEST, None, isolation=isolation)
-    assert result.status in ("wrong", "timeout"), result
+    # an object of the solution's class cannot cross: undecided (never correct), as for any object
+    assert result.status in (("error",) if attack == "always_equal" else ("wrong", "timeout")), result
     assert not any(t["status"] == "pass" for t in result.tests)
 
 
@@ -371,14 +480,14 @@ def test_a_flood_on_stdout_does_not_reach_curate():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     body = ("    import sys\n    chunk = 'x' * (1 << 20)\n"
             "    for _ in range(1500):\n        sys.stdout.write(chunk)\n    return 1")
-    result = _run(body, wall_timeout_s=60, test_timeout_s=60)
+    result = _run(body, test_timeout_s=60)
     assert result.status == "correct"
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
 
 
 def test_a_huge_return_value_is_wrong_not_buffered():
     result = _run("    return 'x' * (16 << 20)", test="assert f() == 'x'\n", max_answer_bytes=1 << 20,
-                  test_timeout_s=60, wall_timeout_s=60)
+                  test_timeout_s=60)
     assert result.status == "wrong" and "over 1048576 bytes" in result.tests[0]["message"]
 
 

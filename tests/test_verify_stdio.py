@@ -32,12 +32,31 @@ printf("%.6f\\n", s); }
     ("0.3", "0.3001", False),
     ("1e9", "1000000000.5", True),  # relative
     ("100000000000000000000", "100000000000000000001", False),  # integers compare exactly
+    ("1000000", "1000000.5", False), ("100000000000000000001", "1e20", False),  # no tolerance for an integer
+    ("6", "6.000000", True), ("100000000000000000000", "1e20", True),  # only exactly its value
+    ("1000000.0", "1000000.5", True),  # a real number: within the relative tolerance
     ("YES", "yes", False),
     ("1 2", "1 2 3", False),
     ("nan", "nan", True), ("nan", "0", False), ("inf", "1e308", False),
 ])
 def test_tolerant_checker(expected, got, match):
     assert tokens_match(expected, got, 1e-6) is match
+
+
+@pytest.mark.parametrize("tag", ["cpp", "c++", "C++", "CPP", "cc", "cxx", ""])
+def test_a_cpp_block_is_found_under_each_alias(tag):
+    from curate.answers.extract import extract_code
+
+    text = f"Reasoning.\n```python\nprint(1)\n```\nFinal:\n```{tag}\n{CPP_SUM}```\n"
+    assert extract_code(text, "cpp") == (CPP_SUM, "code_block")
+    assert extract_code(text.replace("python", tag.upper() or "text"), "c++")[0] == CPP_SUM
+
+
+@pytest.mark.parametrize("tag", ["python", "py", "Python3", "PY"])
+def test_a_python_block_is_found_under_each_alias(tag):
+    from curate.answers.extract import extract_code
+
+    assert extract_code(f"```{tag}\nprint(1)\n```\n```cpp\nint main() {{}}\n```\n") == ("print(1)\n", "code_block")
 
 
 def test_tests_shapes():
@@ -69,16 +88,25 @@ def test_python_program_on_cases():
 def test_per_case_time_limit_is_cpu_time():
     slow = ("import time\nn = int(input())\nif n == 2:\n    while time.process_time() < 2.5:\n        pass\n"
             + PYTHON_SUM.split("\n", 1)[1])
-    result = run_cases(slow, "python", CASES, CaseLimits(time_limit_s=1.0))
+    result = run_cases(slow, "python", CASES, CaseLimits(time_limit_s=1.0, backstop_factor=30))
     assert result.status == "timeout" and [t["status"] for t in result.tests] == ["pass", "timeout"]
     assert result.message == "over 1 CPU seconds"
     assert run_cases(slow, "python", CASES, CaseLimits(time_limit_s=10.0)).status == "correct"  # the control
 
 
 @needs_bwrap
-def test_a_program_that_waits_is_stopped_by_the_wall_clock():
-    result = run_cases("import time\ntime.sleep(60)", "python", CASES, CaseLimits(time_limit_s=1.0))
-    assert result.status == "timeout" and result.message == "over 3.0s of wall clock"
+def test_a_slow_machine_does_not_make_a_correct_case_timeout():
+    """A stalled machine, simulated by a program that waits 3.5 s of wall clock with no CPU: over
+    the 1 s CPU limit's old wall clock (3 s), within its backstop (8 s)."""
+    waits = "import time\ntime.sleep(3.5)\n" + PYTHON_SUM
+    assert run_cases(waits, "python", CASES[:1], CaseLimits(time_limit_s=1.0)).status == "correct"
+
+
+@needs_bwrap
+def test_a_program_that_waits_is_stopped_by_the_wall_clock_and_undecided():
+    """Waiting and a starved machine cannot be told apart: undecided, never a timeout verdict."""
+    result = run_cases("import time\ntime.sleep(60)", "python", CASES, CaseLimits(time_limit_s=1.0, backstop_factor=1))
+    assert result.status == "error" and result.message == "over 2.0s of wall clock", result
 
 
 @needs_bwrap
@@ -105,7 +133,7 @@ def test_cpp_program_on_cases():
     broken = run_cases("int main() { return }", "cpp", CASES)
     assert broken.status == "wrong" and broken.message.startswith("does not compile")
     spin = CPP_SUM.replace("int main() {", "int main() { for (volatile long i = 0;; i++); ")
-    assert run_cases(spin, "cpp", CASES, CaseLimits(time_limit_s=1.0)).status == "timeout"
+    assert run_cases(spin, "cpp", CASES, CaseLimits(time_limit_s=1.0, backstop_factor=30)).status == "timeout"
 
 
 @needs_bwrap
@@ -113,14 +141,15 @@ def test_cpp_program_on_cases():
 def test_verify_operator_on_stdin_stdout_rows(tmp_path):
     tests = json.dumps({"cases": [{"input": c.input, "output": c.output} for c in CASES], "time_limit_s": 5})
     frame = pl.DataFrame({
-        "domain": ["code"] * 3, "problem": ["sum"] * 3, "reference_answer": pl.Series([None] * 3, dtype=pl.String),
-        "tests": [tests] * 3,
-        "answer_text": [f"```cpp\n{CPP_SUM}```", f"```cpp\n{CPP_SUM.replace('s += x', 's = x')}```", "```cpp\nx\n```"],
-        "completion": [""] * 3,
+        "domain": ["code"] * 4, "problem": ["sum"] * 4, "reference_answer": pl.Series([None] * 4, dtype=pl.String),
+        "tests": [tests] * 4,
+        "answer_text": [f"```cpp\n{CPP_SUM}```", f"```cpp\n{CPP_SUM.replace('s += x', 's = x')}```", "```cpp\nx\n```",
+                        f"Plan.\n```C++\n{CPP_SUM}```\nDone."],
+        "completion": [""] * 4,
     })
     ctx = StepContext(step_id="verify", step_dir=tmp_path, cache_dir=tmp_path / "cache")
     verified = Verify(Verify.Config(code_language="cpp")).apply(frame, ctx)
-    assert verified["verify_status"].to_list() == ["correct", "wrong", "wrong"]
+    assert verified["verify_status"].to_list() == ["correct", "wrong", "wrong", "correct"]
     assert json.loads(verified["verify_detail"][2])["message"].startswith("does not compile")
 
 

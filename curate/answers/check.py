@@ -5,20 +5,22 @@ use it too, so a stage can check answers without importing another stage.
 
 Every row gets a `verify_status`; `correct` is null when the verifier could not decide (a
 math timeout, an unparsable answer, a missing reference), so grading never counts those as
-failures. Code that runs past its time limit counts as failed (HumanEval's convention).
+failures. Code that runs past its CPU-time limit counts as failed (HumanEval's convention);
+hitting the wall-clock backstop, which load can cause, leaves the row undecided.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate.answers.cache import VerdictCache
 from curate.answers.extract import DEFAULT_METHODS, ExtractionMethod, answer_extractor, extract_code
@@ -67,8 +69,10 @@ class VerifyConfig(OperatorConfig):
     )
     code_language: str = Field(
         "python", description="Code: language of the fenced block to run: python, or cpp (stdin/stdout cases only).")
-    code_timeout_s: float = Field(10.0, gt=0, description="Code: wall-clock seconds for one program and its tests.")
-    test_timeout_s: float = Field(3.0, gt=0, description="Code: seconds allowed per test assertion.")
+    code_timeout_s: float = Field(
+        10.0, gt=0, description="Code: CPU seconds for one program and its tests (wall clock is only a backstop, "
+        "4x this: its hit, which load can cause, leaves the row undecided).")
+    test_timeout_s: float = Field(3.0, gt=0, description="Code: CPU seconds allowed per test assertion.")
     case_timeout_s: float = Field(
         2.0, gt=0, description="Code: seconds per stdin/stdout case when the tests give no time_limit_s.")
     float_tolerance: float = Field(
@@ -81,6 +85,15 @@ class VerifyConfig(OperatorConfig):
         "refuses to run where bwrap cannot; unsafe-no-isolation runs it with resource limits only (it can "
         "read this machine's files and environment, signal curate, use the network).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_isolate(cls, data: object) -> object:
+        """Recipes written before the bubblewrap sandbox say `isolate:`; point them to `sandbox:`."""
+        if isinstance(data, dict) and "isolate" in data:
+            raise ValueError("`isolate:` is now `sandbox:`: write `sandbox: bwrap` (the default) or "
+                             "`sandbox: unsafe-no-isolation`")
+        return data
 
 
 def checked_columns(config: VerifyConfig) -> set[str]:
@@ -216,9 +229,9 @@ class AnswerChecker:
             # Completion-style answers continue the prompt's signature instead of repeating it.
             if tests.entry_point and f"def {tests.entry_point}" not in code:
                 code = (row.get("problem") or "") + code
-            limits = SandboxLimits(wall_timeout_s=config.code_timeout_s, test_timeout_s=config.test_timeout_s,
-                                   cpu_seconds=int(config.code_timeout_s) + 1, memory_bytes=config.code_memory_mb << 20)
-            result = run_tests(code, tests.test, tests.entry_point, limits, isolation)
+            limits = SandboxLimits(test_timeout_s=config.test_timeout_s, cpu_seconds=math.ceil(config.code_timeout_s),
+                                   memory_bytes=config.code_memory_mb << 20)
+            result = run_tests(code, tests.test, tests.entry_point, limits, isolation, prelude=row.get("problem"))
         detail = {"tests": result.tests, "message": result.message, "sandbox": result.mode}
         correct = None if result.status == "error" else result.status == "correct"
         return _final(outcome, correct, result.status, detail)
@@ -234,10 +247,8 @@ def _isolation(sandbox: str) -> Isolation:
     try:
         require(isolation)
     except IsolationUnavailable as error:
-        raise IsolationUnavailable(
-            f"verify: code rows need the bubblewrap sandbox, which this machine cannot give ({error}); install "
-            "bubblewrap (apt-get install bubblewrap) or, to run model code unisolated, set "
-            "`sandbox: unsafe-no-isolation` in the verify step") from None
+        raise IsolationUnavailable(  # curate.errors adds what to do: install bwrap or name the unsafe mode
+            f"verify: code rows need the bubblewrap sandbox, which this machine cannot give ({error})") from None
     return isolation
 
 

@@ -256,13 +256,22 @@ def answer_extractor(
     return extract
 
 
+# The tags a code fence in each language may carry (any case); an untagged fence counts too.
+_FENCE_TAGS = ({"python", "py", "python3"}, {"cpp", "c++", "cc", "cxx"})
+
+
+def fence_tags(language: str) -> set[str]:
+    """The fence tags (lower case) that mark a block in `language`, itself or an alias of it."""
+    language = language.lower()
+    return {"", language, *next((tags for tags in _FENCE_TAGS if language in tags), ())}
+
+
 def extract_code(text: str | None, language: str = "python") -> tuple[str | None, str | None]:
     """(code, method): the last fenced block in `language` (or untagged), else the raw text."""
     if not text or not text.strip():
         return None, None
-    blocks = [
-        body for tag, body in _CODE_BLOCK.findall(text) if tag.lower() in ("", language, language[:2])
-    ]
+    tags = fence_tags(language)
+    blocks = [body for tag, body in _CODE_BLOCK.findall(text) if tag.lower() in tags]
     if blocks:
         return blocks[-1], "code_block"
     return text, "raw"

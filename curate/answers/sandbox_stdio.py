@@ -1,25 +1,29 @@
 """Competitive-programming tests: run a Python or C++ program on each case's stdin in a
 fresh box (`sandbox_box`) and compare its stdout with the expected output here, outside
 the box, with a tolerant checker: tokens split on white space; two tokens match when
-equal, or when both are numbers, at least one of them not an integer, within the float
-tolerance (absolute or relative). Integers compare exactly (no 10**20 + 1 == 10**20).
+equal, or when both are numbers, the expected one not an integer, within the float
+tolerance (absolute or relative). An expected integer matches only a number of exactly its
+value (6.000000 for 6; not 1000000.5 for 1000000, nor 1e20 for 10**20 + 1).
 
 A case passes, fails (other output, exit status not 0, output over the cap) or times out:
 its time limit is CPU seconds (RLIMIT_CPU, whole seconds, rounded up), so the machine's load
-does not change a verdict; a program that waits without computing is stopped at twice the
-limit plus a second of wall clock (the box's start included). Judging stops at the first
+does not change a verdict; a program that waits without computing is stopped by a wall-clock
+backstop, 4 x (the limit + 1 s for the box's start), and the row is undecided (`error`): load
+and waiting cannot be told apart. Judging stops at the first
 case that does not pass, as judges do. C++ is compiled by g++ inside a box of its own, under a
 time limit; a program that does not compile is wrong.
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from curate.answers.extract import fence_tags
 from curate.answers.sandbox import SandboxResult
 from curate.answers.sandbox_box import (
     BOX_DIR,
@@ -32,7 +36,7 @@ from curate.answers.sandbox_box import (
     run_capped,
 )
 
-LANGUAGES = {"python": "main.py", "cpp": "main.cpp", "c++": "main.cpp"}
+LANGUAGES = {"python": "main.py", "cpp": "main.cpp"}  # and their aliases (`extract.fence_tags`)
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
@@ -43,6 +47,7 @@ class CaseLimits:
     output_bytes: int = 16 << 20
     float_tolerance: float = 1e-6
     compile_timeout_s: float = 60.0
+    backstop_factor: float = 4.0  # wall clock per case: this times (the time limit + 1 s for the box's start)
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ def tokens_match(expected: str, got: str, tolerance: float) -> bool:
 def _token_match(want: str, have: str, tolerance: float) -> bool:
     if want == have:
         return True
-    if _INTEGER.fullmatch(want) and _INTEGER.fullmatch(have):
-        return False
+    if _INTEGER.fullmatch(want):  # exact: 6.000000 is 6, but 1000000.5 is not 1000000 nor 1e20 10**20 + 1
+        return _exact_number(have) == int(want)
     try:
         a, b = float(want), float(have)
     except ValueError:
@@ -69,11 +74,19 @@ def _token_match(want: str, have: str, tolerance: float) -> bool:
     return math.isfinite(a) and math.isfinite(b) and math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
 
 
+def _exact_number(token: str) -> decimal.Decimal | None:
+    try:
+        return decimal.Decimal(token)
+    except decimal.InvalidOperation:
+        return None
+
+
 def run_cases(code: str, language: str, cases: list[Case], limits: CaseLimits | None = None,
               isolation: Isolation = Isolation.BWRAP) -> SandboxResult:
     """Judge `code` on `cases` (module doc)."""
     require(isolation)
     limits = limits or CaseLimits()
+    language = next((name for name in LANGUAGES if language.lower() in fence_tags(name) - {""}), language)
     if language not in LANGUAGES:
         return SandboxResult("error", message=f"no stdin/stdout runner for language {language!r} "
                              f"(one of {', '.join(LANGUAGES)})", mode=isolation.value)
@@ -119,7 +132,7 @@ def _judge(program: list[str], box_dir: Path, cases: list[Case], limits: CaseLim
     cpu_seconds = math.ceil(limits.time_limit_s)
     command = box_command(program, BoxLimits(memory_bytes=limits.memory_bytes, cpu_seconds=cpu_seconds),
                           isolation, box_dir)
-    wall_s = 2 * limits.time_limit_s + 1
+    wall_s = limits.backstop_factor * (limits.time_limit_s + 1)
     results = []
     for index, case in enumerate(cases):
         run = run_capped(command, case.input.encode(), wall_s, limits.output_bytes)
@@ -127,7 +140,7 @@ def _judge(program: list[str], box_dir: Path, cases: list[Case], limits: CaseLim
         if run.over_cap:
             results.append({"name": name, "status": "fail", "message": f"output over {limits.output_bytes} bytes"})
         elif run.timed_out:
-            results.append({"name": name, "status": "timeout", "message": f"over {wall_s}s of wall clock"})
+            results.append({"name": name, "status": "backstop", "message": f"over {wall_s}s of wall clock"})
         elif run.returncode in CPU_KILLS:
             results.append({"name": name, "status": "timeout", "message": f"over {cpu_seconds} CPU seconds"})
         elif run.returncode != 0:
@@ -139,5 +152,6 @@ def _judge(program: list[str], box_dir: Path, cases: list[Case], limits: CaseLim
             continue
         break
     statuses = {r["status"] for r in results}
-    status = "correct" if statuses == {"pass"} else "timeout" if "timeout" in statuses else "wrong"
+    status = ("correct" if statuses == {"pass"} else "timeout" if "timeout" in statuses
+              else "error" if "backstop" in statuses else "wrong")
     return SandboxResult(status, results, "" if status == "correct" else results[-1]["message"], isolation.value)

@@ -5,7 +5,8 @@ Math rows are compared with `reference_answer` by math-verify in worker processe
 rows are run against the problem's `tests` in the sandbox. Every row gets a
 `verify_status`; `correct` is null when the verifier could not decide (a math timeout,
 an unparsable answer, a missing reference), so grading never counts those as failures.
-Code that runs past its time limit counts as failed (HumanEval's convention).
+Code that runs past its CPU-time limit counts as failed (HumanEval's convention);
+hitting the wall-clock backstop, which load can cause, leaves the row undecided.
 
 `judge: on-failure` asks an LLM judge (`curate.llm.judge`, task 'answer') about the math
 rows the rules found wrong or could not decide (an answer right but in a form the rules
