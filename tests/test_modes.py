@@ -179,6 +179,15 @@ def test_publish_puts_the_mode_in_the_system_prompt_and_the_trainer_keeps_it(tmp
         m[0]["content"] for m in published["messages"].to_list())
 
 
+def test_mode_prompt_without_a_system_prompt_is_the_mode_alone_and_no_turn_without_a_mode():
+    frame = pl.DataFrame({"problem": ["2+2?", "3+3?"], "reasoning": ["2 and 2 make 4.", ""],
+                          "answer_text": ["4", "6"], "reasoning_mode": ["long", None]})
+    messages = frame.select(messages_expr(frame.columns, PublishConfig(mode_prompt=True), "test"))
+    first, second = messages.to_series().to_list()
+    assert first[0] == {"role": "system", "content": "detailed thinking on"}
+    assert [turn["role"] for turn in second] == ["user", "assistant"]
+
+
 def test_publish_without_a_mode_column_refuses_mode_prompt(tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(FIXTURE_RUN, run_dir)
@@ -201,11 +210,14 @@ def test_trainer_puts_the_mode_before_an_existing_system_turn_and_skips_rows_wit
     file = tmp_path / "train.parquet"
     turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
              {"role": "assistant", "content": "4"}]
-    pl.DataFrame({"messages": [turns, turns[1:]], "reasoning_mode": ["no_think", None]}).write_parquet(file)
+    tagged = [{"role": "system", "content": "detailed thinking on"}, *turns[1:]]
+    pl.DataFrame({"messages": [turns, turns[1:], tagged], "reasoning_mode": ["no_think", None, "long"]}).write_parquet(
+        file)
     prompts = read_conversations(str(file))["prompt"].to_list()
     assert prompts[0] == [{"role": "system", "content": "detailed thinking off\nBe brief."},
                           {"role": "user", "content": "2+2?"}]
     assert prompts[1] == [{"role": "user", "content": "2+2?"}]
+    assert prompts[2] == tagged[:2]  # already asks for its mode: not tagged twice
 
 
 def test_eval_set_mode_sets_the_system_prompt(tmp_path, monkeypatch):
