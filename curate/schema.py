@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 import polars as pl
 
@@ -130,7 +130,28 @@ STAGE_COLUMNS: tuple[Column, ...] = IMPORT_COLUMNS + (
     Column("review_verdict", pl.String(), "Human review (review_filter): the reviewer's verdict, correct, wrong or "
            "unclear (null = not reviewed).", nullable=True),
     Column("review_note", pl.String(), "Human review (review_filter): the reviewer's note, if any.", nullable=True),
+    # select
+    Column("reasoning_mode", pl.String(), "reasoning_modes: how the student should answer this problem: 'long' "
+           "or 'short' reasoning, or 'no_think' (the final answer text alone).", nullable=True),
 )
+
+# The reasoning modes `reasoning_modes` assigns, and the system-prompt text that asks for each
+# (Llama-Nemotron's "detailed thinking on/off"): publish, the trainer and eval share them.
+ReasoningMode = Literal["long", "short", "no_think"]
+REASONING_MODES: tuple[str, ...] = get_args(ReasoningMode)
+DEFAULT_MODE_PROMPTS: dict[ReasoningMode, str] = {
+    "long": "detailed thinking on", "short": "detailed thinking on", "no_think": "detailed thinking off"}
+
+
+def with_mode_prompt(system: pl.Expr, mode_text: pl.Expr) -> pl.Expr:
+    """A system prompt with the mode's text in front (the text alone when there is no system
+    prompt; the system prompt alone when the row has no mode)."""
+    return (
+        pl.when(mode_text.is_null()).then(system)
+        .when(system.is_null() | (system == "")).then(mode_text)
+        .otherwise(pl.concat_str([mode_text, pl.lit("\n"), system]))
+    )
+
 
 TABLES: dict[str, tuple[Column, ...]] = {"problem": PROBLEM_COLUMNS, "trace": TRACE_COLUMNS}
 KNOWN_COLUMNS: dict[str, Column] = {c.name: c for c in TRACE_COLUMNS + STAGE_COLUMNS}

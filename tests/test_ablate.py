@@ -288,3 +288,26 @@ def test_a_drop_arm_that_starves_a_later_step_names_the_arm(tmp_path):
     datasets = ArmDatasets(recipe, fake_run(tmp_path), tmp_path / "ablation", Console(quiet=True))
     with pytest.raises(ValueError, match=r"arm 'unverified': without verify: .*step 'grade' needs column\(s\) correct"):
         datasets.rows([arm], arm, seed=0)
+
+
+def test_tokens_per_answer_gets_an_interval_over_problems():
+    """The ablation table's tokens per answer by problem: each problem's completion tokens per
+    sample, averaged over problems, with a bootstrap interval (issue 37: tokens the student
+    spends on easy and hard problems)."""
+    from curate.evals.ablate import BASELINE, Cell, summarise
+
+    def per_problem(tokens: list[int]) -> pl.DataFrame:
+        return pl.DataFrame({"problem_id": ["a", "b", "c"], "samples": [2, 2, 2], "correct": [1, 2, 0],
+                             "completion_tokens": tokens})
+
+    config = AblateConfig(arms=ARMS, seeds=[0])
+    sets = [ProblemSet("heldout", "in_distribution", pl.DataFrame({"problem_id": ["a", "b", "c"]}))]
+    cells = [Cell(arm.name, 0, 3, None, {"heldout": per_problem(tokens)})
+             for arm, tokens in zip(config.arms, ([20, 40, 600], [10, 10, 10], [4, 4, 4]), strict=True)]
+    report = summarise(cells, {"heldout": per_problem([2, 2, 2])}, sets, config)
+    entries = {row["arm"]: row["sets"]["heldout"]["tokens_per_answer_interval"] for row in report["rows"]}
+    assert entries[config.arms[0].name]["mean"] == pytest.approx((10 + 20 + 300) / 3)
+    assert entries[config.arms[1].name]["mean"] == pytest.approx(5)
+    assert entries[BASELINE]["mean"] == pytest.approx(1)
+    low, high = entries[config.arms[0].name]["low"], entries[config.arms[0].name]["high"]
+    assert low < 110 < high  # problems differ: the interval is wide, not a point

@@ -265,9 +265,10 @@ def ablate(recipe, console) -> dict:
 # ---------------------------------------------------------------- the report
 
 def _matrix(frames: list[pl.DataFrame], column: str = "pass1") -> np.ndarray:
-    """seeds x problems, problems in one order for every frame."""
-    return np.vstack([f.sort("problem_id").with_columns(pass1=pl.col("correct") / pl.col("samples"))[column]
-                      .to_numpy() for f in frames])
+    """seeds x problems, problems in one order for every frame: pass1, or tokens (per answer)."""
+    per_sample = {"pass1": pl.col("correct") / pl.col("samples"),
+                  "tokens": pl.col("completion_tokens") / pl.col("samples")}
+    return np.vstack([f.sort("problem_id").with_columns(**per_sample)[column].to_numpy() for f in frames])
 
 
 def summarise(cells: list[Cell], baseline: dict[str, pl.DataFrame], sets: list[ProblemSet],
@@ -291,6 +292,9 @@ def summarise(cells: list[Cell], baseline: dict[str, pl.DataFrame], sets: list[P
             entry = {"pass@1": bootstrap_mean(scores, config.confidence).to_json(),
                      "pass@1_per_seed": scores.mean(axis=1).tolist(),
                      "tokens_per_answer": totals["completion_tokens"] / max(totals["samples"], 1),
+                     # Mean over problems of each problem's tokens per answer, with its interval.
+                     "tokens_per_answer_interval": bootstrap_mean(_matrix(frames, "tokens"),
+                                                                  config.confidence).to_json(),
                      "correct_per_1k_tokens": 1000 * totals["correct"] / max(totals["completion_tokens"], 1)}
             if name != config.reference:
                 reference = _matrix([c.sets[problem_set.name] for c in by_arm[config.reference]])
@@ -319,14 +323,15 @@ def markdown_table(report: dict) -> str:
                   f"pass@1 mean over seeds, {report['confidence']:.0%} bootstrap interval over problems and seeds)",
                   "",
                   f"| arm | seeds | train rows | train trace tokens | pass@1 [interval] | tokens/answer | "
-                  f"correct per 1k tokens | vs {reference} [interval] |",
-                  "|---|---:|---:|---:|---|---:|---:|---|"]
+                  f"tokens/answer by problem [interval] | correct per 1k tokens | vs {reference} [interval] |",
+                  "|---|---:|---:|---:|---|---:|---|---:|---|"]
         for row in report["rows"]:
             entry = row["sets"][name]
             versus = entry.get("vs_reference")
             lines.append(
                 f"| {row['arm']} | {row['seeds']} | {_num(row['dataset_rows'], 0)} | {_num(row['trace_tokens'], 1)} | "
                 f"{_interval(entry['pass@1'])} | {entry['tokens_per_answer']:.1f} | "
+                f"{_interval(entry['tokens_per_answer_interval'], digits=1)} | "
                 f"{entry['correct_per_1k_tokens']:.2f} | {_interval(versus, signed=True) if versus else '-'} |")
         lines.append("")
     return "\n".join(lines)
@@ -336,8 +341,8 @@ def _num(value, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _interval(value: dict, signed: bool = False) -> str:
-    fmt = "+.3f" if signed else ".3f"
+def _interval(value: dict, signed: bool = False, digits: int = 3) -> str:
+    fmt = f"{'+' if signed else ''}.{digits}f"
     return f"{value['mean']:{fmt}} [{value['low']:{fmt}}, {value['high']:{fmt}}]"
 
 

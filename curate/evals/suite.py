@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate.core.io import write_json
 from curate.evals.compare import paired_difference
 from curate.evals.evaluate import EvalConfig, EvalReport, evaluate, load_eval_set
 from curate.llm.config import PromptConfig
+from curate.schema import DEFAULT_MODE_PROMPTS, ReasoningMode, with_mode_prompt
 from curate.sources.config import Source
 
 SetKind = Literal["in_distribution", "prompt_variant", "out_of_distribution"]
@@ -37,6 +38,27 @@ class EvalSet(BaseModel):
         None, description="Its problems; null reuses the eval section's own sources (a prompt variant)."
     )
     prompt: PromptConfig | None = Field(None, description="The prompt to ask with; null keeps the model's prompt.")
+    mode: ReasoningMode | None = Field(
+        None, description="Ask in this reasoning mode (long, short, no_think): the mode's text goes in front of the "
+        "chat prompt's system message, as publish's mode_prompt writes it. Null asks with the prompt as is.",
+    )
+    mode_text: str | None = Field(
+        None, description="mode: the system text that asks for it; null = curate's default for the mode "
+        "(Llama-Nemotron's 'detailed thinking on' / 'detailed thinking off').",
+    )
+
+    @model_validator(mode="after")
+    def _mode_text_needs_mode(self) -> EvalSet:
+        if self.mode_text is not None and self.mode is None:
+            raise ValueError("mode_text is the text of a mode: set mode too")
+        if self.prompt is not None and self.mode is not None and self.prompt.kind != "chat":
+            raise ValueError("mode goes in the system message: it needs a chat prompt (user:, not completion:)")
+        return self
+
+    def mode_system_text(self) -> str | None:
+        if self.mode is None:
+            return None
+        return self.mode_text if self.mode_text is not None else DEFAULT_MODE_PROMPTS[self.mode]
 
 
 @dataclass
@@ -47,6 +69,7 @@ class ProblemSet:
     kind: SetKind
     problems: pl.DataFrame
     prompt: PromptConfig | None = None
+    mode_text: str | None = None  # the system text of the reasoning mode it asks in
 
 
 def problem_sets(sources: list[Source], sets: list[EvalSet], recipe_dir: Path) -> list[ProblemSet]:
@@ -59,15 +82,27 @@ def problem_sets(sources: list[Source], sets: list[EvalSet], recipe_dir: Path) -
             raise ValueError(f"eval.sets: duplicate set name {entry.name!r}")
         names.add(entry.name)
         problems = main if entry.sources is None else load_eval_set(entry.sources, recipe_dir)
-        loaded.append(ProblemSet(name=entry.name, kind=entry.kind, problems=problems, prompt=entry.prompt))
+        loaded.append(ProblemSet(name=entry.name, kind=entry.kind, problems=problems, prompt=entry.prompt,
+                                 mode_text=entry.mode_system_text()))
     return loaded
 
 
 def evaluate_model(config: EvalConfig, model: str, problem_set: ProblemSet, output_dir: Path | None) -> EvalReport:
-    """`config` with its model path and (for a prompt variant) prompt replaced, on one set."""
-    update = {"model": model, **({"prompt": problem_set.prompt} if problem_set.prompt is not None else {})}
-    return evaluate(config.model_copy(update={"model": config.model.model_copy(update=update),
-                                              "output_dir": output_dir}), problem_set.problems)
+    """`config` with its model path and (for a prompt variant or a mode) prompt replaced, on one set."""
+    asked = config.model.model_copy(update={"model": model, "prompt": set_prompt(config.model.prompt, problem_set)})
+    return evaluate(config.model_copy(update={"model": asked, "output_dir": output_dir}), problem_set.problems)
+
+
+def set_prompt(model_prompt: PromptConfig, problem_set: ProblemSet) -> PromptConfig:
+    """The prompt a set is asked with: its own or the model's, with its mode's text in front of the system message."""
+    prompt = problem_set.prompt or model_prompt
+    if problem_set.mode_text is None:
+        return prompt
+    if prompt.kind != "chat":
+        raise ValueError(f"eval set {problem_set.name!r}: mode goes in the system message, but the prompt is a "
+                         "completion template (give the set a chat prompt)")
+    system = pl.select(with_mode_prompt(pl.lit(prompt.system, pl.String), pl.lit(problem_set.mode_text))).item()
+    return prompt.model_copy(update={"system": system})
 
 
 def before_after(config: EvalConfig, student: str, baseline: str | None, sets: list[ProblemSet],

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from curate.schema import DEFAULT_MODE_PROMPTS, ReasoningMode
+
 # Version names become folder names and git tags: keep them to characters safe for both.
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -26,6 +28,7 @@ DEFAULT_COLUMNS = [
     "reasoning_tokens",
     "answer_tokens",
     "finish_reason",
+    "reasoning_mode",
 ]
 
 
@@ -44,6 +47,17 @@ class PublishConfig(BaseModel):
     messages: bool = Field(True, description="Add an SFT-ready `messages` column (system/user/assistant chat turns).")
     system_prompt: str | None = Field(
         None, description="Content of the system turn in `messages`; null leaves the system turn out."
+    )
+    mode_prompt: bool = Field(
+        False,
+        description="Put each row's reasoning_mode (from a reasoning_modes step) in its system turn, as "
+        "Llama-Nemotron's 'detailed thinking on/off': the mode's text from mode_prompts, then system_prompt. "
+        "The reasoning_mode column is then left out; with false it is published (when in `columns`) and "
+        "curate's trainer puts the default mode text in the prompt itself.",
+    )
+    mode_prompts: dict[ReasoningMode, str] = Field(
+        default_factory=lambda: dict(DEFAULT_MODE_PROMPTS),
+        description="mode_prompt: the system text of each reasoning mode (long, short, no_think).",
     )
     user_template: str = Field(
         "{problem}", description="User turn: '{problem}' is replaced by the problem text (no other fields)."

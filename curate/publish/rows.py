@@ -9,8 +9,9 @@ import polars as pl
 
 from curate.publish.config import PublishConfig
 from curate.publish.run import Run, RunDirError
-from curate.schema import content_hash, content_hash_expr
+from curate.schema import content_hash, content_hash_expr, with_mode_prompt
 
+MODE_COLUMN = "reasoning_mode"  # set by the reasoning_modes step
 LINEAGE_COLUMNS = ("trace_id", "problem_id", "teacher", "sampling_params_hash", "verifier_version")
 
 # Descriptions of the columns publish adds (the others are described in curate.schema).
@@ -52,8 +53,10 @@ def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
     selected: list[pl.Expr] = []
     if config.messages:
         selected.append(messages_expr(frame.columns, config, run.run_dir).alias("messages"))
-    lineage_names = set(LINEAGE_COLUMNS)
-    selected += [pl.col(name) for name in config.columns if name in frame.columns and name not in lineage_names]
+    # The mode travels in the system prompt or as a column, never both: a trainer seeing the
+    # column adds the mode's text to the prompt itself.
+    left_out = set(LINEAGE_COLUMNS) | ({MODE_COLUMN} if config.mode_prompt else set())
+    selected += [pl.col(name) for name in config.columns if name in frame.columns and name not in left_out]
     selected += [pl.col(name) for name in ("trace_id", "problem_id", "teacher") if name in frame.columns]
     if "generation_params" in frame.columns:
         selected.append(_sampling_params_hash(frame, run))
@@ -65,8 +68,15 @@ def published_frame(run: Run, config: PublishConfig) -> pl.DataFrame:
 
 def messages_expr(columns: list[str], config: PublishConfig, where: Path | str) -> pl.Expr:
     """The `messages` column; `where` (the run folder) names the data in errors."""
+    if config.mode_prompt and MODE_COLUMN not in columns:
+        raise RunDirError(f"{where}: publish.mode_prompt needs the '{MODE_COLUMN}' column: add a reasoning_modes "
+                          "step to the recipe, or set mode_prompt: false")
     turns = [*prompt_turns(columns, config, where), _turn("assistant", assistant_expr(columns, config, where))]
-    return pl.concat_list(turns)
+    messages = pl.concat_list(turns)
+    if config.mode_prompt and config.system_prompt is None:
+        # A row without a mode then has no system text: leave its system turn out.
+        return messages.list.filter(pl.element().struct.field("content").is_not_null())
+    return messages
 
 
 def prompt_turns(columns: list[str], config: PublishConfig, where: Path | str) -> list[pl.Expr]:
@@ -79,8 +89,12 @@ def prompt_turns(columns: list[str], config: PublishConfig, where: Path | str) -
             user_parts.append(pl.col("problem").fill_null(""))
         user_parts.append(pl.lit(text))
     turns = [_turn("user", pl.concat_str(user_parts))]
-    if config.system_prompt is not None:
-        turns.insert(0, _turn("system", pl.lit(config.system_prompt)))
+    system = pl.lit(config.system_prompt, pl.String)
+    if config.mode_prompt and MODE_COLUMN in columns:
+        mode_text = pl.col(MODE_COLUMN).replace_strict(config.mode_prompts, default=None, return_dtype=pl.String)
+        turns.insert(0, _turn("system", with_mode_prompt(system, mode_text)))
+    elif config.system_prompt is not None:
+        turns.insert(0, _turn("system", system))
     return turns
 
 
@@ -95,7 +109,10 @@ def assistant_expr(columns: list[str], config: PublishConfig, where: Path | str,
         with_reasoning = pl.concat_str(
             [pl.lit(config.think_open + "\n"), reasoning, pl.lit(f"\n{config.think_close}\n\n"), answer]
         )
-        return pl.when(reasoning != "").then(with_reasoning).otherwise(answer)
+        # A no_think row (reasoning_modes) teaches the final answer text alone.
+        mode_column = f"{prefix}{MODE_COLUMN}"
+        thinks = pl.col(mode_column).fill_null("") != "no_think" if mode_column in columns else pl.lit(True)
+        return pl.when((reasoning != "") & thinks).then(with_reasoning).otherwise(answer)
     if completion_column in columns:
         return pl.col(completion_column).fill_null("")
     raise RunDirError(

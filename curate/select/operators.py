@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from curate.core.operator import Filter, OperatorConfig, StepContext, register
 from curate.schema import completion_tokens, content_hash_expr
+from curate.select import modes  # noqa: F401 - registers `reasoning_modes`
 from curate.text import word_ngram_hashes
 
 

@@ -2,7 +2,10 @@
 prompt/completion pairs, or its `preference` config's prompt/chosen/rejected for DPO.
 
 The last message of each conversation must be the assistant's; it becomes the completion
-and everything before it (system, user turns) the prompt. TRL's prompt-completion path
+and everything before it (system, user turns) the prompt. A dataset published with its
+`reasoning_mode` column (a reasoning_modes step) has each row's mode put in front of its
+system turn, as Llama-Nemotron's "detailed thinking on/off" (curate.schema's
+DEFAULT_MODE_PROMPTS), unless the system turn already starts with it. TRL's prompt-completion path
 then masks the prompt out of the loss with any student chat template, which its
 `assistant_only_loss` cannot promise (that needs `{% generation %}` markers).
 """
@@ -14,8 +17,11 @@ from pathlib import Path
 
 import polars as pl
 
+from curate.schema import DEFAULT_MODE_PROMPTS, with_mode_prompt
+
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+MODE_COLUMN = "reasoning_mode"
 
 
 class DatasetError(ValueError):
@@ -124,7 +130,7 @@ def _read_messages_file(file: Path) -> pl.DataFrame:
         raise DatasetError(f"{file}: not a readable parquet file ({error})") from None
     if "messages" not in schema:
         raise DatasetError(f"{file}: no 'messages' column (columns: {', '.join(schema)})")
-    frame = pl.read_parquet(file, columns=["messages"])
+    frame = pl.read_parquet(file, columns=["messages", *([MODE_COLUMN] if MODE_COLUMN in schema else [])])
     return _normalise(frame, str(file))
 
 
@@ -134,7 +140,8 @@ def _read_hub(dataset_id: str, split: str) -> pl.DataFrame:
     hub = load_dataset(dataset_id, split=split)
     if "messages" not in hub.column_names:
         raise DatasetError(f"Hub dataset {dataset_id} ({split}): no 'messages' column ({', '.join(hub.column_names)})")
-    return _normalise(hub.select_columns(["messages"]).to_polars(), f"{dataset_id}:{split}")
+    columns = ["messages", *([MODE_COLUMN] if MODE_COLUMN in hub.column_names else [])]
+    return _normalise(hub.select_columns(columns).to_polars(), f"{dataset_id}:{split}")
 
 
 def _normalise(frame: pl.DataFrame, origin: str) -> pl.DataFrame:
@@ -151,9 +158,25 @@ def _normalise(frame: pl.DataFrame, origin: str) -> pl.DataFrame:
         )
     else:
         raise DatasetError(f"{origin}: 'messages' must be a list of {{role, content}}, found {dtype}")
+    if MODE_COLUMN in frame.columns:
+        messages = _with_mode_prompt(messages, pl.col(MODE_COLUMN).cast(pl.String))
     return frame.with_row_index("row").select(
         pl.lit(origin).alias("origin"), "row", messages.alias("messages")
     )
+
+
+def _with_mode_prompt(messages: pl.Expr, mode: pl.Expr) -> pl.Expr:
+    """`messages` with the row's mode text in front of its system turn (a system turn of its
+    own when there is none); as is when the row has no mode or its system turn starts with it."""
+    mode_text = mode.replace_strict(DEFAULT_MODE_PROMPTS, default=None, return_dtype=pl.String)
+    first = messages.list.first()
+    has_system = (first.struct.field("role") == "system").fill_null(False)
+    system = pl.when(has_system).then(first.struct.field("content"))
+    tagged = pl.struct(pl.lit("system").alias("role"), with_mode_prompt(system, mode_text).alias("content"))
+    turns_after_system = pl.when(has_system).then(messages.list.slice(1)).otherwise(messages)
+    already = system.str.starts_with(mode_text).fill_null(False)
+    return pl.when(mode_text.is_null() | already).then(messages).otherwise(
+        pl.concat_list([tagged, turns_after_system]))
 
 
 def _to_prompt_completion(messages: pl.DataFrame) -> pl.DataFrame:
