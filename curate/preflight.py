@@ -128,7 +128,8 @@ def output_dir_problems(recipe: Recipe, run_dir: Path) -> list[Problem]:
                                     f"overwrite it", "choose another output directory (-o DIR or output.dir)"))
     if problems or not run_dir.is_dir():
         return problems
-    entries = sorted(entry.name for entry in run_dir.iterdir())
+    # hidden files (.gitkeep, .DS_Store) are no one's data the run could replace
+    entries = sorted(entry.name for entry in run_dir.iterdir() if not entry.name.startswith("."))
     if entries and not any((run_dir / marker).exists() for marker in _RUN_MARKERS) \
             and not set(entries) <= _RUN_FOLDERS:
         shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")

@@ -349,7 +349,9 @@ def test_run_resumes_in_its_own_directory_and_starts_in_an_empty_one(finished_ru
     (tmp_path / "r.yaml").write_text(RECIPE)
     shutil.copytree(finished_run, tmp_path / "earlier")
     (tmp_path / "empty").mkdir()
-    for folder in ("earlier", "empty"):
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / ".gitkeep").write_text("")  # hidden files are no one's data the run replaces
+    for folder in ("earlier", "empty", "kept"):
         code, err = _invoke(["run", "r.yaml", "-o", folder], tmp_path)
         assert code == 0, err
 
@@ -358,6 +360,11 @@ def test_audit_rewrites_its_own_report(finished_run, tmp_path):
     for _ in range(2):  # the second run replaces the report the first one wrote
         code, err = _invoke(["audit", str(finished_run), "--out", "report.html"], tmp_path)
         assert code == 0, err
+    # a report from before reports carried the generator mark is curate's too
+    earlier = '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Audit: run</title>'
+    (tmp_path / "earlier.html").write_text(earlier + "<style></style></head><body></body></html>")
+    code, err = _invoke(["audit", str(finished_run), "--out", "earlier.html"], tmp_path)
+    assert code == 0, err
 
 
 def test_corpus_covers_every_class():

@@ -20,6 +20,8 @@ from curate.errors import UserError
 
 # In every report's <head>: a file is only ever overwritten when it holds this mark.
 REPORT_MARK = '<meta name="generator" content="curate audit">'
+# How reports began before they carried the mark: they too may be rewritten.
+_EARLIER_REPORT_HEAD = '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Audit: '
 _REPORT_SUFFIXES = (".html", ".htm")
 
 # Aggregated tables are small; these caps only bite on huge cluster / contamination lists.
@@ -98,7 +100,7 @@ def check_report_path(out: Path) -> None:
         raise UserError(str(out), "exists and is not a file", "pass --out NAME.html for a new file")
     with open(out, "rb") as handle:
         head = handle.read(4096).decode("utf-8", errors="replace")
-    if REPORT_MARK not in head:
+    if REPORT_MARK not in head and not head.startswith(_EARLIER_REPORT_HEAD):
         raise UserError(str(out), "exists and is not an audit report written by curate; it would be overwritten",
                         "choose another --out, or move the file away yourself")
 
