@@ -370,3 +370,83 @@ def test_a_cuda_transformers_teacher_gives_its_gpu_memory_back_at_teardown(tmp_p
     assert torch.cuda.memory_allocated() > before + 50e6  # the model is on the GPU
     operator.teardown()
     assert torch.cuda.memory_allocated() < before + 10e6 and base._gpu_holders == []
+
+
+# --- engines released between stages (the rewrite -> train -> eval -> train hand-offs) ----------
+
+def test_rewrite_traces_releases_its_vllm_engine_at_teardown(tmp_path, monkeypatch):
+    from curate.prune.rewrite import RewriteTraces
+    from curate.schema import conform
+
+    fake = FakeVLLM().install(monkeypatch)
+    row = {"problem_id": "p1", "problem": "What is 2 + 3?", "reference_answer": "5", "source": "hand",
+           "domain": "math", "tests": None, "metadata": "{}", "trace_id": "t1", "teacher": "a", "model": "m",
+           "sample_index": 0, "prompt": "What is 2 + 3?", "reasoning": "2 + 3 = 5, checked twice.",
+           "answer_text": "\\boxed{5}", "completion": "<think>2 + 3 = 5, checked twice.</think>\\boxed{5}",
+           "prompt_tokens": 8, "reasoning_tokens": 9, "answer_tokens": 3, "finish_reason": "stop",
+           "generation_params": "{}", "correct": True}
+    frame = conform(pl.DataFrame([row]), "trace")
+    teacher = vllm_teacher("R", tmp_path / "r", sampling={"max_tokens": 8})
+    operator = RewriteTraces(RewriteTraces.Config.model_validate({"teacher": teacher}))
+    ctx = StepContext(step_id="rw", step_dir=tmp_path / "step", cache_dir=tmp_path / "cache")
+    operator.setup(ctx)
+    operator.apply(frame, ctx)
+    assert ("chat", str(tmp_path / "r"), 1) in fake.events and fake.alive == 1
+    operator.teardown()
+    assert fake.alive == 0 and base._gpu_holders == [] and fake.events[-2:] == [("shutdown", str(tmp_path / "r")),
+                                                                                 ("release",)]
+
+
+def test_evaluate_releases_the_models_engine_before_returning(tmp_path, monkeypatch):
+    from curate.evals.evaluate import EvalConfig, evaluate
+
+    fake = FakeVLLM().install(monkeypatch)
+    config = EvalConfig(model=vllm_teacher("S", tmp_path / "s", sampling={"n": 2, "max_tokens": 8}),
+                        k=[1, 2], cache_dir=tmp_path / "cache")
+    report = evaluate(config, problems(["one", "two"]))
+    assert report.traces.height == 4 and fake.alive == 0 and base._gpu_holders == []
+    evaluate(config.model_copy(update={"model": TeacherConfig.model_validate(
+        vllm_teacher("S2", tmp_path / "s2", sampling={"n": 2, "max_tokens": 8}))}), problems(["one"]))
+    assert fake.most_alive == 1  # the second student's engine started after the first was gone
+
+
+# --- judges on Ray: each actor's judge declares its GPUs ------------------------------------
+
+@pytest.mark.parametrize("operator_name", ["verify", "process_check"])
+def test_a_vllm_judge_declares_its_gpus_for_ray(tmp_path, operator_name):
+    from curate.prune.process import ProcessCheck
+    from curate.verify.operators import Verify
+
+    teacher = {k: v for k, v in vllm_teacher("J", tmp_path / "j").items() if k != "prompt"}
+    teacher["options"] = {"tensor_parallel_size": 2}
+    if operator_name == "verify":
+        operator = Verify(Verify.Config.model_validate({"judge": "on-failure", "judge_model": {"teacher": teacher}}))
+        assert Verify(Verify.Config.model_validate({})).resources() == {}
+    else:
+        operator = ProcessCheck(ProcessCheck.Config.model_validate({"teacher": teacher}))
+    assert operator.resources() == {"num_gpus": 2}
+
+
+def test_the_judge_leaves_a_reasoning_judge_room_to_think_within_the_context(tmp_path):
+    from curate.llm.judge import JUDGE_MAX_TOKENS, judge_teacher
+
+    teacher = {k: v for k, v in vllm_teacher("J", tmp_path / "j").items() if k != "prompt"}
+    assert judge_teacher("answer", teacher).sampling.max_tokens == JUDGE_MAX_TOKENS >= 2048
+    small = {**teacher, "options": {"max_model_len": 4096}}
+    assert judge_teacher("answer", small).sampling.max_tokens == 2048  # half for the prompt
+    assert judge_teacher("answer", {**small, "sampling": {"max_tokens": 100}}).sampling.max_tokens == 100
+
+
+# --- DPO's reference model -----------------------------------------------------------------
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_reference_model_is_never_a_second_copy_and_may_run_remote_code(lora):
+    pytest.importorskip("trl")
+    from curate.train import LoraSettings, TrainConfig
+    from curate.train.trainer import dpo_config
+
+    config = TrainConfig(dataset="x", method="dpo", trust_remote_code=True, lora=LoraSettings() if lora else None)
+    args = dpo_config(config, learning_rate=1e-6, precision="fp32", use_cuda=False)
+    assert args.trust_remote_code is True
+    # Full weights: precomputed once (TRL keeps no reference copy); LoRA: the base with adapters off.
+    assert args.precompute_ref_log_probs is (not lora)
