@@ -450,3 +450,50 @@ def test_dpo_reference_model_is_never_a_second_copy_and_may_run_remote_code(lora
     assert args.trust_remote_code is True
     # Full weights: precomputed once (TRL keeps no reference copy); LoRA: the base with adapters off.
     assert args.precompute_ref_log_probs is (not lora)
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory):
+    """A two-layer model with random weights and SmolLM2's tokenizer (chat template included)."""
+    transformers = pytest.importorskip("transformers")
+    from curate.models.bundled import ModelNotFoundError, smollm2_gguf
+
+    try:
+        gguf = smollm2_gguf()
+    except ModelNotFoundError as error:
+        pytest.skip(str(error))
+    folder = tmp_path_factory.mktemp("tiny-student")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_train_returns_with_the_student_already_freed(tiny_student, tmp_path, monkeypatch):
+    """Freed when train() returns, not at some later garbage collection: on a GPU the next
+    stage (an eval's vLLM engine checks free memory at start-up) comes straight after."""
+    import weakref
+
+    from curate.train import TrainConfig, train
+    from curate.train import trainer as trainer_module
+
+    students = []
+    prepare = trainer_module.prepare
+
+    def recorded_prepare(config):
+        prepared = prepare(config)
+        students.append(weakref.ref(prepared.trainer.model))
+        return prepared
+
+    monkeypatch.setattr(trainer_module, "prepare", recorded_prepare)
+    data = tmp_path / "published" / "data"
+    data.mkdir(parents=True)
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]
+    pl.DataFrame({"messages": [chat] * 4}).write_parquet(data / "train-00000-of-00001.parquet")
+    result = train(TrainConfig(student=str(tiny_student), dataset=str(data.parent), output_dir=tmp_path / "out",
+                               max_steps=1, batch_size=2, max_length=64, learning_rate=1e-5, warmup_ratio=0.0,
+                               save_steps=1000))
+    assert result.steps == 1 and students[0]() is None
