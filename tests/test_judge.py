@@ -128,6 +128,14 @@ def test_verify_judge_always_and_off(serve, tmp_path):
             "model": "m", "prompt": {"user": "{problem}"}}}})
 
 
+def test_a_reasoning_judge_is_read_after_its_thinking(serve, tmp_path):
+    thinking = "<think>First guess:\nVERDICT: no\nREASON: looks different\nBut 8 = 8.</think>\n"
+    server = serve({}, default=thinking + YES)
+    frame = table(trace("right", "3 + 5?", "\\boxed{8}"))
+    out, _ = run(Verify, frame, tmp_path, judge="always", judge_model=judge_model(server.url), workers=1)
+    assert out["judge_verdict"].to_list() == [True] and out["judge_status"].to_list() == ["ok"]
+
+
 def test_verify_plan_counts_the_judge_requests(serve, tmp_path):
     server = serve({})
     frame = table(trace("right", "3 + 5?", "\\boxed{8}"), trace("wrong", "3 + 5?", "\\boxed{9}"))

@@ -87,7 +87,10 @@ def evaluate(config: EvalConfig, problems: pl.DataFrame) -> EvalReport:
     ctx = StepContext(step_id="eval", step_dir=cache_dir / "eval", cache_dir=cache_dir)
     engine = Engine([config.model])
     engine.setup(ctx)
-    traces = engine.generate(problems, ctx)
+    try:
+        traces = engine.generate(problems, ctx)
+    finally:  # the model's engine goes before anything else (training, the next eval) loads one
+        engine.teardown()
 
     failed = traces.filter(pl.col("reject_reason").is_not_null())
     verified = AnswerChecker(config.verify).check(traces.filter(pl.col("reject_reason").is_null()), ctx.count)

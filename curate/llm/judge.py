@@ -102,14 +102,29 @@ def parse_reply(text: str | None) -> tuple[bool | None, str | None]:
     return verdicts.pop() == "yes", reason.group(1).strip()[:MAX_REASON_CHARS]
 
 
+# New tokens per reply by default: room for a reasoning judge's thinking before its verdict
+# (the verdict is read after the reasoning end marker); a plain judge stops after two lines.
+JUDGE_MAX_TOKENS = 4096
+# Options naming the context length (prompt + reply) of backends that take one.
+_CONTEXT_OPTIONS = ("max_model_len", "n_ctx")
+
+
+def default_max_tokens(teacher: dict[str, Any]) -> int:
+    """JUDGE_MAX_TOKENS, or half the context where the teacher's options cap it lower (the
+    other half is for the prompt)."""
+    options = teacher.get("options") or {}
+    contexts = [options[name] for name in _CONTEXT_OPTIONS if isinstance(options.get(name), int)]
+    return min([JUDGE_MAX_TOKENS, *(context // 2 for context in contexts)])
+
+
 def judge_teacher(task: TaskName, teacher: dict[str, Any] | TeacherConfig) -> TeacherConfig:
-    """The task's prompt and judge defaults (name 'judge', greedy, 256 new tokens) under a
-    recipe's teacher settings. The prompt is the task's own and cannot be replaced: its
+    """The task's prompt and judge defaults (name 'judge', greedy, `default_max_tokens`) under
+    a recipe's teacher settings. The prompt is the task's own and cannot be replaced: its
     wording is what PROMPT_VERSION names."""
     if isinstance(teacher, TeacherConfig):
         teacher = teacher.model_dump()
     spec = TASKS[task]
-    sampling = {"temperature": 0.0, "max_tokens": 256, **teacher.get("sampling", {})}
+    sampling = {"temperature": 0.0, "max_tokens": default_max_tokens(teacher), **teacher.get("sampling", {})}
     merged = {"name": "judge", **teacher, "sampling": sampling,
               "prompt": {"system": spec.system, "user": spec.user}}
     return TeacherConfig.model_validate(merged)
@@ -120,7 +135,8 @@ class JudgeConfig(OperatorConfig):
 
     teacher: dict[str, Any] = Field(
         description="The judge model: a `generate` teacher without `prompt` (name defaults to 'judge', "
-        "temperature to 0, max_tokens to 256; sampling.n must be 1). Shares generation's response cache."
+        "temperature to 0, max_tokens to 4096, or half of options.max_model_len/n_ctx when lower: room for a "
+        "reasoning judge's thinking; sampling.n must be 1). Shares generation's response cache."
     )
     max_chars: int = Field(
         6000, ge=200, description="Longest text put in the prompt per field; longer texts keep their end."
@@ -134,6 +150,14 @@ class JudgeConfig(OperatorConfig):
         if teacher.sampling.n != 1:
             raise ValueError(f"judge.teacher: sampling.n must be 1 (one verdict per item), got {teacher.sampling.n}")
         return self
+
+
+def judge_resources(config: JudgeConfig) -> dict[str, float]:
+    """What one Ray actor running this judge needs (its teacher's GPUs, as for `generate`),
+    so that each actor's vLLM judge gets a GPU of its own instead of all starting on GPU 0."""
+    from curate.llm.engine import ray_resources
+
+    return ray_resources([judge_teacher("answer", config.teacher)])
 
 
 class Judge:

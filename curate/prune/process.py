@@ -17,7 +17,7 @@ import polars as pl
 from pydantic import Field
 
 from curate.core.operator import Filter, StepContext, register
-from curate.llm.judge import Judge, JudgeConfig, empty_verdicts
+from curate.llm.judge import Judge, JudgeConfig, empty_verdicts, judge_resources
 
 _ROW = "__process_row"
 PROCESS_COLUMNS = ("process_verdict", "process_reason", "process_status")
@@ -44,6 +44,10 @@ class ProcessCheck(Filter[ProcessCheckConfig]):
 
     def input_columns(self) -> set[str]:
         return {"problem", self.config.column} | ({"correct"} if self.config.only_correct else set())
+
+    def resources(self) -> dict[str, float]:
+        """The judge's GPUs on a Ray actor."""
+        return judge_resources(self.config)
 
     def setup(self, ctx: StepContext) -> None:
         self._judge = Judge(self.config, "process")

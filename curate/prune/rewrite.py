@@ -138,6 +138,12 @@ class RewriteTraces(Operator[RewriteConfig]):
         self._engine.setup(ctx)
         self._extract = answer_extractor(tuple(self.config.methods))
 
+    def teardown(self) -> None:
+        """Release the rewriter's engine (a vLLM one holds its GPU share until shut down)
+        before the next step or training loads another model."""
+        if hasattr(self, "_engine"):
+            self._engine.teardown()
+
     def apply(self, frame: pl.DataFrame, ctx: StepContext) -> pl.DataFrame:
         config = self.config
         if config.only_correct and config.correct_column not in frame.columns:

@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from curate.core.io import write_json
+from curate.llm.backends.base import free_accelerator_memory
 from curate.train.config import TrainConfig
 from curate.train.data import DatasetError, read_conversations, read_preferences
 from curate.train.student import resolve_student
@@ -86,11 +87,13 @@ def train(config: TrainConfig, callbacks: Sequence = ()) -> TrainResult:
     meter = _token_meter()
     for callback in (meter, *callbacks):
         trainer.add_callback(callback)
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-
-    model_dir = config.output_dir / FINAL_DIR
-    _save_final(trainer, config, model_dir)
-    state = trainer.state
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        model_dir = config.output_dir / FINAL_DIR
+        _save_final(trainer, config, model_dir)
+        state, main_process = trainer.state, trainer.is_world_process_zero()
+    finally:  # the student's memory goes back before an eval or vLLM engine loads next
+        release_trainer(trainer)
     result = TrainResult(
         output_dir=config.output_dir,
         model_dir=model_dir,
@@ -107,10 +110,22 @@ def train(config: TrainConfig, callbacks: Sequence = ()) -> TrainResult:
         resumed_from=str(resume) if resume else None,
         method=config.method,
     )
-    if trainer.is_world_process_zero():
+    del prepared, trainer  # the last references: the student's memory can go back now
+    free_accelerator_memory()
+    if main_process:
         write_json({"config": config.model_dump(mode="json"), "result": result.to_json()},
                    config.output_dir / RESULT_FILE)
     return result
+
+
+def release_trainer(trainer) -> None:
+    """Drop what a finished trainer holds on the accelerator: the model (and DPO's reference
+    model), optimizer and scheduler, and accelerate's references to them, so that they are
+    freed once the caller's last reference goes (the trainer state and its log stay)."""
+    trainer.accelerator.free_memory()
+    for name in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
 
 
 # DPO's own figures kept in the loss history beside the loss.
@@ -234,7 +249,10 @@ def dpo_config(config: TrainConfig, learning_rate: float, precision: str, use_cu
         loss_type=list(settings.loss_type),
         loss_weights=settings.loss_weights,
         label_smoothing=settings.label_smoothing,
-        precompute_ref_log_probs=settings.precompute_ref_log_probs,
+        # Full weights: the reference log-probs are computed once before training, from the
+        # student as loaded, instead of TRL holding a second copy of the model all along
+        # (with LoRA the reference is the base with the adapters off: no copy either way).
+        precompute_ref_log_probs=settings.precompute_ref_log_probs or config.lora is None,
         **_trainer_arguments(DPOConfig, config, learning_rate, precision, use_cuda),
     )
 
@@ -256,7 +274,11 @@ def _trainer_arguments(config_class, config: TrainConfig, learning_rate: float, 
     # `gradient_checkpointing` (an alias, deprecated, on 5.23+).
     names = {f.name for f in dataclasses.fields(config_class)}
     checkpoint_field = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    checkpoint_option: dict[str, Any] = {checkpoint_field: checkpointing}
+    version_options: dict[str, Any] = {checkpoint_field: checkpointing}
+    # TRL loads more from the student's name (DPO's reference model, the processing class):
+    # with the same permission to run its code as the student got.
+    if "trust_remote_code" in names:
+        version_options["trust_remote_code"] = config.trust_remote_code
     return dict(
         output_dir=str(config.output_dir),
         learning_rate=learning_rate,
@@ -267,7 +289,7 @@ def _trainer_arguments(config_class, config: TrainConfig, learning_rate: float, 
         max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accumulation,
-        **checkpoint_option,
+        **version_options,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not use_cuda,

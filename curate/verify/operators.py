@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from curate.answers.check import VERIFY_COLUMNS, AnswerChecker, VerifyConfig, checked_columns
 from curate.core.operator import Operator, StepContext, register
-from curate.llm.judge import JUDGE_COLUMNS, Judge, JudgeConfig, empty_verdicts
+from curate.llm.judge import JUDGE_COLUMNS, Judge, JudgeConfig, empty_verdicts, judge_resources
 
 __all__ = ["Verify", "VerifyConfig", "VerifyWithJudgeConfig"]
 
@@ -79,6 +79,10 @@ class Verify(Operator[VerifyWithJudgeConfig]):
             config = VerifyWithJudgeConfig.model_validate(config.model_dump())
         super().__init__(config)
         self.can_plan = config.judge != "off"  # `curate plan` shows the judge's requests
+
+    def resources(self) -> dict[str, float]:
+        """The judge's GPUs on a Ray actor (none without a judge)."""
+        return judge_resources(self._judge_model()) if self.config.judge != "off" else {}
 
     def setup(self, ctx: StepContext) -> None:
         from curate.answers.cache import VerdictCache

@@ -15,13 +15,19 @@ the engine of the one before (its engine-core process is shut down and the GPU m
 freed), and `close()` releases it for good, before a recipe's `train:` section.
 
 A prompt longer than the context is rejected per row (`generation_error`), not for the
-whole chunk. The chunk's results are cached when the call returns: a crash inside a call
-loses that chunk only, so the step's `chunk_size` bounds what a crash can cost.
+whole chunk; so is a request vLLM's input validation refuses (`refused_request_errors`).
+The chunk's results are cached when the call returns: a crash inside a call loses that
+chunk only, so the step's `chunk_size` bounds what a crash can cost.
+
+Sample i is the same text whatever else is in its batch only where vLLM's kernels are
+batch-invariant: on GPUs, its batch-invariant mode (`VLLM_BATCH_INVARIANT=1`); otherwise a
+different batch may change low-order bits of the logits and so, rarely, a sampled token.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from curate.llm.backends.base import (
@@ -36,6 +42,7 @@ from curate.llm.backends.base import (
     release_gpu,
 )
 from curate.models.bundled import resolve_model
+from curate.models.gguf import converted_gguf_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ class VLLMBackend(Backend):
         options = self.options
         engine_args = {"max_model_len": options.max_model_len} if options.max_model_len else {}
         self._llm = LLM(
-            model=self._source,
+            model=self._model_folder(),
             tensor_parallel_size=options.tensor_parallel_size,
             dtype=options.dtype,
             gpu_memory_utilization=options.gpu_memory_utilization,
@@ -82,6 +89,13 @@ class VLLMBackend(Backend):
             **options.engine_args,
         )
         return self._llm
+
+    def _model_folder(self) -> str:
+        """What vLLM loads: a GGUF file dequantized once into safetensors (as the transformers
+        backend and training do), so one converted folder serves every backend."""
+        if self._source.endswith(".gguf"):
+            return str(converted_gguf_dir(Path(self._source), self.cache_dir))
+        return self._source
 
     def _max_model_len(self, llm) -> int | None:
         for holder in (llm, getattr(llm, "llm_engine", None)):
@@ -147,8 +161,8 @@ class VLLMBackend(Backend):
         self._run(llm, fitting, sink)
 
     def _run(self, llm, requests: list[Request], sink: Sink) -> None:
-        """One engine call for `requests`; a request vLLM refuses (ValueError) is found by
-        halving, so it fails alone and the rest still run in large calls."""
+        """One engine call for `requests`; a request vLLM's input validation refuses is found
+        by halving, so it fails alone and the rest still run in large calls."""
         if not requests:
             return
         params = [self._sampling_params(llm, r) for r in requests]
@@ -159,7 +173,7 @@ class VLLMBackend(Backend):
                                    chat_template_kwargs=self.options.chat_template_kwargs or None)
             else:
                 outputs = llm.generate(prompts, sampling_params=params, use_tqdm=False)
-        except ValueError as error:  # input validation: nothing ran
+        except refused_request_errors() as error:  # input validation: nothing ran
             if len(requests) == 1:
                 sink.failed(requests[0], f"vLLM refused the request: {error}")
                 return
@@ -184,7 +198,8 @@ class VLLMBackend(Backend):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.options.engine_args.get("tokenizer", self._source))
+            tokenizer = self.options.engine_args.get("tokenizer") or self._model_folder()
+            self._tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def close(self) -> None:
@@ -209,3 +224,15 @@ def shutdown_engine(llm) -> None:
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and callable(getattr(core, "shutdown", None)):
         core.shutdown()
+
+
+def refused_request_errors() -> tuple[type[Exception], ...]:
+    """What `LLM.chat`/`generate` raise for a request their input validation refuses before
+    anything runs: `vllm.exceptions.VLLMValidationError` (e.g. a prompt longer than the
+    context; a VLLMClientError, not a ValueError, from vLLM 0.32) and the plain ValueError
+    that older releases, and a few checks still, raise."""
+    try:
+        from vllm.exceptions import VLLMValidationError
+    except ImportError:  # a vLLM before the exceptions module
+        return (ValueError,)
+    return (VLLMValidationError, ValueError)
