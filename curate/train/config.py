@@ -57,7 +57,8 @@ class DpoSettings(BaseModel):
     )
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO / EXO label smoothing.")
     precompute_ref_log_probs: bool = Field(
-        False, description="Compute the reference log-probs once before training (frees the reference model)."
+        False, description="Compute the reference log-probs once before training (frees the reference model); "
+        "always on for full-weight DPO."
     )
 
     @model_validator(mode="after")
